@@ -1,0 +1,110 @@
+"""Core quick start: train a small MetaMixer network on real handwritten digits, then re-parameterize it.
+
+Shows the two things the core gives every app — FFNet blocks and ``reparameterize`` — on real data bundled
+with scikit-learn (no download): train accuracy climbs in seconds, the fused network gives the same logits and
+runs faster. ``python -m metamixer.demo``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .blocks import ffnet_block
+from .flops import count_macs, count_params
+from .reparam import ConvBN, count_fusable, reparameterize
+from .seed import seed_everything
+
+
+class TinyFFNet(nn.Module):
+    """Stem (ConvBN) -> FFNet blocks with 7x7 re-param token mixers -> pooled linear head."""
+
+    def __init__(self, num_classes: int = 10, dim: int = 32, depth: int = 2) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(ConvBN(1, dim, 3), nn.GELU())
+        self.blocks = nn.Sequential(*[ffnet_block(dim, 7, expansion=2, rep_kernels=(3,)) for _ in range(depth)])
+        self.norm = nn.BatchNorm2d(dim)
+        self.head = nn.Linear(dim, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.norm(self.blocks(self.stem(x))).mean((2, 3)))
+
+
+def load_digits_tensors(size: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
+    try:
+        from sklearn.datasets import load_digits
+    except ImportError as e:  # pragma: no cover - dev extra installs it
+        raise SystemExit("the demo needs scikit-learn (pip install scikit-learn)") from e
+    d = load_digits()
+    x = torch.tensor(d.images, dtype=torch.float32).unsqueeze(1) / 16.0
+    x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
+    return (x - 0.5) / 0.5, torch.tensor(d.target)
+
+
+def _latency(model: nn.Module, x: torch.Tensor, reps: int = 10) -> float:
+    with torch.inference_mode():
+        model(x)
+        t = time.perf_counter()
+        for _ in range(reps):
+            model(x)
+    return (time.perf_counter() - t) / reps
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(prog="python -m metamixer.demo", description=__doc__)
+    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--output", type=Path, default=None, help="write a JSON summary here")
+    args = p.parse_args(argv)
+    seed_everything(0)
+    x, y = load_digits_tensors()
+    g = torch.Generator().manual_seed(0)
+    perm = torch.randperm(len(x), generator=g)
+    tr, te = perm[:1400], perm[1400:]
+    model = TinyFFNet()
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.05)
+    t0 = time.perf_counter()
+    for epoch in range(args.epochs):
+        model.train()
+        for idx in tr[torch.randperm(len(tr), generator=g)].split(64):
+            loss = F.cross_entropy(model(x[idx]), y[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        print(f"epoch {epoch + 1}/{args.epochs}  loss {loss.item():.3f}")
+    train_s = time.perf_counter() - t0
+    model.eval()
+    with torch.inference_mode():
+        logits = model(x[te])
+    fused = reparameterize(model)
+    with torch.inference_mode():
+        logits_f = fused(x[te])
+    batch = x[te[:64]]
+    result = {
+        "dataset": "scikit-learn digits (1,797 real 8x8 scans, upsampled to 16x16), 397 held out",
+        "train_seconds": round(train_s, 1),
+        "test_accuracy": (logits.argmax(1) == y[te]).float().mean().item(),
+        "fused_test_accuracy": (logits_f.argmax(1) == y[te]).float().mean().item(),
+        "max_abs_logit_diff_fused": (logits - logits_f).abs().max().item(),
+        "params_train_form": count_params(model),
+        "params_fused": count_params(fused),
+        "macs_train_form": count_macs(model, batch[:1]),
+        "macs_fused": count_macs(fused, batch[:1]),
+        "unfused_modules_left": count_fusable(fused),
+        "latency_ms_bs64_train_form": round(_latency(model, batch) * 1e3, 2),
+        "latency_ms_bs64_fused": round(_latency(fused, batch) * 1e3, 2),
+    }
+    for k, v in result.items():
+        print(f"{k:>28}: {v}")
+    if args.output:
+        args.output.mkdir(parents=True, exist_ok=True)
+        (args.output / "core_demo.json").write_text(json.dumps(result, indent=2))
+    return result
+
+
+if __name__ == "__main__":
+    main()
