@@ -20,6 +20,16 @@ def test_metamixer_doc_example_runs(capsys):
     assert "custom mixer OK" in capsys.readouterr().out
 
 
+def test_readme_python_example_runs():
+    blocks = python_blocks(ROOT / "README.md")
+    assert blocks, "README lost its code example"
+    namespace: dict = {}
+    for code in blocks:
+        exec(compile(code, "README.md", "exec"), namespace)
+    assert namespace["y"].shape == (2, 64, 32, 32)
+    assert not any("BatchNorm" in type(m).__name__ for m in namespace["deploy"].modules())
+
+
 @pytest.mark.parametrize("name", ["README.md"])
 def test_readme_test_command_is_ci_command(name):
     readme = (ROOT / name).read_text()
