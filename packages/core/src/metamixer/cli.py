@@ -1,0 +1,41 @@
+"""The one command-line shape shared by every app's console scripts.
+
+``ffnet-<app>-train --config recipes/x.yaml train.lr=3e-4 model.depths=[2,2,6,2]``: a YAML recipe plus dotted
+overrides, parsed into the app's config dataclass by :mod:`metamixer.config`. Apps add their own flags
+(``--resume``, ``--checkpoint``) to the parser returned by :func:`build_parser`.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import TypeVar
+
+from metamixer.config import load_config
+
+__all__ = ["build_parser", "config_from_args"]
+
+T = TypeVar("T")
+
+_EPILOG = (
+    "overrides: dotted keys with YAML values, e.g.  train.lr=3e-4  model.depths=[2,2,6,2]  "
+    "train.amp=bf16  model.drop_path=null"
+)
+
+
+def build_parser(prog: str, description: str = "") -> argparse.ArgumentParser:
+    """Return an ArgumentParser with ``--config PATH`` and positional ``overrides`` (``key.sub=value``).
+
+    Overrides are positional (not ``--key value``) so they compose with any config schema without the parser
+    knowing it; :func:`config_from_args` validates them against the dataclass.
+    """
+    parser = argparse.ArgumentParser(prog=prog, description=description, epilog=_EPILOG)
+    parser.add_argument("--config", "-c", metavar="PATH", default=None,
+                        help="YAML recipe; omitted keys keep their defaults")
+    parser.add_argument("overrides", nargs="*", metavar="key.sub=value",
+                        help="config overrides applied after the recipe (values parsed as YAML)")
+    return parser
+
+
+def config_from_args(cls: type[T], args: argparse.Namespace) -> T:
+    """Build config ``cls`` from parsed ``args`` (``args.config`` + ``args.overrides``), raising ConfigError."""
+    return load_config(cls, getattr(args, "config", None), getattr(args, "overrides", None) or ())

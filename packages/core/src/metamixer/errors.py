@@ -1,0 +1,69 @@
+"""User-facing errors and the console-script wrapper.
+
+Every console script in the monorepo wraps its ``main(argv)`` with :func:`run_cli`, so that a bad config key,
+a missing file or a wrong checkpoint produces exactly one readable line on stderr and exit code 2 — never a
+Python traceback. Genuine bugs (any other exception) still raise with a full traceback, because hiding those
+would make them impossible to report.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+__all__ = ["FFNetError", "run_cli", "EXIT_USER_ERROR", "EXIT_INTERRUPTED"]
+
+#: exit status for bad user input (same as argparse's usage errors)
+EXIT_USER_ERROR = 2
+#: conventional exit status for SIGINT (128 + 2)
+EXIT_INTERRUPTED = 130
+
+
+class FFNetError(Exception):
+    """An error caused by user input (config, path, checkpoint, data), not by a bug.
+
+    The message must name the offending file/field and say what was expected, because it is the only thing the
+    user will see (:func:`run_cli` prints it without a traceback).
+    """
+
+
+def _one_line(msg: str) -> str:
+    """Collapse a message onto one line so the CLI contract (exactly one line on stderr) holds."""
+    return " ".join(str(msg).split())
+
+
+def _os_error_message(exc: OSError) -> str:
+    """Describe a FileNotFoundError/PermissionError with the path, without the errno noise."""
+    what = "file or folder not found" if isinstance(exc, FileNotFoundError) else "permission denied"
+    path = exc.filename if exc.filename is not None else ""
+    return f"{what}: {path}" if path else f"{what}: {exc}"
+
+
+def run_cli(main: Callable[[Sequence[str] | None], Any]) -> Callable[[Sequence[str] | None], int]:
+    """Wrap a console-script ``main(argv)`` so user errors become one ``error: ...`` line and exit code 2.
+
+    The returned function takes ``argv=None`` (meaning ``sys.argv[1:]``) and returns ``main``'s return value
+    (0 when it returns None). On a user error it raises ``SystemExit(2)`` after printing one line, which is what
+    both a console-script entry point and ``pytest.raises(SystemExit)`` expect. ``KeyboardInterrupt`` exits 130
+    quietly. ``FileNotFoundError``/``PermissionError`` are treated as user errors because in a CLI they almost
+    always come from a path the user typed.
+    """
+
+    @functools.wraps(main)
+    def wrapper(argv: Sequence[str] | None = None) -> int:
+        try:
+            result = main(argv)
+        except FFNetError as exc:
+            print(f"error: {_one_line(str(exc))}", file=sys.stderr)
+            raise SystemExit(EXIT_USER_ERROR) from None
+        except (FileNotFoundError, PermissionError) as exc:
+            print(f"error: {_one_line(_os_error_message(exc))}", file=sys.stderr)
+            raise SystemExit(EXIT_USER_ERROR) from None
+        except KeyboardInterrupt:
+            print("error: interrupted", file=sys.stderr)
+            raise SystemExit(EXIT_INTERRUPTED) from None
+        return 0 if result is None else result
+
+    return wrapper
