@@ -2,6 +2,8 @@
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
+
 from metamixer.blocks import (
     ConvFFN,
     FFNetBlock,
@@ -13,7 +15,6 @@ from metamixer.blocks import (
 )
 from metamixer.layers import DropPath, LayerNormChannelsFirst, LayerScale, drop_path, linear_ramp
 from metamixer.reparam import reparameterize
-from torch import nn
 
 
 def test_ffnified_attention_is_fc_dw_gelu_dw():

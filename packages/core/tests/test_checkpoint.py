@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from torch import nn
+
 from metamixer.amp import make_grad_scaler
 from metamixer.checkpoint import (
     CHECKPOINT_FORMAT,
@@ -21,7 +23,6 @@ from metamixer.checkpoint import (
 )
 from metamixer.ema import ModelEMA
 from metamixer.errors import FFNetError
-from torch import nn
 
 
 # ------------------------------------------------------------------------------------- exact resume

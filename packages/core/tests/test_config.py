@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Literal
 
 import pytest
+
 from metamixer.cli import build_parser, config_from_args
 from metamixer.config import (
     ConfigError,

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from torch import nn
+
 from metamixer.distributed import (
     all_gather_object,
     all_reduce_mean,
@@ -24,7 +26,6 @@ from metamixer.distributed import (
     wrap_ddp,
 )
 from metamixer.errors import FFNetError
-from torch import nn
 
 WORKER = textwrap.dedent(
     """

@@ -7,11 +7,12 @@ import random
 import numpy as np
 import pytest
 import torch
+from torch import nn
+
 from metamixer.amp import autocast, make_grad_scaler, precision_dtype
 from metamixer.ema import ModelEMA
 from metamixer.errors import FFNetError
 from metamixer.seed import make_generator, seed_everything, seed_worker
-from torch import nn
 
 
 # ------------------------------------------------------------------------------------------------ EMA

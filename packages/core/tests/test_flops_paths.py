@@ -6,10 +6,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from torch import nn
+
 from metamixer.errors import FFNetError
 from metamixer.flops import count_macs, count_params
 from metamixer.paths import data_path, data_root, find_repo_root
-from torch import nn
 
 
 def test_count_params_hand_computed() -> None:

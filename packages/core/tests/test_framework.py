@@ -1,6 +1,8 @@
 """MetaMixer instances equal their classic formulations numerically (paper App. B)."""
 import torch
 import torch.nn.functional as F
+from torch import nn
+
 from metamixer.blocks import FFNifiedAttention
 from metamixer.framework import (
     MetaMixer,
@@ -10,7 +12,6 @@ from metamixer.framework import (
     self_attention,
     spatial_mlp,
 )
-from torch import nn
 
 torch.manual_seed(0)
 

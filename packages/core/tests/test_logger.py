@@ -8,8 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from metamixer.logger import RunLogger
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from metamixer.logger import RunLogger
 
 
 def _events(run_dir: Path) -> EventAccumulator:

@@ -3,6 +3,8 @@ import copy
 
 import pytest
 import torch
+from torch import nn
+
 from metamixer.blocks import ConvFFN, FFNifiedAttention, ffnet_block
 from metamixer.reparam import (
     BNConv,
@@ -12,7 +14,6 @@ from metamixer.reparam import (
     count_fusable,
     reparameterize,
 )
-from torch import nn
 
 torch.manual_seed(0)
 
