@@ -19,7 +19,9 @@ import metamixer.sparse as ms
 from metamixer.errors import FFNetError
 
 HAS_SPCONV = ms.spconv_available()
-needs_spconv = pytest.mark.skipif(not HAS_SPCONV, reason="spconv not installed (pip install metamixer[sparse])")
+needs_spconv = pytest.mark.skipif(
+    not HAS_SPCONV, reason="spconv not installed (pip install metamixer[sparse])"
+)
 
 
 def _random_sites(n: int, size: int, batch: int = 1, seed: int = 0) -> torch.Tensor:
@@ -120,6 +122,7 @@ def test_strided_and_inverse_conv_match_dense() -> None:
     y = down(st)
     # expected output sites: every occupied 2x2x2 cell
     cells = torch.unique(torch.cat([idx[:, :1], idx[:, 1:] // 2], 1), dim=0)
+
     def key(i: torch.Tensor) -> torch.Tensor:
         return ((i[:, 0].long() * 64 + i[:, 1]) * 64 + i[:, 2]) * 64 + i[:, 3]
 
@@ -133,20 +136,30 @@ def test_strided_and_inverse_conv_match_dense() -> None:
     torch.testing.assert_close(z.features, _gather(ref_up, idx), rtol=1e-10, atol=1e-10)
 
 
-def _dense_block_reference(block: ms.SparseFFNetBlock, x: torch.Tensor, idx: torch.Tensor, size: int, batch: int):
+def _dense_block_reference(
+    block: ms.SparseFFNetBlock, x: torch.Tensor, idx: torch.Tensor, size: int, batch: int
+):
     """The FFNet block written with dense conv3d + gathers: an independent re-implementation to compare with."""
 
     def subm(conv, feat):
-        return _gather(F.conv3d(_to_dense(feat, idx, size, batch), _dense_weight(conv), conv.bias, padding=1), idx)
+        return _gather(
+            F.conv3d(_to_dense(feat, idx, size, batch), _dense_weight(conv), conv.bias, padding=1), idx
+        )
 
     def bn(m, f):
         return F.batch_norm(f, m.running_mean, m.running_var, m.weight, m.bias, False, 0.0, m.eps)
 
-    h = F.linear(F.layer_norm(x, (x.shape[1],), block.norm1.weight, block.norm1.bias), block.fc.weight, block.fc.bias)
+    h = F.linear(
+        F.layer_norm(x, (x.shape[1],), block.norm1.weight, block.norm1.bias), block.fc.weight, block.fc.bias
+    )
     h = bn(block.bn2, subm(block.conv2, F.gelu(bn(block.bn1, subm(block.conv1, h)))))
     x = x + h
     h = bn(block.bn3, subm(block.conv3, F.layer_norm(x, (x.shape[1],), block.norm2.weight, block.norm2.bias)))
-    h = F.linear(F.gelu(F.linear(h, block.mlp.fc1.weight, block.mlp.fc1.bias)), block.mlp.fc2.weight, block.mlp.fc2.bias)
+    h = F.linear(
+        F.gelu(F.linear(h, block.mlp.fc1.weight, block.mlp.fc1.bias)),
+        block.mlp.fc2.weight,
+        block.mlp.fc2.bias,
+    )
     return x + h
 
 
@@ -166,10 +179,14 @@ def test_sparse_ffnet_block_matches_dense_reference_and_official_layout() -> Non
     block.eval()
     x = torch.randn(len(idx), dim, dtype=torch.float64)
     out = block(ms.sparse_tensor(x, idx, batch_size=batch))
-    torch.testing.assert_close(out.features, _dense_block_reference(block, x, idx, size, batch), rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(
+        out.features, _dense_block_reference(block, x, idx, size, batch), rtol=1e-9, atol=1e-9
+    )
     # parameter count: 3 SubM k3 (27C^2 + C each) + Linear C->C + LN x2 + BN x3 + FFN x4
     c = dim
-    expected = 3 * (27 * c * c + c) + (c * c + c) + 2 * 2 * c + 3 * 2 * c + (c * 4 * c + 4 * c) + (4 * c * c + c)
+    expected = (
+        3 * (27 * c * c + c) + (c * c + c) + 2 * 2 * c + 3 * 2 * c + (c * 4 * c + 4 * c) + (4 * c * c + c)
+    )
     assert sum(p.numel() for p in block.parameters()) == expected
     assert block.conv1.weight.shape == (c, 3, 3, 3, c)
     # drop-path is active in training mode (outputs differ between two passes) and the block trains

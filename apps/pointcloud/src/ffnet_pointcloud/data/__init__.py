@@ -1,0 +1,1 @@
+"""Scene I/O, datasets, transforms, collate and the synthetic scene generator."""

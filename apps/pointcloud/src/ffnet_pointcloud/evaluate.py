@@ -1,0 +1,169 @@
+"""Evaluation: ``ffnet-pc-eval --checkpoint run/best.pth [--config X] [key=value ...] [--output metrics.json]``.
+
+Every validation scene is segmented with fragment inference and the config's TTA views (``tester.py``), the
+votes are mapped back to **all original points**, and per-class IoU / accuracy, mIoU, mAcc and allAcc are
+computed over those points. Writes a JSON file, prints a table, and with ``--ply DIR`` (or eval.save_ply) a
+coloured PLY per scene (predicted class colours, plus ``label``/``pred`` properties).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from metamixer.checkpoint import extract_state_dict, load_checkpoint, load_state_dict_checked
+from metamixer.cli import build_parser
+from metamixer.config import apply_overrides, config_from_dict, config_to_dict, load_config
+from metamixer.errors import FFNetError, run_cli
+
+from .config import Config
+from .data.datasets import SceneDataset
+from .data.ply import write_ply
+from .metrics import ConfusionMatrix, format_table, write_json
+from .runtime import build_dataset, build_model, check_precision, class_names, resolve_device
+from .tester import SceneTester
+
+__all__ = ["evaluate", "main", "cli", "palette"]
+
+
+def palette(num_classes: int) -> np.ndarray:
+    """Distinct uint8 colours per class (golden-ratio hues), stable across runs."""
+    import colorsys
+
+    cols = [colorsys.hsv_to_rgb((i * 0.618033988749895) % 1.0, 0.75, 0.95) for i in range(num_classes)]
+    return (np.array(cols) * 255).astype(np.uint8)
+
+
+def evaluate(
+    cfg: Config, model: torch.nn.Module, ply_dir: str | Path | None = None, log: Any = print
+) -> dict[str, Any]:
+    """Evaluate ``model`` on the validation split of ``cfg``; returns the metrics dict (plus per-scene timing)."""
+    device = next(model.parameters()).device
+    names = class_names(cfg)
+    scenes = build_dataset(cfg, "val")
+    assert isinstance(scenes, SceneDataset)
+    views = cfg.data.tta_views if cfg.eval.tta else None
+    tester = SceneTester(
+        cfg.data.num_classes,
+        cfg.data.test_grid_size,
+        cfg.data.test_pre_transforms,
+        views,
+        cfg.data.test_post_transforms,
+        cfg.data.feat_keys,
+        cfg.eval.fragments_per_batch,
+        device,
+        cfg.train.precision,
+    )
+    cm = ConfusionMatrix(cfg.data.num_classes, cfg.data.ignore_index)
+    colors = palette(cfg.data.num_classes)
+    model.eval()
+    count = len(scenes) if cfg.eval.max_scenes is None else min(len(scenes), cfg.eval.max_scenes)
+    per_scene = []
+    t0 = time.perf_counter()
+    for i in range(count):
+        scene = scenes.raw(i)
+        if "segment" not in scene:
+            raise FFNetError(f"scene {scene['name']!r} has no labels; evaluation needs a labelled split")
+        ts = time.perf_counter()
+        probs, votes = tester(model, scene)
+        if votes.min() < 1:
+            raise RuntimeError(f"scene {scene['name']}: {int((votes < 1).sum())} points got no prediction")
+        pred = probs.argmax(1)
+        cm.update(pred, scene["segment"])
+        scene_cm = ConfusionMatrix(cfg.data.num_classes, cfg.data.ignore_index)
+        scene_cm.update(pred, scene["segment"])
+        m = scene_cm.compute(names)
+        per_scene.append(
+            {
+                "name": scene["name"],
+                "points": int(len(pred)),
+                "mIoU": m["mIoU"],
+                "allAcc": m["allAcc"],
+                "seconds": round(time.perf_counter() - ts, 3),
+            }
+        )
+        log(
+            f"[{i + 1}/{count}] {scene['name']}: {len(pred)} points, mIoU {100 * (m['mIoU'] or 0):.2f}, "
+            f"allAcc {100 * (m['allAcc'] or 0):.2f}"
+        )
+        if ply_dir is not None:
+            label = scene["segment"]
+            write_ply(
+                Path(ply_dir) / f"{scene['name']}.ply",
+                scene["coord"],
+                red=colors[pred, 0],
+                green=colors[pred, 1],
+                blue=colors[pred, 2],
+                pred=pred.astype(np.int32),
+                label=label.astype(np.int32),
+            )
+    metrics = cm.compute(names)
+    metrics.update(
+        {
+            "scenes": per_scene,
+            "tta_views": len(views) if views else 1,
+            "seconds": round(time.perf_counter() - t0, 2),
+            "confusion_matrix": cm.matrix.tolist(),
+        }
+    )
+    return metrics
+
+
+def load_run(checkpoint: str, config: str | None, overrides: Sequence[str]) -> tuple[Config, torch.nn.Module]:
+    """Config from ``--config`` (or the one stored in the checkpoint) + overrides, and the model with its weights."""
+    ckpt = load_checkpoint(checkpoint)
+    if config is not None:
+        cfg = load_config(Config, config, overrides)
+    else:
+        stored = ckpt.get("config")
+        if stored is None:
+            raise FFNetError(f"{checkpoint}: no config stored in the checkpoint; pass --config")
+        base = config_to_dict(config_from_dict(Config, stored, source=f"{checkpoint} [config]"))
+        cfg = config_from_dict(
+            Config,
+            apply_overrides(base, list(overrides), cls=Config, source="command line"),
+            source="command line",
+        )
+    model = build_model(cfg)
+    load_state_dict_checked(model, extract_state_dict(ckpt), checkpoint)
+    return cfg, model
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser("ffnet-pc-eval", "Evaluate FFNet 3D with fragment TTA on all original points.")
+    parser.add_argument("--checkpoint", required=True, metavar="PATH", help="best.pth / last.pth of a run")
+    parser.add_argument(
+        "--output", metavar="JSON", default=None, help="metrics file (default: next to checkpoint)"
+    )
+    parser.add_argument("--ply", metavar="DIR", default=None, help="write predicted-class coloured PLYs here")
+    args = parser.parse_args(argv)
+    cfg, model = load_run(args.checkpoint, args.config, args.overrides)
+    device = resolve_device(cfg.train.device)
+    if cfg.train.precision == "fp16" and device.type != "cuda":
+        print("note: fp16 (the recipe's GPU AMP setting) is unavailable on CPU; evaluating in fp32")
+        cfg.train.precision = "fp32"
+    check_precision(cfg.train.precision, device)
+    if cfg.train.threads > 0:
+        torch.set_num_threads(cfg.train.threads)
+    model.to(device)
+    ply_dir = args.ply or (str(Path(cfg.output_dir) / "predictions") if cfg.eval.save_ply else None)
+    metrics = evaluate(cfg, model, ply_dir)
+    out = Path(args.output) if args.output else Path(args.checkpoint).with_name("eval_metrics.json")
+    write_json(metrics, out)
+    print(format_table(metrics))
+    print(
+        f"{len(metrics['scenes'])} scenes, {metrics['num_points']} points, {metrics['tta_views']} TTA views, "
+        f"{metrics['seconds']} s -> {out}"
+    )
+    return 0
+
+
+cli = run_cli(main)
+
+if __name__ == "__main__":
+    raise SystemExit(cli())

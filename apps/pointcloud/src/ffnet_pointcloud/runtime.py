@@ -1,0 +1,155 @@
+"""Shared builders for train/evaluate: device, datasets, model, class names, seeded augmentation."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from metamixer.distributed import barrier, is_main_process
+from metamixer.errors import FFNetError
+
+from .config import Config
+from .data.datasets import SceneDataset, dataset_info
+from .data.synthetic import write_synthetic_dataset
+from .data.transforms import build_transforms, set_rng
+from .models import create_model
+from .models.ffnet3d import FFNet3DSegmentor
+
+__all__ = [
+    "check_precision",
+    "resolve_device",
+    "class_names",
+    "ensure_data",
+    "build_dataset",
+    "build_model",
+    "SeededTransform",
+]
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise FFNetError(f"train.device={name!r} but CUDA is not available (use cpu or auto)")
+    if name != "cpu" and not name.startswith("cuda"):
+        raise FFNetError(f"train.device must be auto, cpu or cuda[:N], got {name!r}")
+    return torch.device(name)
+
+
+def check_precision(precision: str, device: torch.device) -> None:
+    """spconv has fp32 and fp16 kernels only, and fp16 only on CUDA: refuse the rest up front."""
+    if precision == "bf16":
+        raise FFNetError("train.precision=bf16: spconv has no bfloat16 kernels; use fp16 (CUDA) or fp32")
+    if precision == "fp16" and device.type != "cuda":
+        raise FFNetError(
+            "train.precision=fp16 needs a CUDA device (spconv's CPU kernels are fp32); use fp32 on CPU"
+        )
+    if precision not in ("fp32", "fp16"):
+        raise FFNetError(f"train.precision must be fp32 or fp16 for the sparse model, got {precision!r}")
+
+
+def class_names(cfg: Config) -> list[str]:
+    names = cfg.data.class_names or dataset_info(cfg.data.dataset)["class_names"]
+    if names is None:
+        names = [f"class_{i}" for i in range(cfg.data.num_classes)]
+    names = list(names)
+    if len(names) != cfg.data.num_classes:
+        raise FFNetError(
+            f"data.num_classes={cfg.data.num_classes} but {len(names)} class names for dataset "
+            f"{cfg.data.dataset!r}; set data.num_classes={len(names)} or data.class_names"
+        )
+    return names
+
+
+def ensure_data(cfg: Config) -> Path:
+    """Return the dataset root; the synthetic dataset is generated there on first use."""
+    root = Path(cfg.data.root).expanduser()
+    if cfg.data.dataset == "synthetic" and not (root / "train").is_dir():
+        if is_main_process():  # one writer under torchrun; written aside and moved in, so never half-written
+            tmp = root.parent / f".{root.name}.tmp{os.getpid()}"
+            write_synthetic_dataset(
+                tmp,
+                cfg.data.synthetic_train,
+                cfg.data.synthetic_val,
+                cfg.data.synthetic_seed,
+                cfg.data.synthetic_density,
+            )
+            root.mkdir(parents=True, exist_ok=True)
+            for child in sorted(tmp.iterdir()):
+                os.replace(child, root / child.name)
+            tmp.rmdir()
+        barrier()
+    if not root.is_dir():
+        raise FFNetError(
+            f"data.root not found: {root} (dataset {cfg.data.dataset!r}); see docs/pointcloud.md "
+            "for the expected layout and ffnet-pc-preprocess"
+        )
+    return root
+
+
+class SeededTransform:
+    """Runs a pipeline with a generator derived from (seed, epoch, index): augmentation is reproducible across
+    workers and across resume, independent of the order in which scenes are loaded."""
+
+    def __init__(self, specs: list[dict[str, Any]], seed: int) -> None:
+        self.pipeline = build_transforms(specs)
+        self.seed = seed
+        self.epoch = 0
+
+    def __call__(self, data: dict, index: int) -> Any:
+        set_rng(self.pipeline, np.random.default_rng([self.seed, self.epoch, index]))
+        return self.pipeline(data)
+
+
+class AugmentedDataset(torch.utils.data.Dataset):
+    def __init__(self, scenes: SceneDataset, transform: SeededTransform) -> None:
+        self.scenes = scenes
+        self.transform = transform
+
+    def set_epoch(self, epoch: int) -> None:
+        self.transform.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.scenes)
+
+    def __getitem__(self, index: int) -> Any:
+        return self.transform(self.scenes.raw(index), index)
+
+
+def build_dataset(
+    cfg: Config, split: str, transform_specs: list[dict[str, Any]] | None = None, seed: int = 0
+) -> AugmentedDataset | SceneDataset:
+    """``split``: "train" or "val". With ``transform_specs`` the dataset applies a seeded pipeline."""
+    info = dataset_info(cfg.data.dataset)
+    root = ensure_data(cfg)
+    splits = cfg.data.train_splits if split == "train" else cfg.data.val_splits
+    splits = splits or info[split]
+    scenes = SceneDataset(
+        root,
+        splits,
+        info["segment_key"],
+        None,
+        cfg.data.num_classes,
+        cfg.data.ignore_index,
+        loop=cfg.data.loop if split == "train" else 1,
+        cache=cfg.data.cache,
+    )
+    if transform_specs is None:
+        return scenes
+    return AugmentedDataset(scenes, SeededTransform(transform_specs, seed))
+
+
+def build_model(cfg: Config) -> FFNet3DSegmentor:
+    return create_model(
+        cfg.model.name, in_channels=feat_channels(cfg), num_classes=cfg.data.num_classes, **cfg.model.options
+    )
+
+
+def feat_channels(cfg: Config) -> int:
+    """Input channels implied by data.feat_keys (color/normal: 3 each, coord: 3, anything else: 1)."""
+    widths = {"color": 3, "normal": 3, "coord": 3}
+    return sum(widths.get(k, 1) for k in cfg.data.feat_keys)

@@ -1,0 +1,160 @@
+"""GridSample coverage and inverse maps, the augmentation transforms, collate."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from ffnet_pointcloud.config import s3dis_tta_views, scannet_train_pipeline, scannet_tta_views
+from ffnet_pointcloud.data.collate import collate_scenes
+from ffnet_pointcloud.data.synthetic import make_scene
+from ffnet_pointcloud.data.transforms import GridSample, SphereCrop, build_transforms, set_rng
+from metamixer.errors import FFNetError
+
+
+def _cloud(n: int = 3000, seed: int = 0) -> dict:
+    rng = np.random.default_rng(seed)
+    coord = rng.random((n, 3)).astype(np.float32) * np.array([1.0, 0.6, 0.3], dtype=np.float32)
+    return {
+        "coord": coord,
+        "color": rng.integers(0, 256, (n, 3)).astype(np.float32),
+        "normal": rng.normal(size=(n, 3)).astype(np.float32),
+        "segment": rng.integers(0, 5, n),
+        "name": "cloud",
+    }
+
+
+def _voxel_key(coord: np.ndarray, grid: float) -> np.ndarray:
+    g = np.floor(coord / grid).astype(np.int64)
+    g -= g.min(0)
+    return g[:, 0] * 1_000_000 + g[:, 1] * 1000 + g[:, 2]
+
+
+def test_gridsample_train_keeps_one_point_per_voxel_with_inverse() -> None:
+    data = _cloud()
+    keys = _voxel_key(data["coord"], 0.05)
+    gs = GridSample(0.05, mode="train", return_inverse=True)
+    gs.rng = np.random.default_rng(1)
+    out = gs(dict(data))
+    n_vox = len(np.unique(keys))
+    assert len(out["coord"]) == n_vox and len(out["segment"]) == n_vox
+    out_keys = _voxel_key_like(out["grid_coord"])
+    assert len(np.unique(out_keys)) == n_vox  # one point per voxel
+    # inverse maps every original point to the kept point of its own voxel
+    inv = out["inverse"]
+    assert inv.shape == (len(data["coord"]),)
+    assert np.array_equal(
+        _voxel_key_like(out["grid_coord"][inv]), _voxel_key_like(_grid(data["coord"], 0.05))
+    )
+    # kept points are real input points with their own attributes
+    rows = {tuple(c): i for i, c in enumerate(data["coord"].tolist())}
+    idx = np.array([rows[tuple(c)] for c in out["coord"].tolist()])
+    assert np.array_equal(out["segment"], data["segment"][idx])
+    assert np.array_equal(out["color"], data["color"][idx])
+
+
+def _grid(coord: np.ndarray, size: float) -> np.ndarray:
+    g = np.floor(coord / size).astype(np.int64)
+    return g - g.min(0)
+
+
+def _voxel_key_like(g: np.ndarray) -> np.ndarray:
+    return g[:, 0] * 1_000_000 + g[:, 1] * 1000 + g[:, 2]
+
+
+def test_gridsample_test_fragments_cover_every_point() -> None:
+    data = _cloud(4000)
+    keys = _voxel_key(data["coord"], 0.05)
+    counts = np.unique(keys, return_counts=True)[1]
+    frags = GridSample(0.05, mode="test")(dict(data))
+    assert len(frags) == counts.max()
+    covered = np.zeros(len(keys), dtype=np.int64)
+    for f in frags:
+        assert len(np.unique(_voxel_key_like(f["grid_coord"]))) == len(f["coord"])  # one point per voxel
+        assert len(f["coord"]) == len(np.unique(keys))  # every voxel in every fragment
+        assert np.array_equal(f["coord"], data["coord"][f["index"]])
+        assert np.array_equal(f["grid_coord"], _grid(data["coord"], 0.05)[f["index"]])
+        covered[np.unique(f["index"])] += 1
+    # every point appears in at least one fragment (points of sparse voxels repeat across fragments)
+    assert covered.min() >= 1
+    union = np.unique(np.concatenate([f["index"] for f in frags]))
+    assert np.array_equal(union, np.arange(len(keys)))
+
+
+def test_sphere_crop_keeps_nearest_points() -> None:
+    data = _cloud(1000)
+    crop = SphereCrop(point_max=100, mode="center")
+    out = crop(dict(data))
+    assert len(out["coord"]) == 100
+    centre = data["coord"][500]
+    d_all = np.sort(((data["coord"] - centre) ** 2).sum(1))
+    d_kept = ((out["coord"] - centre) ** 2).sum(1)
+    assert d_kept.max() <= d_all[99] + 1e-12
+
+
+def test_official_pipeline_runs_and_is_reproducible() -> None:
+    scene = make_scene(3, density=150)
+    pipe = build_transforms(scannet_train_pipeline(grid_size=0.05, point_max=4000))
+    set_rng(pipe, np.random.default_rng(7))
+    a = pipe({k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in scene.items()})
+    set_rng(pipe, np.random.default_rng(7))
+    b = pipe({k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in scene.items()})
+    assert np.array_equal(a["coord"], b["coord"]) and np.array_equal(a["segment"], b["segment"])
+    n = len(a["coord"])
+    assert n <= 4000 and all(len(a[k]) == n for k in ("color", "normal", "segment", "grid_coord"))
+    assert a["color"].min() >= -1 and a["color"].max() <= 1  # NormalizeColor
+    assert np.allclose(np.linalg.norm(a["normal"], axis=1), 1, atol=1e-4)  # rotations keep unit normals
+    assert a["grid_coord"].min() >= 0
+
+
+def test_tta_view_counts_match_official_configs() -> None:
+    assert len(scannet_tta_views()) == 13
+    assert len(s3dis_tta_views()) == 10
+
+
+def test_flip_and_rotation_move_normals_with_points() -> None:
+    data = _cloud(50)
+    flip = build_transforms([{"type": "RandomFlip", "p": 1}])
+    out = flip({k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in data.items()})
+    assert np.allclose(out["coord"][:, :2], -data["coord"][:, :2]) and np.allclose(
+        out["normal"][:, 2], data["normal"][:, 2]
+    )
+    rot = build_transforms(
+        [{"type": "RandomRotateTargetAngle", "angle": [0.5], "axis": "z", "center": [0, 0, 0]}]
+    )
+    out = rot({k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in data.items()})
+    assert np.allclose(out["coord"][:, 0], -data["coord"][:, 1], atol=1e-6)
+    assert np.allclose(out["normal"][:, 1], data["normal"][:, 0], atol=1e-6)
+
+
+def test_unknown_transform_and_bad_options() -> None:
+    with pytest.raises(FFNetError, match="unknown type 'Nope'"):
+        build_transforms([{"type": "Nope"}])
+    with pytest.raises(FFNetError, match="GridSample"):
+        build_transforms([{"type": "GridSample", "grid_sze": 0.1}])
+    with pytest.raises(FFNetError, match="mode"):
+        GridSample(0.1, mode="val")
+
+
+def test_collate_builds_offsets_and_features() -> None:
+    a, b = _cloud(30, 0), _cloud(20, 1)
+    for d in (a, b):
+        d["grid_coord"] = _grid(d["coord"], 0.1)
+    p = collate_scenes([a, b], ("color", "normal"))
+    assert p.feat.shape == (50, 6) and p.offset.tolist() == [30, 50]
+    assert torch.equal(p.batch, torch.tensor([0] * 30 + [1] * 20))
+    with pytest.raises(FFNetError, match="feat_keys"):
+        collate_scenes([a], ("color", "height"))
+
+
+def test_mix3d_collate_merges_scene_pairs() -> None:
+    scenes = []
+    for seed, n in ((0, 10), (1, 20), (2, 30)):
+        d = _cloud(n, seed)
+        d["grid_coord"] = _grid(d["coord"], 0.1)
+        scenes.append(d)
+    assert collate_scenes(scenes, mix_prob=0.0).offset.tolist() == [10, 30, 60]
+    mixed = collate_scenes(scenes, mix_prob=1.0)
+    assert mixed.offset.tolist() == [30, 60]  # scenes 0+1 overlaid, scene 2 alone
+    assert torch.equal(mixed.batch, torch.tensor([0] * 30 + [1] * 30))
