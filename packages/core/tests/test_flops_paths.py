@@ -95,3 +95,16 @@ def test_default_root_found_from_cwd(tmp_path: Path, monkeypatch: pytest.MonkeyP
 
     monkeypatch.setattr(paths, "__file__", str(tmp_path / "site-packages" / "metamixer" / "paths.py"))
     assert data_root() == (tmp_path / "shared" / "data").resolve()
+
+
+def test_count_macs_counts_cpu_attention():
+    """F.scaled_dot_product_attention on CPU: QK^T (n*n*d) and AV (n*n*d) MACs per head and batch."""
+    from metamixer.flops import count_macs
+
+    class Attn(torch.nn.Module):
+        def forward(self, q, k, v):
+            return torch.nn.functional.scaled_dot_product_attention(q, k, v)
+
+    b, h, n, d = 2, 3, 16, 8
+    q = torch.randn(b, h, n, d)
+    assert count_macs(Attn(), q, q.clone(), q.clone()) == 2 * b * h * n * n * d

@@ -11,7 +11,18 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
+from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
+
+
+# torch's counter knows the CUDA attention kernels but not the CPU one that F.scaled_dot_product_attention
+# dispatches to on CPU, which would make attention cost 0 MACs there. Same formula (QK^T and AV matmuls).
+def _cpu_sdpa_flops(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:  # noqa: ANN001
+    return sdpa_flop_count(query_shape, key_shape, value_shape)
+
+
+_EXTRA_FORMULAS = {}
+if hasattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu"):
+    _EXTRA_FORMULAS[torch.ops.aten._scaled_dot_product_flash_attention_for_cpu] = _cpu_sdpa_flops
 
 __all__ = ["count_params", "count_macs"]
 
@@ -30,7 +41,7 @@ def count_macs(model: nn.Module, *inputs: Any, **kwargs: Any) -> int:
     modes = [(module, module.training) for module in model.modules()]
     model.eval()
     try:
-        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        with torch.no_grad(), FlopCounterMode(display=False, custom_mapping=_EXTRA_FORMULAS) as counter:
             model(*inputs, **kwargs)
         return int(counter.get_total_flops()) // 2
     finally:

@@ -1,0 +1,88 @@
+"""Build models / diffusions / datasets from a config, and load a trained model back from a checkpoint."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from metamixer.checkpoint import load_checkpoint, load_state_dict_checked
+from metamixer.config import config_from_dict
+from metamixer.errors import FFNetError
+
+from .config import GenerationConfig, ModelConfig
+from .diffusion import GaussianDiffusion, create_diffusion
+from .models import UShapedDiffusionTransformer, create_model
+
+__all__ = ["build_model", "build_diffusion", "build_dataset", "load_trained_model", "resolve_device"]
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise FFNetError(f"device must be 'auto', 'cpu' or 'cuda[:i]', got {name!r}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise FFNetError("device='cuda' requested but CUDA is not available")
+    return device
+
+
+def build_model(cfg: ModelConfig, learn_sigma: bool = True) -> UShapedDiffusionTransformer:
+    overrides: dict = {"class_dropout": cfg.class_dropout, "ffnified_kernel": cfg.ffnified_kernel,
+                       "rep_ffn": cfg.rep_ffn, "down_factor": cfg.down_factor,
+                       "learn_sigma": learn_sigma}
+    if cfg.token_mixers is not None:
+        overrides["token_mixers"] = tuple(cfg.token_mixers)
+    if cfg.num_classes < 1:
+        raise FFNetError(f"model.num_classes must be >= 1, got {cfg.num_classes}")
+    return create_model(cfg.name, input_size=cfg.input_size, in_channels=cfg.in_channels,
+                        num_classes=cfg.num_classes, **overrides)
+
+
+def build_diffusion(cfg: GenerationConfig, steps: str | int | None = None) -> GaussianDiffusion:
+    d = cfg.diffusion
+    return create_diffusion(steps, schedule=d.schedule, num_steps=d.num_steps, variance_type=d.variance_type,
+                            loss_type=d.loss_type)
+
+
+def build_dataset(cfg: GenerationConfig):
+    """The training dataset of ``cfg.data.mode``, checked against the model's channels / classes / size."""
+    from .data.images import DigitsDataset, ImageFolderDataset
+    from .data.latents import LatentDataset
+
+    mode, m = cfg.data.mode, cfg.model
+    if mode == "digits":
+        if m.in_channels != 1 or m.num_classes < 10:
+            raise FFNetError("data.mode=digits needs model.in_channels=1 and model.num_classes>=10")
+        return DigitsDataset(m.input_size)
+    if mode == "pixel":
+        if m.in_channels not in (1, 3):
+            raise FFNetError(f"pixel mode needs model.in_channels 1 or 3, got {m.in_channels}")
+        return ImageFolderDataset(cfg.data.path, m.input_size, m.in_channels, hflip=False,
+                                  num_classes=m.num_classes)
+    if mode == "latent":
+        if not cfg.data.path:
+            raise FFNetError("data.mode=latent needs data.path: a folder written by ffnet-gen-extract-latents")
+        ds = LatentDataset(cfg.data.path, num_classes=m.num_classes)
+        shape = ds[0][0].shape
+        if shape[0] != m.in_channels or shape[-1] != m.input_size:
+            raise FFNetError(f"latents in {cfg.data.path} are {tuple(shape)} but the model expects "
+                             f"({m.in_channels}, {m.input_size}, {m.input_size})")
+        return ds
+    raise FFNetError(f"data.mode must be 'latent', 'pixel' or 'digits', got {mode!r}")
+
+
+def load_trained_model(path: str | Path, *, use_ema: bool = True, device: torch.device | str = "cpu",
+                       fuse: bool = True) -> tuple[UShapedDiffusionTransformer, GenerationConfig, dict]:
+    """Model (EMA weights by default, fused for inference), its config and the raw checkpoint."""
+    ckpt = load_checkpoint(path)
+    if not ckpt.get("config"):
+        raise FFNetError(f"{path}: checkpoint has no config; it was not written by ffnet-gen-train")
+    cfg = config_from_dict(GenerationConfig, ckpt["config"], source=f"{path} [config]")
+    model = build_model(cfg.model, learn_sigma=cfg.diffusion.variance_type == "learned_range")
+    state = ckpt.get("ema") if use_ema and ckpt.get("ema") is not None else ckpt["model"]
+    load_state_dict_checked(model, state, str(path))
+    model = model.to(device).eval()
+    return (model.fuse() if fuse else model), cfg, ckpt
