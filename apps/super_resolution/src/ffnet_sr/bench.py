@@ -1,0 +1,235 @@
+"""Latency / peak memory / MACs of FFNetSR for a 1280x720 output (the paper's measurement size).
+
+``ffnet-sr-bench --scales 2 4 --models ffnetsr_light ffnetsr --modes eager compiled --precisions fp32 bf16``
+measures, in one process and on the same input, every combination plus the peers:
+
+- ``whole`` vs ``tiled`` (exact tiles of ``--tile`` LR pixels, context = receptive radius; bounded memory);
+- ``eager`` vs ``compiled`` (``torch.compile``; needs a C++ compiler on CPU);
+- ``fp32`` vs ``bf16`` (autocast);
+- peers: MATLAB-exact bicubic (this package's NumPy ``imresize``) and ``torch`` bicubic interpolation.
+
+Latency = median of ``--repeats`` timed runs after ``--warmup`` runs (batch 1, no grad). Peak memory = the
+CUDA allocator peak on GPU; on CPU the peak resident-set growth over the run, sampled every 2 ms (an
+approximation: freed heap pages are returned to the OS with ``malloc_trim`` before each measurement, other
+threads' allocations are included). MACs are counted on the ``meta`` device
+(no compute), convs only. Results print as a Markdown table and, with ``--output``, as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import gc
+import json
+import os
+import platform
+import statistics
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from metamixer.amp import autocast
+from metamixer.errors import FFNetError, run_cli
+from metamixer.flops import count_macs, count_params
+
+from .evaluate import resolve_device
+from .imresize import imresize
+from .inference import forward_tiled
+from .models import create_model
+
+__all__ = ["PeakRSS", "measure", "model_macs", "run_benchmark", "main"]
+
+OUT_H, OUT_W = 720, 1280
+
+
+def _rss_bytes() -> int:
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError):
+        return 0
+
+
+def _release_free_memory() -> None:
+    """Return freed heap pages to the OS (glibc ``malloc_trim``) so RSS growth measures this run's peak,
+    not whatever earlier runs left cached in the allocator. No-op where unavailable."""
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+class PeakRSS:
+    """Context manager sampling the process RSS in a thread; ``.peak_delta`` = max RSS - RSS at entry."""
+
+    def __init__(self, interval_s: float = 0.002) -> None:
+        self.interval_s = interval_s
+        self.peak_delta = 0
+        self._stop = threading.Event()
+
+    def __enter__(self) -> PeakRSS:
+        _release_free_memory()
+        self._base = _rss_bytes()
+        self._peak = self._base
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def _sample(self) -> None:
+        while not self._stop.is_set():
+            self._peak = max(self._peak, _rss_bytes())
+            time.sleep(self.interval_s)
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._peak = max(self._peak, _rss_bytes())
+        self.peak_delta = self._peak - self._base
+
+
+def measure(fn: Callable[[], Any], device: torch.device, warmup: int, repeats: int) -> dict[str, float]:
+    """Median/min latency (ms) and peak memory (MiB) of ``fn``."""
+    for _ in range(warmup):
+        fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+    times = []
+    with PeakRSS() as rss:
+        for _ in range(repeats):
+            start = time.perf_counter()
+            fn()
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            times.append((time.perf_counter() - start) * 1000.0)
+    if device.type == "cuda":
+        peak = (torch.cuda.max_memory_allocated() - base) / 2**20
+    else:
+        peak = rss.peak_delta / 2**20
+    return {"median_ms": statistics.median(times), "min_ms": min(times), "peak_mem_mib": peak}
+
+
+def model_macs(name: str, scale: int, lr_hw: tuple[int, int]) -> int:
+    """MACs of one forward pass at LR size ``lr_hw``, counted on the meta device (no real compute)."""
+    with torch.device("meta"):
+        model = create_model(name, scale)
+        x = torch.empty(1, 3, *lr_hw)
+    return count_macs(model, x)
+
+
+def run_benchmark(
+    models: Sequence[str],
+    scales: Sequence[int],
+    modes: Sequence[str],
+    precisions: Sequence[str],
+    tile: int,
+    device: torch.device,
+    warmup: int,
+    repeats: int,
+    log: Callable[[str], None] = print,
+    tilings: Sequence[str] = ("whole", "tiled"),
+    tile_pad: int | None = None,
+) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    for scale in scales:
+        lr_hw = (OUT_H // scale, OUT_W // scale)
+        rng = np.random.default_rng(0)
+        lr_np = rng.integers(0, 256, size=(*lr_hw, 3), dtype=np.uint8)
+        x = torch.from_numpy(lr_np.transpose(2, 0, 1).copy()).float().div(255).unsqueeze(0).to(device)
+
+        stats = measure(lambda a=lr_np, s=scale: imresize(a, float(s)), torch.device("cpu"), 1, repeats)
+        rows.append({"method": "bicubic (MATLAB-exact, NumPy)", "scale": scale, "mode": "-", "precision": "fp64",
+                     "tiling": "whole", "params": 0, "macs_g": 0.0, **stats})
+        log(f"x{scale} bicubic numpy: {stats['median_ms']:.1f} ms")
+        stats = measure(lambda t=x, s=scale: F.interpolate(t, scale_factor=s, mode="bicubic", align_corners=False),
+                        device, 1, repeats)
+        rows.append({"method": "bicubic (torch.interpolate)", "scale": scale, "mode": "eager",
+                     "precision": "fp32", "tiling": "whole", "params": 0, "macs_g": 0.0, **stats})
+
+        for name in models:
+            macs = model_macs(name, scale, lr_hw)
+            torch.manual_seed(0)
+            model = create_model(name, scale).to(device).eval()
+            params = count_params(model)
+            for mode in modes:
+                runner = torch.compile(model) if mode == "compiled" else model
+                for precision in precisions:
+                    for tiling in tilings:
+                        def fn(runner=runner, precision=precision, tiling=tiling, x=x, scale=scale) -> torch.Tensor:
+                            with torch.no_grad(), autocast(device, precision):
+                                if tiling == "whole":
+                                    return runner(x)
+                                return forward_tiled(runner, x, scale, tile=tile, tile_pad=tile_pad)
+
+                        try:
+                            stats = measure(fn, device, warmup, repeats)
+                        except Exception as exc:  # e.g. no C++ compiler for torch.compile on CPU
+                            log(f"x{scale} {name} {mode} {precision} {tiling}: FAILED ({type(exc).__name__}: "
+                                f"{str(exc).splitlines()[0][:120]})")
+                            continue
+                        row = {"method": name, "scale": scale, "mode": mode, "precision": precision,
+                               "tiling": (f"tile {tile}" + ("" if tile_pad is None else f" pad {tile_pad}")) if tiling == "tiled" else "whole", "params": params,
+                               "macs_g": macs / 1e9, **stats}
+                        rows.append(row)
+                        log(f"x{scale} {name} {mode} {precision} {row['tiling']}: {stats['median_ms']:.0f} ms, "
+                            f"peak +{stats['peak_mem_mib']:.0f} MiB")
+    return rows
+
+
+def format_markdown(rows: Sequence[dict[str, Any]]) -> str:
+    lines = ["| method | scale | mode | precision | tiling | params | MACs (G) | median ms | min ms | peak MiB |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(
+            f"| {r['method']} | x{r['scale']} | {r['mode']} | {r['precision']} | {r['tiling']} | "
+            f"{r['params'] / 1e6:.3f}M | {r['macs_g']:.1f} | {r['median_ms']:.0f} | {r['min_ms']:.0f} | "
+            f"{r['peak_mem_mib']:.0f} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="ffnet-sr-bench", description="FFNetSR latency/memory for 1280x720 outputs.")
+    p.add_argument("--models", nargs="+", default=["ffnetsr_light", "ffnetsr"], choices=["ffnetsr_light", "ffnetsr"])
+    p.add_argument("--scales", nargs="+", type=int, default=[2, 4])
+    p.add_argument("--modes", nargs="+", default=["eager", "compiled"], choices=["eager", "compiled"])
+    p.add_argument("--precisions", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16", "fp16"])
+    p.add_argument("--tilings", nargs="+", default=["whole", "tiled"], choices=["whole", "tiled"])
+    p.add_argument("--tile", type=int, default=128, help="LR tile side for the tiled rows")
+    p.add_argument("--tile-pad", type=int, default=None, help="tile context (default: receptive radius = exact)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--output", default=None, help="JSON file for the rows")
+    args = p.parse_args(argv)
+    if any(s < 1 for s in args.scales):
+        raise FFNetError("--scales must be positive integers")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
+    env = {"device": str(device), "torch": torch.__version__, "threads": torch.get_num_threads(),
+           "cpu": platform.processor() or platform.machine(),
+           "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None}
+    print(f"environment: {env}")
+    rows = run_benchmark(args.models, args.scales, args.modes, args.precisions, args.tile, device,
+                         args.warmup, args.repeats, tilings=args.tilings, tile_pad=args.tile_pad)
+    print(format_markdown(rows))
+    if args.output:
+        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.output).write_text(json.dumps({"environment": env, "rows": rows}, indent=2))
+    return 0
+
+
+cli = run_cli(main)
+
+if __name__ == "__main__":
+    raise SystemExit(cli())

@@ -1,0 +1,132 @@
+"""Offline quick start on real images: ``python -m ffnet_sr.quickstart --output DIR`` (``ffnet-sr-quickstart``).
+
+1. Trains a reduced FFNetSR-light x2 on the 100 B100 HR images (LR = the provided MATLAB-bicubic files) on CPU:
+   the same 96-channel FFNet block as the published model but only ``--depth`` (default 2) of its 36 blocks, and a
+   fixed number of steps (default 100, batch 16, LR patches 32), so the result is the same on every machine.
+   This is a smoke-scale run, not the published model (which trains 500k steps on DIV2K with 4 GPUs).
+2. Evaluates it on Set5 x2 with the paper protocol (PSNR/SSIM on Y, crop 2) next to MATLAB bicubic.
+3. Upscales one Set5 LR image (butterfly) with the trained model and with bicubic.
+4. Writes ``DIR/summary.json`` and the run folder ``DIR/run`` (config.yaml, last.pth, best.pth, tensorboard).
+
+About 2 minutes on an idle 2-core CPU (slower on a shared machine; the numbers do not change).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from metamixer.config import load_config
+from metamixer.errors import FFNetError, run_cli
+
+from .config import SRConfig
+from .data.dataset import load_benchmark
+from .data.io import write_png
+from .evaluate import bicubic_upscaler, evaluate_pairs, load_model_for_inference, model_upscaler
+from .train import train
+
+__all__ = ["quickstart_overrides", "run_quickstart", "main"]
+
+
+def quickstart_overrides(output_dir: Path, steps: int = 100, depth: int = 2, threads: int = 2) -> list[str]:
+    """The CPU recipe (recipes/cpu_b100_x2.yaml) as overrides, so the package needs no recipe file."""
+    return [
+        "model.name=ffnetsr_light",
+        "model.scale=2",
+        f"model.depth={depth}",
+        "data.train_dirs=[sr/B100/HR]",
+        "data.lr_source=auto",
+        "data.patch_size=32",
+        "data.batch_size=16",
+        "data.num_workers=0",
+        "data.cache_images=true",
+        "data.val_set=Set5",
+        "optim.name=adam",
+        "optim.lr=2.0e-3",
+        "optim.betas=[0.9,0.99]",
+        "optim.eta_min=2.0e-5",
+        "optim.warmup_steps=20",
+        "loss.fft_weight=0.02",
+        f"train.output_dir={output_dir}",
+        "train.seed=0",
+        f"train.total_steps={steps}",
+        "train.device=cpu",
+        f"train.threads={threads}",
+        f"train.val_every={steps}",
+        f"train.save_every={steps}",
+        f"train.log_every={max(steps // 10, 1)}",
+    ]
+
+
+def run_quickstart(output: Path, steps: int = 100, depth: int = 2, threads: int = 2) -> dict[str, Any]:
+    """Train, evaluate against bicubic on Set5 x2, upscale a sample; returns (and saves) the summary."""
+    output = Path(output)
+    output.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    cfg = load_config(SRConfig, None, quickstart_overrides(output / "run", steps, depth, threads))
+    summary = train(cfg)
+    train_s = time.perf_counter() - t0
+
+    device = torch.device("cpu")
+    model = load_model_for_inference(output / "run" / "last.pth", device)
+    pairs = load_benchmark("Set5", 2)
+    ours = evaluate_pairs(model_upscaler(model, 2, device), pairs, 2)
+    bicubic = evaluate_pairs(bicubic_upscaler(2), pairs, 2)
+
+    sample = next(p for p in pairs if p.name == "butterfly")
+    write_png(output / "butterfly_x2_ffnetsr.png", model_upscaler(model, 2, device)(sample.lr))
+    write_png(output / "butterfly_x2_bicubic.png", bicubic_upscaler(2)(sample.lr))
+    write_png(output / "butterfly_hr.png", sample.hr)
+
+    result = {
+        "task": "FFNetSR-light (reduced depth) x2, trained on B100 HR on CPU, evaluated on Set5",
+        "model": {"name": "ffnetsr_light", "depth": depth, "published_depth": 36, "dim": 96, "scale": 2,
+                  "params": sum(p.numel() for p in model.parameters())},
+        "train": {"steps": summary["step"], "batch": 16, "lr_patch": 32, "seconds": round(train_s, 1)},
+        "set5_x2": {
+            "ffnetsr": {"psnr_y": round(ours["psnr"], 3), "ssim_y": round(ours["ssim"], 4)},
+            "bicubic": {"psnr_y": round(bicubic["psnr"], 3), "ssim_y": round(bicubic["ssim"], 4)},
+            "per_image_psnr_y": {k: round(v["psnr"], 3) for k, v in ours["per_image"].items()},
+        },
+        "beats_bicubic": bool(ours["psnr"] > bicubic["psnr"]),
+        "protocol": "Y channel (MATLAB rgb2ycbcr), crop 2, provided MATLAB-bicubic LR",
+        "files": {"checkpoint": str(output / "run" / "last.pth"), "sample": str(output / "butterfly_x2_ffnetsr.png")},
+        "total_seconds": round(time.perf_counter() - t0, 1),
+    }
+    (output / "summary.json").write_text(json.dumps(result, indent=2))
+    return result
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="ffnet-sr-quickstart", description=__doc__.splitlines()[0])
+    p.add_argument("--output", required=True, help="folder for the run, sample images and summary.json")
+    p.add_argument("--steps", type=int, default=100)
+    p.add_argument("--depth", type=int, default=2, help="FFNet blocks (the published light model has 36)")
+    p.add_argument("--threads", type=int, default=2)
+    args = p.parse_args(argv)
+    if args.steps < 1 or args.depth < 1:
+        raise FFNetError("--steps and --depth must be >= 1")
+    r = run_quickstart(Path(args.output), args.steps, args.depth, args.threads)
+    s5 = r["set5_x2"]
+    print()
+    print(f"FFNetSR-light, {args.depth} of 36 blocks, x2, {r['train']['steps']} CPU steps on B100 "
+          f"({r['train']['seconds']:.0f} s)")
+    print("| Set5 x2 (Y, crop 2) | PSNR | SSIM |\n|---|---|---|")
+    print(f"| Bicubic (MATLAB) | {s5['bicubic']['psnr_y']:.2f} | {s5['bicubic']['ssim_y']:.4f} |")
+    print(f"| FFNetSR quick start | {s5['ffnetsr']['psnr_y']:.2f} | {s5['ffnetsr']['ssim_y']:.4f} |")
+    verdict = "beats" if r["beats_bicubic"] else "does NOT beat"
+    print(f"-> the trained model {verdict} bicubic by {s5['ffnetsr']['psnr_y'] - s5['bicubic']['psnr_y']:+.2f} dB")
+    print(f"sample: {r['files']['sample']}; summary: {Path(args.output) / 'summary.json'}")
+    return 0 if r["beats_bicubic"] else 1
+
+
+cli = run_cli(main)
+
+if __name__ == "__main__":
+    raise SystemExit(cli())
