@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import fractions
 import random
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from metamixer.checkpoint import (
     extract_state_dict,
     load_checkpoint,
     load_state_dict_checked,
+    load_weights_file,
     restore_checkpoint,
     save_checkpoint,
 )
@@ -187,9 +189,13 @@ def test_non_checkpoint_files(tmp_path: Path) -> None:
     with pytest.raises(FFNetError, match="plain.pth: not an FFNet checkpoint"):
         load_checkpoint(plain)
     pickled = tmp_path / "pickled.pth"
-    torch.save({"args": argparse.Namespace(lr=1), "state_dict": {}}, pickled)
+    torch.save({"args": fractions.Fraction(1, 3), "state_dict": {}}, pickled)  # an arbitrary pickled object
     with pytest.raises(FFNetError, match="pickled.pth.*weights_only"):
         load_checkpoint(pickled)
+    # the timm trainer's pickled argparse.Namespace is allowed: official .pth.tar files must load
+    official = tmp_path / "official.pth.tar"
+    torch.save({"args": argparse.Namespace(lr=1), "state_dict": {"w": torch.ones(2)}}, official)
+    assert torch.equal(extract_state_dict(load_weights_file(official))["w"], torch.ones(2))
 
 
 def test_newer_version_rejected(tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ foreign layouts too (official ``state_dict``/``params``/``params_ema`` files, DD
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import os
 import pickle
@@ -166,6 +167,8 @@ def load_weights_file(path: str | os.PathLike[str]) -> Any:
     """``torch.load(path, map_location="cpu", weights_only=True)`` with one clear error naming the file.
 
     Works for any weights file (ours or an official release); use :func:`load_checkpoint` for our format.
+    ``argparse.Namespace`` is allowed because timm-style trainers (the official FFNet one included) pickle
+    their command-line ``args`` next to the weights; it is a plain attribute bag, safe to rebuild.
     """
     path = Path(path).expanduser()
     if not path.exists():
@@ -173,7 +176,8 @@ def load_weights_file(path: str | os.PathLike[str]) -> Any:
     if path.is_dir():
         raise FFNetError(f"checkpoint path is a folder, expected a .pth file: {path}")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise FFNetError(

@@ -1,0 +1,32 @@
+"""Datasets (ImageFolder, CSV/txt lists), transforms and Mixup/CutMix."""
+from .dataset import (
+    BAD_IMAGE_POLICIES,
+    IMAGE_EXTENSIONS,
+    BadImageError,
+    ClassificationDataset,
+    ImageFolder,
+    ImageList,
+    build_dataset,
+    load_rgb,
+    to_rgb,
+)
+from .mixup import Mixup, one_hot_smooth
+from .transforms import EvalTransform, TrainTransform, build_transforms, pil_to_tensor
+
+__all__ = [
+    "BAD_IMAGE_POLICIES",
+    "IMAGE_EXTENSIONS",
+    "BadImageError",
+    "ClassificationDataset",
+    "ImageFolder",
+    "ImageList",
+    "build_dataset",
+    "load_rgb",
+    "to_rgb",
+    "Mixup",
+    "one_hot_smooth",
+    "EvalTransform",
+    "TrainTransform",
+    "build_transforms",
+    "pil_to_tensor",
+]

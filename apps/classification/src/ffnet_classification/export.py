@@ -1,0 +1,136 @@
+"""Export the fused (deploy) model: ``ffnet-cls-export --checkpoint best.pth --output-dir exports [--formats onnx torchscript]``.
+
+The model is re-parameterized first (one DW conv per RepVGG block, BN folded) and put in eval mode, so the
+graph holds no BatchNorm of the mixers and no DropPath/``bernoulli``. ONNX is checked in onnxruntime and
+TorchScript by reloading; the max abs difference to the PyTorch fused model is reported for both.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from metamixer.errors import FFNetError, run_cli
+
+from .models.registry import load_model
+
+
+def _forbidden_ops(graph_text: str) -> list[str]:
+    return sorted({op for op in ("bernoulli", "dropout", "RandomUniform", "Bernoulli") if op in graph_text})
+
+
+def export_torchscript(model: nn.Module, example: torch.Tensor, path: Path) -> dict[str, Any]:
+    """Trace + freeze. TorchScript is deprecated upstream (torch 2.13 warns) but still what C++/mobile
+    deployments and the authors' CoreML path consume, so it stays, with the deprecation warnings silenced."""
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        traced = torch.jit.trace(model, example, check_trace=False)
+        traced = torch.jit.freeze(traced.eval())
+    traced.save(str(path))
+    bad = _forbidden_ops(str(traced.inlined_graph))
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        reloaded = torch.jit.load(str(path))
+        diff = float((reloaded(example) - model(example)).abs().max())
+    return {"path": str(path), "max_abs_diff": diff, "forbidden_ops": bad}
+
+
+def export_onnx(model: nn.Module, example: torch.Tensor, path: Path, opset: int = 17,
+                dynamic_batch: bool = True) -> dict[str, Any]:
+    try:
+        import onnx
+        import onnxruntime as ort
+    except ImportError:
+        raise FFNetError("ONNX export needs onnx and onnxruntime (pip install ffnet-classification[export])") from None
+    kwargs: dict[str, Any] = {"input_names": ["images"], "output_names": ["logits"], "opset_version": opset}
+    if dynamic_batch:
+        kwargs["dynamic_axes"] = {"images": {0: "batch"}, "logits": {0: "batch"}}
+    with torch.no_grad():
+        torch.onnx.export(model, (example,), str(path), dynamo=False, **kwargs)
+    proto = onnx.load(str(path))
+    onnx.checker.check_model(proto)
+    ops = sorted({n.op_type for n in proto.graph.node})
+    bad = _forbidden_ops(" ".join(ops))
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    batch = torch.cat([example, torch.randn_like(example)]) if dynamic_batch else example
+    (out,) = sess.run(None, {"images": batch.numpy()})
+    with torch.no_grad():
+        ref = model(batch).numpy()
+    diff = float(abs(out - ref).max())
+    return {"path": str(path), "max_abs_diff": diff, "forbidden_ops": bad, "ops": ops,
+            "num_nodes": len(proto.graph.node), "opset": opset}
+
+
+def export_model(
+    model: nn.Module,
+    output_dir: str | Path,
+    name: str = "model",
+    input_size: int = 256,
+    formats: Sequence[str] = ("onnx", "torchscript"),
+    tolerance: float = 1e-4,
+) -> dict[str, Any]:
+    """Fuse ``model`` (if needed), export it, verify, and return a report (also saved as ``export.json``)."""
+    fused = model.fuse() if hasattr(model, "fuse") and not getattr(model, "is_fused", True) else model.eval()
+    fused = fused.cpu().float().eval()
+    example = torch.randn(1, getattr(fused, "in_chans", 3), input_size, input_size, generator=torch.Generator().manual_seed(0))
+    out_dir = Path(output_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    report: dict[str, Any] = {"model": name, "input_size": input_size, "tolerance": tolerance}
+    for fmt in formats:
+        if fmt == "onnx":
+            report["onnx"] = export_onnx(fused, example, out_dir / f"{name}_{input_size}.onnx")
+        elif fmt == "torchscript":
+            report["torchscript"] = export_torchscript(fused, example, out_dir / f"{name}_{input_size}.pt")
+        else:
+            raise FFNetError(f"unknown export format {fmt!r}; expected onnx or torchscript")
+    for fmt in formats:
+        r = report[fmt]
+        if r["forbidden_ops"]:
+            raise FFNetError(f"{fmt} graph contains training-only ops {r['forbidden_ops']}")
+        if r["max_abs_diff"] > tolerance:
+            raise FFNetError(f"{fmt} output differs from PyTorch by {r['max_abs_diff']:.3g} > {tolerance}")
+    (out_dir / "export.json").write_text(json.dumps(report, indent=2))
+    return report
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="ffnet-cls-export", description="Fuse and export to ONNX / TorchScript (verified).")
+    p.add_argument("--checkpoint", default=None, help="our run checkpoint or an official .pth.tar")
+    p.add_argument("--model", default=None, help="architecture (required for official files, or to export random init)")
+    p.add_argument("--num-classes", type=int, default=1000, help="with --model and no checkpoint")
+    p.add_argument("--ema", action="store_true")
+    p.add_argument("--input-size", type=int, default=None, help="default: the model's (256; 384 for *_384)")
+    p.add_argument("--formats", nargs="+", default=["onnx", "torchscript"])
+    p.add_argument("--tolerance", type=float, default=1e-4)
+    p.add_argument("--output-dir", required=True)
+    a = p.parse_args(argv)
+    run_cfg: dict[str, Any] = {}
+    if a.checkpoint:
+        loaded = load_model(a.checkpoint, model_name=a.model, use_ema=a.ema)
+        model, run_cfg = loaded.model, loaded.config or {}
+    elif a.model:
+        from .models import create_model
+
+        model = create_model(a.model, num_classes=a.num_classes)
+    else:
+        raise FFNetError("give --checkpoint PATH and/or --model NAME")
+    name = getattr(model, "model_name", a.model or "model")
+    size = a.input_size
+    if size is None:
+        size = run_cfg.get("data", {}).get("input_size") or model.pretrained_cfg["input_size"][-1]
+    report = export_model(model, a.output_dir, name, size, a.formats, a.tolerance)
+    print(json.dumps({k: ({kk: vv for kk, vv in v.items() if kk != "ops"} if isinstance(v, dict) else v)
+                      for k, v in report.items()}, indent=2))
+    return 0
+
+
+cli = run_cli(main)
+
+if __name__ == "__main__":
+    raise SystemExit(cli())

@@ -1,0 +1,244 @@
+"""Model names, default configs and ``create_model`` (timm-compatible signature), incl. checkpoint loading.
+
+Checkpoints accepted by ``pretrained=<path>``:
+
+* the authors' ``.pth.tar`` (timm trainer): ``{"state_dict": ..., "state_dict_ema": ..., "args": Namespace}``,
+  possibly with ``module.`` prefixes (DDP) — train form or fused (deploy) form;
+* our own ``metamixer.checkpoint`` files (``model`` / ``ema``);
+* a bare state_dict.
+
+The form (train vs fused) is detected from the keys, so a deploy-form checkpoint yields a fused model.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import replace
+from typing import Any
+
+import torch
+from torch import nn
+
+from metamixer.checkpoint import extract_state_dict, load_state_dict_checked, load_weights_file
+from metamixer.errors import FFNetError
+
+from .ffnet import FFNet, FFNetFeatures, FFNetSpec, PretrainedCfg
+
+_BASE = FFNetSpec()
+
+#: the official factory defaults (official_architecture.md §1.1)
+SPECS: dict[str, FFNetSpec] = {
+    "ffnet_1": replace(_BASE, widths=(80, 160, 320, 640), depths=(2, 2, 8, 2), channel_kernels=(3, 3, 3, 3),
+                       drop_path_rate=0.1),
+    "ffnet_2": replace(_BASE, widths=(88, 176, 352, 704), depths=(3, 3, 15, 3), channel_kernels=(7, 7, 7, 7),
+                       drop_path_rate=0.15),
+    "ffnet_3": replace(_BASE, widths=(96, 192, 384, 768), depths=(4, 4, 22, 5), channel_kernels=(7, 7, 7, 7),
+                       layer_scale_init=1e-6, drop_path_rate=0.35),
+    "ffnet_4": replace(_BASE, widths=(128, 256, 512, 1024), depths=(4, 4, 27, 3), channel_kernels=(7, 7, 7, 7),
+                       layer_scale_init=1e-6, drop_path_rate=0.4),
+}
+# 384 fine-tune configs (README: FFNet-3/4 at 384, drop-path 0.4 / 0.5); same weights layout as the 256 models.
+SPECS["ffnet_3_384"] = replace(SPECS["ffnet_3"], drop_path_rate=0.4)
+SPECS["ffnet_4_384"] = replace(SPECS["ffnet_4"], drop_path_rate=0.5)
+
+PRETRAINED_CFGS: dict[str, PretrainedCfg] = {
+    "ffnet_1": PretrainedCfg(crop_pct=0.9),
+    "ffnet_2": PretrainedCfg(crop_pct=0.9),
+    "ffnet_3": PretrainedCfg(crop_pct=0.95),
+    "ffnet_4": PretrainedCfg(crop_pct=0.95),
+    "ffnet_3_384": PretrainedCfg(input_size=(3, 384, 384), crop_pct=1.0),
+    "ffnet_4_384": PretrainedCfg(input_size=(3, 384, 384), crop_pct=1.0),
+}
+
+_SPEC_KEYS = set(FFNetSpec.__dataclass_fields__)
+
+
+def list_models() -> list[str]:
+    """All registered model names."""
+    return sorted(SPECS)
+
+
+def get_spec(name: str) -> FFNetSpec:
+    if name not in SPECS:
+        raise FFNetError(f"unknown model {name!r}; available: {', '.join(list_models())}")
+    return SPECS[name]
+
+
+def create_model(
+    name: str,
+    num_classes: int = 1000,
+    pretrained: str | os.PathLike | bool | None = None,
+    *,
+    in_chans: int = 3,
+    drop_path_rate: float | None = None,
+    drop_rate: float = 0.0,
+    features_only: bool = False,
+    out_indices: tuple[int, ...] = (0, 1, 2, 3),
+    fused: bool | None = None,
+    prefer_ema: bool = False,
+    ignore_head: bool = False,
+    **kwargs: Any,
+) -> nn.Module:
+    """Build ``ffnet_1`` .. ``ffnet_4`` (``_384`` variants too), optionally loading a checkpoint.
+
+    Args:
+        name: model name (see :func:`list_models`).
+        num_classes: classifier size; ``0`` for a pooled-feature backbone.
+        pretrained: path to a checkpoint (official ``.pth.tar`` or ours). ``True`` is rejected because no
+            weights are downloadable (the official ``url`` is empty).
+        fused: ``None`` = follow the checkpoint's form; ``True``/``False`` force the returned form.
+        prefer_ema: take ``state_dict_ema`` / ``ema`` when the file has both.
+        ignore_head: load everything but ``head.*`` (fine-tuning to another ``num_classes``).
+        **kwargs: any :class:`FFNetSpec` field (``widths``, ``depths``, ``layer_scale_init`` ...) to derive a
+            custom size, e.g. the tiny models of the tests and the quick start.
+    """
+    spec = get_spec(name)
+    unknown = set(kwargs) - _SPEC_KEYS
+    if unknown:
+        raise FFNetError(f"create_model({name!r}): unknown argument(s) {sorted(unknown)}")
+    spec = replace(spec, **{k: tuple(v) if isinstance(v, list) else v for k, v in kwargs.items()})
+    cfg = replace(PRETRAINED_CFGS.get(name, PretrainedCfg()), num_classes=num_classes)
+    if pretrained is True:
+        raise FFNetError(
+            f"{name}: no downloadable weights (the official url is empty); pass pretrained=<path to .pth.tar>"
+        )
+    common = dict(in_chans=in_chans, drop_path_rate=drop_path_rate, drop_rate=drop_rate, pretrained_cfg=cfg)
+    if features_only:
+        model: FFNet = FFNetFeatures(spec, out_indices=out_indices, **common)
+    else:
+        model = FFNet(spec, num_classes=num_classes, **common)
+    model.model_name = name  # type: ignore[assignment]
+    if pretrained:
+        model = load_pretrained(model, pretrained, prefer_ema=prefer_ema, ignore_head=ignore_head)
+    if fused is True and not model.is_fused:
+        model = model.fuse()
+    elif fused is False and model.is_fused:
+        raise FFNetError(f"{pretrained}: holds a fused (deploy) model; it cannot be turned back into the train form")
+    return model
+
+
+def read_checkpoint_file(path: str | os.PathLike) -> Any:
+    """Any weights file (ours or the authors' ``.pth.tar`` with its pickled ``args``), ``weights_only=True``."""
+    return load_weights_file(path)
+
+
+def state_dict_from(obj: Any, source: str, prefer_ema: bool = False) -> dict[str, torch.Tensor]:
+    """The model weights inside any supported checkpoint object, with ``module.`` prefixes stripped."""
+    sd = extract_state_dict(obj, prefer_ema=prefer_ema)
+    if not sd:
+        raise FFNetError(f"{source}: the checkpoint holds an empty state_dict")
+    return dict(sd)
+
+
+def is_fused_state_dict(sd: Mapping[str, Any]) -> bool:
+    """Deploy checkpoints have ``patch_embed.0.weight``; train-form ones ``patch_embed.0.c.weight``."""
+    return "patch_embed.0.weight" in sd and "patch_embed.0.c.weight" not in sd
+
+
+def load_pretrained(
+    model: FFNet,
+    path: str | os.PathLike,
+    prefer_ema: bool = False,
+    ignore_head: bool = False,
+) -> FFNet:
+    """Load a checkpoint strictly into ``model`` (fusing the model first if the checkpoint is fused)."""
+    source = str(path)
+    sd = state_dict_from(read_checkpoint_file(path), source, prefer_ema=prefer_ema)
+    if is_fused_state_dict(sd) and not model.is_fused:
+        model = model.fuse()
+    if isinstance(model, FFNetFeatures):
+        sd = {k: v for k, v in sd.items() if not k.startswith(("head.", "norm."))}
+        sd = {k: v for k, v in sd.items() if not k.startswith("stages.") or int(k.split(".")[1]) < len(model.stages)}
+    if ignore_head:
+        own = model.state_dict()
+        sd = {k: v for k, v in sd.items() if not k.startswith("head.")}
+        sd.update({k: v for k, v in own.items() if k.startswith("head.")})
+    else:
+        head_w = sd.get("head.weight")
+        if head_w is not None and isinstance(model.head, nn.Linear) and head_w.shape[0] != model.num_classes:
+            raise FFNetError(
+                f"{source}: checkpoint has {head_w.shape[0]} classes but the model was built with "
+                f"num_classes={model.num_classes}; pass num_classes={head_w.shape[0]} or ignore_head=True to fine-tune"
+            )
+    try:
+        load_state_dict_checked(model, sd, source)
+    except FFNetError as exc:
+        guess = guess_variant(sd)
+        if guess and guess != getattr(model, "model_name", None):
+            raise FFNetError(f"{exc} (the checkpoint looks like {guess})") from None
+        raise
+    return model
+
+
+def guess_variant(sd: Mapping[str, Any]) -> str | None:
+    """Which registered variant a state_dict belongs to, judged by stem width and block count."""
+    stem = sd.get("patch_embed.2.c.weight", sd.get("patch_embed.2.weight"))
+    if stem is None:
+        return None
+    blocks = {k.split(".")[1] + "." + k.split(".")[2] for k in sd if k.startswith("stages.") and ".token_mixer." in k}
+    for name in ("ffnet_1", "ffnet_2", "ffnet_3", "ffnet_4"):
+        spec = SPECS[name]
+        if spec.widths[0] == stem.shape[0] and sum(spec.depths) == len(blocks):
+            return name
+    return None
+
+
+class LoadedModel:
+    """A model rebuilt from a checkpoint plus what the checkpoint knows about it (class names, config)."""
+
+    def __init__(self, model: nn.Module, classes: list[str] | None, source: str, config: dict | None,
+                 used_ema: bool) -> None:
+        self.model = model
+        self.classes = classes
+        self.source = source
+        self.config = config
+        self.used_ema = used_ema
+
+
+def load_model(
+    path: str | os.PathLike,
+    model_name: str | None = None,
+    use_ema: bool = False,
+    fused: bool | None = None,
+) -> LoadedModel:
+    """Rebuild a model from one of our run checkpoints (architecture from its config) or an official file.
+
+    Official files carry no architecture, so ``model_name`` is required for them; the class count is read
+    from ``head.weight``. ``use_ema`` picks the EMA weights (an error if the file has none).
+    """
+    source = str(path)
+    obj = read_checkpoint_file(path)
+    config = None
+    classes = None
+    if isinstance(obj, Mapping) and obj.get("format") == "ffnet-checkpoint":
+        config = obj.get("config") or {}
+        mcfg = dict(config.get("model", {}))
+        extra = obj.get("extra") or {}
+        classes = list(extra["classes"]) if extra.get("classes") else None
+        # the recorded architecture wins: a run checkpoint knows what it is (model_name is for foreign files)
+        name = mcfg.get("name") or extra.get("model_name") or model_name
+        spec_kwargs = dict(mcfg.get("spec") or {})
+        if use_ema and not obj.get("ema"):
+            raise FFNetError(f"{source}: has no EMA weights (trained with ema=false); drop --ema")
+        sd = dict(obj["ema"] if use_ema else obj["model"])
+    else:
+        if model_name is None:
+            raise FFNetError(f"{source}: not one of our run checkpoints; pass the architecture (--model ffnet_N)")
+        name, spec_kwargs = model_name, {}
+        sd = state_dict_from(obj, source, prefer_ema=use_ema)
+        if use_ema and not any(k in obj for k in ("state_dict_ema", "model_ema", "params_ema")):
+            raise FFNetError(f"{source}: has no EMA weights (no state_dict_ema); drop --ema")
+    if name is None:
+        raise FFNetError(f"{source}: the checkpoint does not record its model name; pass --model")
+    head = sd.get("head.weight")
+    num_classes = int(head.shape[0]) if head is not None else 0
+    model: nn.Module = create_model(name, num_classes=num_classes, **spec_kwargs)
+    if is_fused_state_dict(sd):
+        model = model.fuse()
+    load_state_dict_checked(model, sd, source + (" [ema]" if use_ema else ""))
+    model.eval()
+    if fused and not model.is_fused:
+        model = model.fuse()
+    if classes is not None and len(classes) != num_classes:
+        raise FFNetError(f"{source}: {len(classes)} class names but a {num_classes}-way head")
+    return LoadedModel(model, classes, source, config, use_ema)

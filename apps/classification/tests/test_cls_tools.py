@@ -1,0 +1,200 @@
+"""Export (ONNX in onnxruntime, TorchScript), evaluate/predict CLIs, recipes, bench helpers."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from ffnet_classification import create_model
+from ffnet_classification.config import TrainConfig
+from metamixer.checkpoint import save_checkpoint
+from metamixer.config import config_from_dict, load_config
+
+RECIPES = Path(__file__).resolve().parents[1] / "recipes"
+TINY = {"widths": [16, 32, 64, 128], "depths": [1, 1, 1, 1], "stem_dim": 8}
+
+
+@pytest.fixture(scope="module")
+def run_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A checkpoint in our run format (config + class names inside) and a 3-class val folder of real PNGs."""
+    root = tmp_path_factory.mktemp("tools")
+    classes = ["circle", "square", "stripe"]
+    for ci, name in enumerate(classes):
+        for j in range(4):
+            arr = torch.zeros(24, 24, 3, dtype=torch.uint8)
+            arr[..., ci] = 60 * (j + 1)
+            (root / "val" / name).mkdir(parents=True, exist_ok=True)
+            Image.fromarray(arr.numpy()).save(root / "val" / name / f"{j}.png")
+    cfg = config_from_dict(TrainConfig, {"model": {"name": "ffnet_1", "spec": TINY},
+                                         "data": {"input_size": 32, "crop_pct": 1.0}})
+    torch.manual_seed(0)
+    model = create_model("ffnet_1", num_classes=3, **TINY)
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.normal_(0, 0.1, generator=g)
+                m.running_var.uniform_(0.5, 1.5, generator=g)
+    ema = type("E", (), {"state_dict": lambda self: model.state_dict(), "updates": 3})()
+    path = save_checkpoint(root / "best.pth", model=model, ema=ema, epoch=1, config=cfg,
+                           extra={"classes": classes, "model_name": "ffnet_1"})
+    return path, root / "val"
+
+
+def test_onnx_and_torchscript_export_match_pytorch(tmp_path: Path) -> None:
+    pytest.importorskip("onnxruntime")
+    from ffnet_classification.export import export_model
+
+    torch.manual_seed(0)
+    model = create_model("ffnet_1", num_classes=10, drop_path_rate=0.3,
+                         **dict(TINY, channel_kernels=[7, 7, 7, 7], layer_scale_init=1e-2))
+    report = export_model(model, tmp_path, "tiny", input_size=64)
+    onnx_r, ts_r = report["onnx"], report["torchscript"]
+    assert onnx_r["max_abs_diff"] < 1e-4 and ts_r["max_abs_diff"] < 1e-4
+    assert not onnx_r["forbidden_ops"] and not ts_r["forbidden_ops"]
+    assert "BatchNormalization" not in onnx_r["ops"] or onnx_r["ops"].count("BatchNormalization") == 1
+    assert Path(onnx_r["path"]).is_file() and Path(ts_r["path"]).is_file()
+    # the fused graph is smaller: no BN of the mixers, one DW conv per RepVGG block
+    import onnx
+
+    convs = sum(n.op_type == "Conv" for n in onnx.load(onnx_r["path"]).graph.node)
+    fused_convs = sum(isinstance(m, torch.nn.Conv2d) for m in model.fuse().modules())
+    assert convs == fused_convs < sum(isinstance(m, torch.nn.Conv2d) for m in model.modules())
+
+
+def test_evaluate_fused_and_ema_json(run_checkpoint: tuple[Path, Path], tmp_path: Path) -> None:
+    from ffnet_classification.evaluate import cli
+
+    ckpt, val = run_checkpoint
+    out = tmp_path / "r.json"
+    cli(["--checkpoint", str(ckpt), "--data", str(val), "--workers", "0", "--output", str(out)])
+    plain = json.loads(out.read_text())
+    cli(["--checkpoint", str(ckpt), "--data", str(val), "--workers", "0", "--fused", "--ema", "--output", str(out)])
+    fused = json.loads(out.read_text())
+    assert plain["samples"] == fused["samples"] == 12 and fused["fused"] and fused["ema"]
+    assert plain["top1"] == fused["top1"]
+    assert fused["loss"] == pytest.approx(plain["loss"], rel=1e-4)
+    assert 0.0 <= plain["top1"] <= 100.0 and plain["top5"] == 100.0  # 3 classes: top-5 covers all
+
+
+def test_predict_topk_with_class_names(run_checkpoint: tuple[Path, Path], capsys: pytest.CaptureFixture[str],
+                                       tmp_path: Path) -> None:
+    from ffnet_classification.predict import cli, predict
+
+    ckpt, val = run_checkpoint
+    res = predict(str(ckpt), [str(val / "square")], topk=2)
+    assert len(res) == 4 and all(len(r["top"]) == 2 for r in res)
+    assert {t["class"] for r in res for t in r["top"]} <= {"circle", "square", "stripe"}
+    for r in res:
+        probs = [t["prob"] for t in r["top"]]
+        assert probs == sorted(probs, reverse=True) and sum(probs) <= 1.0 + 1e-5
+    names = tmp_path / "names.txt"
+    names.write_text("a\nb\nc\n")
+    cli(["--checkpoint", str(ckpt), "--classes", str(names), "--topk", "1", str(val / "circle" / "0.png")])
+    line = json.loads(capsys.readouterr().out.strip())
+    assert line["top"][0]["class"] in {"a", "b", "c"}
+    names.write_text("a\nb\n")
+    with pytest.raises(SystemExit):
+        cli(["--checkpoint", str(ckpt), "--classes", str(names), str(val)])
+    assert "2 class names but the model predicts 3" in capsys.readouterr().err
+
+
+def test_recipes_are_valid_and_follow_the_official_recipe() -> None:
+    names = sorted(p.name for p in RECIPES.glob("*.yaml"))
+    assert {"ffnet_1.yaml", "ffnet_2.yaml", "ffnet_3.yaml", "ffnet_4.yaml", "ffnet_3_384_ft.yaml",
+            "ffnet_4_384_ft.yaml", "cpu_digits.yaml"} <= set(names)
+    cfgs = {n: load_config(TrainConfig, RECIPES / n) for n in names}
+    for n in ("ffnet_1.yaml", "ffnet_2.yaml", "ffnet_3.yaml"):
+        c = cfgs[n]
+        assert c.epochs == 300 and c.batch_size == 128 and c.optim.base_lr == 1e-3 and c.optim.lr_base_batch == 1024
+        assert c.optim.weight_decay == 0.05 and c.data.input_size == 256 and c.data.label_smoothing == 0.1
+    assert [cfgs[f"ffnet_{i}.yaml"].model.drop_path_rate for i in (1, 2, 3)] == [0.1, 0.15, 0.35]
+    assert cfgs["ffnet_1.yaml"].data.mixup == 0.2 and cfgs["ffnet_3.yaml"].data.mixup == 0.8
+    ft = cfgs["ffnet_3_384_ft.yaml"]
+    assert ft.optim.lr == 5e-6 and ft.epochs == 30 and ft.optim.sched == "none" and ft.data.input_size == 384
+    assert cfgs["ffnet_1_kd.yaml"].distill.type == "hard" and cfgs["ffnet_1_kd.yaml"].distill.alpha == 0.5
+
+
+def test_quickstart_recipe_matches_cpu_yaml() -> None:
+    from ffnet_classification.quickstart import RECIPE
+
+    from_yaml = load_config(TrainConfig, RECIPES / "cpu_digits.yaml")
+    from_code = config_from_dict(TrainConfig, RECIPE)
+    a, b = from_yaml.__dict__.copy(), from_code.__dict__.copy()
+    for c in (a, b):
+        c.pop("output_dir")
+        c["data"] = {k: v for k, v in c["data"].__dict__.items() if k not in ("train", "val")}
+    assert a == b
+
+
+def test_lr_scaling_and_weight_decay_groups() -> None:
+    from ffnet_classification.optim import WarmupCosine, param_groups, resolve_lr
+
+    cfg = TrainConfig()
+    assert resolve_lr(cfg.optim, 1024) == pytest.approx(1e-3) and resolve_lr(cfg.optim, 256) == pytest.approx(2.5e-4)
+    model = create_model("ffnet_3", **dict(TINY, layer_scale_init=1e-6))
+    no_decay, decay = param_groups(model, 0.05)
+    names = {id(p): n for n, p in model.named_parameters()}
+    nd_names = [names[id(p)] for p in no_decay["params"]]
+    assert all(n.endswith(("bias", "weight", "layer_scale")) for n in nd_names)
+    assert any(n.endswith("layer_scale") for n in nd_names) and any(".bn." in n for n in nd_names)
+    assert all(p.ndim == 4 or p.ndim == 2 for p in decay["params"]) and decay["weight_decay"] == 0.05
+    f = WarmupCosine(1e-3, total_steps=100, warmup_steps=10, warmup_lr=1e-6, min_lr=1e-5)
+    assert f(0) * 1e-3 == pytest.approx(1e-6) and f(10) == pytest.approx(1.0)
+    assert f(100) * 1e-3 == pytest.approx(1e-5) and f(55) * 1e-3 == pytest.approx((1e-3 + 1e-5) / 2, rel=1e-6)
+
+
+def test_bench_peer_and_flops_table() -> None:
+    from ffnet_classification.bench import convnext_tiny, flops_table, run_benchmark
+
+    with torch.device("meta"):
+        peer = convnext_tiny()
+    assert sum(p.numel() for p in peer.parameters()) == 28_589_128  # ConvNeXt-T as published
+    rows = {(r["model"], r["resolution"]): r for r in flops_table({"ffnet_1": [256]})}
+    assert rows[("ffnet_1", 256)]["gmacs_fused"] == pytest.approx(2.985, abs=6e-4)
+    assert rows[("convnext_t (peer)", 256)]["gmacs_fused"] == pytest.approx(4.47 * (256 / 224) ** 2, rel=0.01)
+    rep = run_benchmark("ffnet_1", batch_sizes=[1], layouts=["contiguous"], forms=["fused"], resolution=64,
+                        threads=1, rounds=1, min_round_s=0.0, warmup=0, log=lambda s: None)
+    (row,) = rep["results"]
+    assert set(row["img_s"]) == {"ffnet_1_fused", "convnext_t"} and row["img_s"]["ffnet_1_fused"] > 0
+
+
+def test_hard_distillation_loss_and_teacher_from_checkpoint(run_checkpoint: tuple[Path, Path]) -> None:
+    import torch.nn.functional as F
+
+    from ffnet_classification.losses import HardDistillationLoss, SoftTargetCrossEntropy
+    from ffnet_classification.train import build_teacher
+
+    ckpt, _ = run_checkpoint
+    cfg = load_config(TrainConfig, None, ["distill.type=hard", f"distill.teacher_checkpoint={ckpt}"])
+    teacher = build_teacher(cfg, 3, torch.device("cpu"))  # default teacher_model is ignored: the file knows
+    assert not teacher.training and not any(p.requires_grad for p in teacher.parameters())
+    loss_fn = HardDistillationLoss(SoftTargetCrossEntropy(), teacher, alpha=0.5)
+    torch.manual_seed(0)
+    x = torch.randn(4, 3, 32, 32)
+    logits = torch.randn(4, 3, requires_grad=True)
+    soft = torch.softmax(torch.randn(4, 3), -1)
+    with torch.no_grad():
+        t_labels = teacher(x).argmax(-1)
+    want = 0.5 * SoftTargetCrossEntropy()(logits, soft) + 0.5 * F.cross_entropy(logits, t_labels)
+    got = loss_fn(x, logits, soft)
+    assert torch.allclose(got, want)
+    got.backward()
+    assert logits.grad is not None
+    with pytest.raises(Exception, match="predicts 3 classes"):
+        build_teacher(cfg, 10, torch.device("cpu"))
+
+
+@pytest.mark.slow
+def test_quickstart_end_to_end(tmp_path: Path) -> None:
+    pytest.importorskip("sklearn")
+    pytest.importorskip("onnxruntime")
+    from ffnet_classification.quickstart import run_quickstart
+
+    r = run_quickstart(tmp_path, epochs=5)
+    assert r["eval_ema"]["top1"] > 85.0 and r["eval_ema_fused"]["top1"] == r["eval_ema"]["top1"]
+    assert r["export"]["onnx"]["max_abs_diff"] < 1e-4
+    assert json.loads((tmp_path / "quickstart.json").read_text())["dataset"]["val"] == 359
