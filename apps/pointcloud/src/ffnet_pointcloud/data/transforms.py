@@ -164,11 +164,14 @@ class RandomRotate(_Random):
         self.always_apply = always_apply
         self.p = p
 
+    def draw_angle(self) -> float:
+        """Rotation angle in radians for this call."""
+        return self.rng.uniform(*self.angle) * np.pi
+
     def __call__(self, data: Data) -> Data:
         if not self.always_apply and self.rng.random() > self.p:
             return data
-        angle = self.rng.uniform(*self.angle) * np.pi
-        return rotate(data, self.axis, angle, self.center)
+        return rotate(data, self.axis, self.draw_angle(), self.center)
 
 
 def rotate(data: Data, axis: str, angle: float, center: Sequence[float] | None = None) -> Data:
@@ -182,7 +185,7 @@ def rotate(data: Data, axis: str, angle: float, center: Sequence[float] | None =
 
 
 @register
-class RandomRotateTargetAngle(_Random):
+class RandomRotateTargetAngle(RandomRotate):
     """Rotate by one of ``angle`` (units of pi) — the TTA views use a single fixed angle each."""
 
     def __init__(
@@ -193,16 +196,10 @@ class RandomRotateTargetAngle(_Random):
         always_apply: bool = True,
         p: float = 1.0,
     ) -> None:
-        self.angle = tuple(angle)
-        self.axis = axis
-        self.center = center
-        self.always_apply = always_apply
-        self.p = p
+        super().__init__(angle, axis, center, always_apply, p)
 
-    def __call__(self, data: Data) -> Data:
-        if not self.always_apply and self.rng.random() > self.p:
-            return data
-        return rotate(data, self.axis, float(self.rng.choice(self.angle)) * np.pi, self.center)
+    def draw_angle(self) -> float:
+        return float(self.rng.choice(self.angle)) * np.pi
 
 
 @register
