@@ -1,0 +1,122 @@
+"""Depthwise 1-D convolution as a per-channel Toeplitz matmul.
+
+Why: PyTorch's CPU depthwise ``conv1d`` with a long kernel (k=51) over a short sequence (48 patches) runs at
+~0.5-1 GMAC/s, which makes FFNet-TS training ~7x slower than it needs to be. When the sequence is not longer than
+the kernel, the same convolution is, per channel, an ``L x L`` Toeplitz matrix; building it from the kernel and
+running one batched matmul over channels gives the identical result (forward and backward) at matmul speed.
+
+The module *is* an ``nn.Conv1d`` (same ``weight``/``bias`` parameter names and shapes), so state_dict keys match
+the official checkpoints and core's conv/BN fusion code treats it like any other conv.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["DepthwiseConv1dToeplitz", "toeplitz_depthwise_conv1d", "swap_depthwise_convs"]
+
+Mode = Literal["auto", "toeplitz", "conv"]
+
+
+def _toeplitz_index(length: int, kernel_size: int, padding: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Tap index ``k = j - i + padding`` for input position j, output position i, and its validity mask."""
+    pos = torch.arange(length, device=device)
+    tap = pos[:, None] - pos[None, :] + padding  # [L_in, L_out]
+    valid = (tap >= 0) & (tap < kernel_size)
+    return tap.clamp(0, kernel_size - 1), valid
+
+
+def toeplitz_depthwise_conv1d(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, padding: int
+) -> torch.Tensor:
+    """``F.conv1d(x, weight, bias, padding=padding, groups=C)`` for stride 1 / dilation 1, computed as
+    ``out[b, c] = x[b, c] @ T[c]`` with ``T[c][j, i] = weight[c, 0, j - i + padding]``.
+
+    Only 'same'-length outputs (``2 * padding == kernel_size - 1``) are supported, which is what FFNet uses.
+    """
+    batch, channels, length = x.shape
+    kernel_size = weight.shape[-1]
+    tap, valid = _toeplitz_index(length, kernel_size, padding, x.device)
+    w = weight.reshape(channels, kernel_size)
+    toeplitz = w[:, tap] * valid.to(w.dtype)  # [C, L_in, L_out]
+    out = torch.bmm(x.permute(1, 0, 2), toeplitz).permute(1, 0, 2)  # [C,B,L] @ [C,L,L] -> [B,C,L]
+    if bias is not None:
+        out = out + bias.view(1, channels, 1)
+    return out
+
+
+class DepthwiseConv1dToeplitz(nn.Conv1d):
+    """A depthwise, stride-1, 'same' padded ``nn.Conv1d`` whose forward picks the faster of two equal algorithms.
+
+    ``mode="auto"`` uses the Toeplitz matmul on CPU when the sequence is not longer than ``toeplitz_max_len``
+    (default: the kernel size; measured fwd+bwd on 2 threads, k=51, 448 channels: 4-5x faster at L=24..48,
+    break-even around L=64-96, 2-3x slower at L=150-300), and the native convolution otherwise (long sequences,
+    or CUDA where cuDNN's depthwise kernel is already fast). ``"toeplitz"`` and ``"conv"`` force one path.
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        kernel_size: int,
+        bias: bool = True,
+        mode: Mode = "auto",
+        toeplitz_max_len: int | None = None,
+    ) -> None:
+        if kernel_size % 2 != 1:
+            raise ValueError(f"DepthwiseConv1dToeplitz needs an odd kernel for 'same' padding, got {kernel_size}")
+        super().__init__(channels, channels, kernel_size, padding=kernel_size // 2, groups=channels, bias=bias)
+        self.mode = mode
+        self.toeplitz_max_len = toeplitz_max_len if toeplitz_max_len is not None else kernel_size
+
+    def use_toeplitz(self, x: torch.Tensor) -> bool:
+        if self.mode == "toeplitz":
+            return True
+        if self.mode == "conv":
+            return False
+        return x.device.type == "cpu" and x.shape[-1] <= self.toeplitz_max_len
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.use_toeplitz(x):
+            return toeplitz_depthwise_conv1d(x, self.weight, self.bias, self.padding[0])
+        return F.conv1d(x, self.weight, self.bias, padding=self.padding, groups=self.groups)
+
+    @classmethod
+    def from_conv(cls, conv: nn.Conv1d, mode: Mode = "auto") -> DepthwiseConv1dToeplitz:
+        """A new module with a copy of ``conv``'s parameters (no aliasing)."""
+        new = cls(conv.out_channels, conv.kernel_size[0], bias=conv.bias is not None, mode=mode)
+        new = new.to(device=conv.weight.device, dtype=conv.weight.dtype)
+        with torch.no_grad():
+            new.weight.copy_(conv.weight)
+            if conv.bias is not None:
+                new.bias.copy_(conv.bias)
+        return new
+
+
+def _is_same_depthwise(conv: nn.Conv1d) -> bool:
+    k = conv.kernel_size[0]
+    return (
+        conv.groups == conv.in_channels == conv.out_channels
+        and conv.stride == (1,)
+        and conv.dilation == (1,)
+        and k % 2 == 1
+        and conv.padding == (k // 2,)
+        and conv.padding_mode == "zeros"
+    )
+
+
+def swap_depthwise_convs(module: nn.Module, min_kernel: int = 7, mode: Mode = "auto") -> nn.Module:
+    """Replace (in place) every plain depthwise 'same' ``nn.Conv1d`` with ``kernel >= min_kernel`` by a
+    :class:`DepthwiseConv1dToeplitz` holding the same parameters. Used after fusion, because core's fuse
+    returns plain convs. Returns ``module``."""
+    for name, child in list(module.named_children()):
+        if type(child) is nn.Conv1d and _is_same_depthwise(child) and child.kernel_size[0] >= min_kernel:
+            new = DepthwiseConv1dToeplitz.from_conv(child, mode=mode)
+            new.train(child.training)
+            setattr(module, name, new)
+        else:
+            swap_depthwise_convs(child, min_kernel, mode)
+    return module

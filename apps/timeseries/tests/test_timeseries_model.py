@@ -1,0 +1,165 @@
+"""FFNet-TS architecture: key/shape parity with the official manifests, parameter counts, fusion, Toeplitz conv."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from ffnet_timeseries import create_model
+from ffnet_timeseries.models import DepthwiseConv1dToeplitz, swap_depthwise_convs, toeplitz_depthwise_conv1d
+from ffnet_timeseries.weights import load_official_weights, split_dead_keys
+from metamixer.errors import FFNetError
+
+MANIFESTS = Path(__file__).parent / "manifests"
+# (n_vars, ffn_ratio, pred_len) of each official manifest (fact sheet §3.2/§3.3)
+CASES = {
+    "ETTh1_pl96": (7, 2, 96), "ETTh1_pl192": (7, 2, 192), "ETTh1_pl336": (7, 2, 336), "ETTh1_pl720": (7, 2, 720),
+    "ETTh2_pl96": (7, 8, 96), "ETTm1_pl96": (7, 12, 96), "ETTm2_pl96": (7, 12, 96), "Weather_pl96": (21, 12, 96),
+    "ECL_pl96": (321, 12, 96), "Traffic_pl96": (862, 12, 96),
+}
+# official full parameter counts (fact sheet §3.2), which include 50,516 never-used parameters (M=7)
+OFFICIAL_TOTAL = {"ETTh1_pl96": 549_620, "ETTh1_pl192": 844_628, "ETTh1_pl336": 1_287_140, "ETTh1_pl720": 2_467_172,
+                  "ETTh2_pl96": 743_156, "ETTm1_pl96": 872_180, "ETTm2_pl96": 872_180, "Weather_pl96": 2_187_508,
+                  "ECL_pl96": 114_776_308, "Traffic_pl96": 725_474_420}
+BUFFER = re.compile(r"(running_mean|running_var|num_batches_tracked)$")
+
+
+def _manifest(name: str) -> dict[str, list[int]]:
+    return json.loads((MANIFESTS / f"ffnet_ts_{name}.json").read_text())
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_keys_and_shapes_are_a_subset_of_the_official_manifest(name: str) -> None:
+    n_vars, ratio, pred_len = CASES[name]
+    with torch.device("meta"):  # ECL/Traffic are 115M/725M parameters: shapes only
+        model = create_model(n_vars, 96, pred_len, ffn_ratio=ratio)
+    manifest = _manifest(name)
+    ours = {k: list(v.shape) for k, v in model.state_dict().items()}
+    assert {k: manifest.get(k) for k in ours} == ours
+    # everything we leave out is a module the official forward never uses
+    _, dropped = split_dead_keys(manifest)
+    assert sorted(set(manifest) - set(ours)) == sorted(dropped)
+    dead_params = sum(math.prod(manifest[k]) for k in dropped if not BUFFER.search(k))
+    ours_params = sum(p.numel() for p in model.parameters())
+    assert ours_params + dead_params == OFFICIAL_TOTAL[name]
+    if n_vars == 7:
+        assert dead_params == 50_516
+
+
+def test_etth1_parameter_count_and_shapes() -> None:
+    model = create_model(7, 96, 96, ffn_ratio=2)
+    assert sum(p.numel() for p in model.parameters()) == 499_104
+    x = torch.randn(2, 96, 7)
+    feats = model.forward_features(x)
+    assert feats.shape == (2, 7, 64, 48)
+    assert model.forward_head(feats).shape == (2, 7, 96)
+    assert model(x).shape == (2, 96, 7)
+
+
+def test_official_state_dict_loads_and_dead_keys_are_reported() -> None:
+    torch.manual_seed(0)
+    manifest = _manifest("ETTh1_pl96")
+    official = {k: (torch.randn(v) if v else torch.tensor(3)) for k, v in manifest.items()}
+    model = create_model(7, 96, 96, ffn_ratio=2)
+    dropped = load_official_weights(model, official)
+    assert len(dropped) == len(manifest) - len(model.state_dict())
+    assert all(k.startswith(("model.te_patch", "model.lat_layer", "model.smooth_layer", "model.up_sample_conv",
+                             "model.downsample_layers.1", "model.downsample_layers.2", "model.downsample_layers.3"))
+               for k in dropped)
+    assert torch.equal(model.state_dict()["model.head.linear.weight"], official["model.head.linear.weight"])
+    wrong = dict(official, **{"model.head.linear.weight": torch.randn(192, 3072)})
+    with pytest.raises(FFNetError, match="head.linear.weight"):
+        load_official_weights(create_model(7, 96, 96, ffn_ratio=2), wrong)
+
+
+def _randomize_bn(model: torch.nn.Module) -> None:
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm1d):
+            m.running_mean.normal_(0, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+            m.weight.data.normal_(1, 0.3)
+            m.bias.data.normal_(0, 0.3)
+
+
+@pytest.mark.parametrize("options", [{}, {"mixing": "channel_independent"}, {"dims": [16, 32], "num_blocks": [1, 2]},
+                                     {"affine": True, "small_kernel": 3, "large_kernel": 13, "dims": [16]}])
+def test_fuse_matches_unfused_and_is_out_of_place(options: dict) -> None:
+    torch.manual_seed(0)
+    model = create_model(5, 96, 24, ffn_ratio=3, **options)
+    _randomize_bn(model)
+    model.eval()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    x = torch.randn(3, 96, 5) * 3 + 1
+    fused = model.fuse()
+    assert not fused.training
+    assert not any("small_conv" in k or "lkb_origin" in k for k in fused.state_dict())
+    assert not any(isinstance(m, torch.nn.BatchNorm1d) for m in fused.modules())  # every BN folded
+    assert torch.allclose(fused(x), model(x), atol=1e-5, rtol=0)
+    # the training model is untouched and shares no storage with the fused copy
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    fused_ptrs = {p.data_ptr() for p in fused.parameters()}
+    assert not fused_ptrs & {p.data_ptr() for p in model.parameters()}
+    again = fused.fuse()  # idempotent
+    assert torch.allclose(again(x), fused(x), atol=1e-6)
+    # the fused k=51 convs still run as Toeplitz matmuls on CPU
+    assert isinstance(fused.model.stages[0].blocks[0].channel_mixer.dw, DepthwiseConv1dToeplitz)
+
+
+def test_channel_independent_mode_scales_linearly_in_variables() -> None:
+    def mixing_weights(m: torch.nn.Module) -> int:
+        keys = ("token_mixer.ffnpw1.weight", "channel_mixer.ffnpw2.weight")
+        return sum(p.numel() for k, p in m.named_parameters() if k.endswith(keys))
+
+    d, r = 64, 2
+    for n in (10, 20):
+        assert mixing_weights(create_model(n, 96, 96, ffn_ratio=r)) == 2 * n * n * d + n * n * d * r  # M^2
+        ci = create_model(n, 96, 96, ffn_ratio=r, mixing="channel_independent")
+        assert mixing_weights(ci) == 2 * n * d * d + n * d * d * r  # linear in M
+        assert ci(torch.randn(2, 96, n)).shape == (2, 96, n)
+
+
+@pytest.mark.parametrize("length,kernel", [(48, 51), (20, 51), (48, 5), (100, 51), (7, 3)])
+def test_toeplitz_depthwise_equals_conv1d_forward_and_backward(length: int, kernel: int) -> None:
+    torch.manual_seed(0)
+    conv = torch.nn.Conv1d(6, 6, kernel, padding=kernel // 2, groups=6)
+    fast = DepthwiseConv1dToeplitz.from_conv(conv, mode="toeplitz")
+    x1 = torch.randn(4, 6, length, requires_grad=True)
+    x2 = x1.detach().clone().requires_grad_(True)
+    y1, y2 = conv(x1), fast(x2)
+    assert torch.allclose(y1, y2, atol=1e-5)
+    g = torch.randn_like(y1)
+    y1.backward(g)
+    y2.backward(g)
+    assert torch.allclose(x1.grad, x2.grad, atol=1e-5)
+    assert torch.allclose(conv.weight.grad, fast.weight.grad, atol=1e-4)
+    assert torch.allclose(conv.bias.grad, fast.bias.grad, atol=1e-4)
+    ref = F.conv1d(x1.detach(), conv.weight, None, padding=kernel // 2, groups=6)
+    assert torch.allclose(toeplitz_depthwise_conv1d(x1.detach(), conv.weight, None, kernel // 2), ref, atol=1e-5)
+
+
+def test_swap_depthwise_keeps_keys_and_values() -> None:
+    seq = torch.nn.Sequential(torch.nn.Conv1d(4, 4, 51, padding=25, groups=4), torch.nn.Conv1d(4, 8, 1))
+    keys = {k: v.clone() for k, v in seq.state_dict().items()}
+    swap_depthwise_convs(seq)
+    assert isinstance(seq[0], DepthwiseConv1dToeplitz) and type(seq[1]) is torch.nn.Conv1d
+    assert all(torch.equal(keys[k], v) for k, v in seq.state_dict().items())
+
+
+def test_wrong_input_shape_is_a_clear_error() -> None:
+    model = create_model(7, 96, 96)
+    with pytest.raises(ValueError, match=r"seq_len=96, n_vars=7"):
+        model(torch.randn(2, 96, 8))
+
+
+def test_auto_mode_uses_toeplitz_only_for_short_cpu_sequences() -> None:
+    conv = DepthwiseConv1dToeplitz(4, 51)
+    assert conv.use_toeplitz(torch.zeros(1, 4, 48)) and conv.use_toeplitz(torch.zeros(1, 4, 51))
+    assert not conv.use_toeplitz(torch.zeros(1, 4, 52))
+    conv.mode = "conv"
+    assert not conv.use_toeplitz(torch.zeros(1, 4, 48))

@@ -1,0 +1,176 @@
+"""Training, resume, evaluation, reproduction table and CLI errors (tiny configs; one short real ETTh1 run)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from ffnet_timeseries.config import DataConfig, ModelConfig, TrainConfig, TSConfig
+from ffnet_timeseries.engine import train
+from ffnet_timeseries.evaluate import cli as eval_cli
+from ffnet_timeseries.evaluate import evaluate_checkpoint
+from ffnet_timeseries.recipes import HORIZONS, RECIPES, recipe_config
+from ffnet_timeseries.reproduce import render_markdown, summarize
+from ffnet_timeseries.train import cli as train_cli
+from metamixer.checkpoint import load_checkpoint
+from metamixer.config import load_config
+from metamixer.errors import FFNetError
+from metamixer.paths import data_root
+
+RECIPE_DIR = Path(__file__).resolve().parents[1] / "recipes"
+ETTH1 = data_root() / "ts" / "ETT-small" / "ETTh1.csv"
+
+
+def _csv(path: Path, rows: int = 360, n_features: int = 3) -> Path:
+    t = np.arange(rows)
+    rng = np.random.default_rng(0)
+    cols = {f"f{i}": np.sin(2 * np.pi * t / (12 + 5 * i)) + 0.1 * rng.normal(size=rows) for i in range(n_features)}
+    frame = pd.DataFrame({"date": pd.date_range("2021-01-01", periods=rows, freq="h").astype(str), **cols})
+    frame["OT"] = np.cos(2 * np.pi * t / 24) + 0.1 * rng.normal(size=rows)
+    frame.to_csv(path, index=False)
+    return path
+
+
+def _tiny(tmp_path: Path, out: str, epochs: int = 3) -> TSConfig:
+    return TSConfig(
+        data=DataConfig(dataset="custom", path=str(_csv(tmp_path / "toy.csv")), seq_len=24, pred_len=12),
+        model=ModelConfig(dims=[8], large_kernel=7, small_kernel=3, ffn_ratio=2, dropout=0.2),
+        train=TrainConfig(epochs=epochs, batch_size=32, lr=1e-3, lr_schedule="official_type3", patience=10, seed=7, threads=1,
+                          progress=False),
+        output_dir=str(tmp_path / out),
+    )
+
+
+def test_resume_equals_uninterrupted_bit_for_bit(tmp_path: Path) -> None:
+    full = train(_tiny(tmp_path, "full", epochs=3), quiet=True)
+    part_cfg = _tiny(tmp_path, "part", epochs=2)
+    train(part_cfg, quiet=True)
+    resumed_cfg = _tiny(tmp_path, "part", epochs=3)
+    resumed = train(resumed_cfg, resume=str(tmp_path / "part" / "last.pth"), quiet=True)
+    a = load_checkpoint(tmp_path / "full" / "last.pth")
+    b = load_checkpoint(tmp_path / "part" / "last.pth")
+    assert a["epoch"] == b["epoch"] == 3
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    assert resumed.test["mse"] == full.test["mse"] and resumed.best_epoch == full.best_epoch
+    assert [h["val_mse"] for h in resumed.history] == [h["val_mse"] for h in full.history]
+    assert full.history[0]["lr"] == pytest.approx(1e-3 / 25)  # the official epoch-1 quirk
+    saved = json.loads((tmp_path / "full" / "results.json").read_text())
+    assert saved["test"]["mse"] == full.test["mse"] and (tmp_path / "full" / "config.yaml").exists()
+
+
+def test_evaluate_writes_json_and_plot_and_rejects_wrong_variable_count(tmp_path: Path, capsys) -> None:
+    result = train(_tiny(tmp_path, "run", epochs=1), quiet=True)
+    ckpt = tmp_path / "run" / "best.pth"
+    out = evaluate_checkpoint(ckpt, output=tmp_path / "ev", unscaled=True)
+    assert out["metrics_scaled"]["mse"] == pytest.approx(result.test["mse"], rel=1e-6)
+    assert out["metrics_unscaled"]["mse"] != out["metrics_scaled"]["mse"]
+    assert (tmp_path / "ev" / "forecast.png").stat().st_size > 1000
+    assert json.loads((tmp_path / "ev" / "eval.json").read_text())["windows"] == out["windows"]
+    other = _csv(tmp_path / "wide.csv", n_features=5)
+    with pytest.raises(FFNetError, match=r"trained for 4 variables but .*wide.csv gives 6"):
+        evaluate_checkpoint(ckpt, overrides=[f"data.path={other}"])
+    with pytest.raises(SystemExit) as exit_info:
+        eval_cli(["--checkpoint", str(ckpt), f"data.path={other}"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error:") and "wide.csv" in err[0]
+
+
+def test_train_cli_bad_inputs_give_one_line(tmp_path: Path, capsys) -> None:
+    bad = tmp_path / "bad.csv"
+    pd.read_csv(_csv(tmp_path / "ok.csv")).drop(columns=["OT"]).to_csv(bad, index=False)
+    for argv, needle in [
+        ([f"data.path={bad}", "data.dataset=custom"], "missing target column 'OT'"),
+        (["data.dataset=NoSuch"], "not a known benchmark"),
+        (["train.nosuchkey=1"], "nosuchkey"),
+        ([f"data.path={_csv(tmp_path / 'ok2.csv')}", "data.dataset=custom", "data.seq_len=24", "data.pred_len=12", "model.mixing=diagonal"], "model.mixing"),
+    ]:
+        with pytest.raises(SystemExit) as info:
+            train_cli([*argv, f"output_dir={tmp_path / 'o'}"])
+        assert info.value.code == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and needle in err[0], err
+
+
+def test_recipe_files_match_the_official_table() -> None:
+    for dataset, recipe in RECIPES.items():
+        for i, horizon in enumerate(HORIZONS):
+            cfg = load_config(TSConfig, RECIPE_DIR / f"{dataset}_{horizon}.yaml")
+            assert cfg == recipe_config(dataset, horizon)
+            assert (cfg.model.ffn_ratio, cfg.model.dropout, cfg.model.head_dropout) == (
+                recipe.ffn_ratio, recipe.dropout[i], recipe.head_dropout[i])
+            assert (cfg.train.batch_size, cfg.train.patience, cfg.train.lr) == (recipe.batch_size[i], recipe.patience[i], recipe.lr)
+    etth2 = load_config(TSConfig, RECIPE_DIR / "ETTh2_720.yaml")
+    assert (etth2.model.ffn_ratio, etth2.model.dropout, etth2.model.head_dropout, etth2.train.patience) == (8, 0.85, 0.5, 5)
+
+
+def test_reproduce_summary_mean_std_and_markdown() -> None:
+    def run(seed: int, mse: float, horizon: int = 96) -> dict:
+        return {"dataset": "ETTh1", "pred_len": horizon, "seed": seed, "test": {"mse": mse, "mae": mse + 0.01},
+                "repeat_last": {"mse": 1.3, "mae": 0.7}, "wall_s": 60.0, "epochs_run": 30, "best_epoch": 10, "params": 499104}
+
+    rows = [run(1, 0.38), run(2, 0.40)] + [run(1, 0.4 + 0.01 * i, h) for i, h in enumerate(HORIZONS[1:])]
+    summary = summarize(rows)
+    first = summary["rows"][0]
+    assert first["mse"] == pytest.approx(0.39) and first["mse_std"] == pytest.approx(np.std([0.38, 0.40], ddof=1))
+    assert summary["averages"]["ETTh1"]["mse"] == pytest.approx((0.39 + 0.40 + 0.41 + 0.42) / 4)
+    md = render_markdown(summary)
+    assert "| ETTh1 | 96 | 2 | 0.3900 ± 0.0141 |" in md
+
+
+@pytest.mark.skipif(not ETTH1.exists(), reason=f"ETTh1 not found at {ETTH1} (set FFNET_DATA)")
+def test_short_real_etth1_training_beats_repeat_last(tmp_path: Path) -> None:
+    """A few hundred steps of a narrow FFNet-TS on the real ETTh1 protocol (full test split)."""
+    cfg = recipe_config("ETTh1", 96, seed=1, output_dir=str(tmp_path / "etth1"))
+    cfg.model.dims, cfg.model.dropout = [16], 0.3
+    cfg.train = TrainConfig(epochs=2, batch_size=128, eval_batch_size=1024, lr=1e-3, lr_schedule="constant",
+                            max_steps_per_epoch=15, patience=3, seed=1, threads=1, progress=False, save_checkpoints=False)
+    result = train(cfg, quiet=True)
+    assert result.test["count"] == 2785 * 96 * 7  # every test window scored
+    assert result.repeat_last["mse"] == pytest.approx(1.2932, abs=2e-3)
+    assert result.test["mse"] < 0.8 * result.repeat_last["mse"], (result.test, result.repeat_last)
+    assert result.test["mae"] < result.repeat_last["mae"]
+
+
+def test_torchrun_ddp_two_processes_scores_every_test_window(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    csv = _csv(tmp_path / "toy.csv")
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+           "-m", "ffnet_timeseries.train", "data.dataset=custom", f"data.path={csv}", "data.seq_len=24",
+           "data.pred_len=12", "model.dims=[8]", "model.large_kernel=7", "model.small_kernel=3", "train.epochs=2",
+           "train.batch_size=32", "train.threads=1", "train.progress=false", f"output_dir={out}"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads((out / "results.json").read_text())
+    n_test = 360 - int(360 * 0.8) + 24 - 24 - 12 + 1  # test rows (20% + look-back) - L - H + 1
+    assert result["test"]["count"] == n_test * 12 * 4  # both ranks' shards summed, nothing dropped or doubled
+    assert len(result["history"]) == 2 and (out / "best.pth").exists()
+
+
+def test_evaluate_official_style_weights_with_dead_keys(tmp_path: Path) -> None:
+    cfg = _tiny(tmp_path, "run", epochs=1)
+    train(cfg, quiet=True)
+    ours = load_checkpoint(tmp_path / "run" / "best.pth")["model"]
+    official = {f"{k}": v for k, v in ours.items()}
+    official["model.te_patch.0.weight"] = torch.zeros(4, 1, 4)  # a never-used module, as in the authors' files
+    official["model.lat_layer.0.bias"] = torch.zeros(8)
+    torch.save(official, tmp_path / "official.pth")
+    from metamixer.config import save_config
+
+    save_config(cfg, tmp_path / "recipe.yaml")
+    res = evaluate_checkpoint(None, config=tmp_path / "recipe.yaml", weights=tmp_path / "official.pth")
+    ref = evaluate_checkpoint(tmp_path / "run" / "best.pth")
+    assert res["ignored_unused_keys"] == 2
+    assert res["metrics_scaled"]["mse"] == ref["metrics_scaled"]["mse"]
+    with pytest.raises(FFNetError, match="--config"):
+        evaluate_checkpoint(None, weights=tmp_path / "official.pth")
