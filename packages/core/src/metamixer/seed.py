@@ -27,7 +27,10 @@ def seed_everything(seed: int, deterministic: bool = False) -> int:
     if deterministic:
         # cuBLAS needs this set before the first GEMM for deterministic results on CUDA >= 10.2
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    torch.use_deterministic_algorithms(deterministic, warn_only=True)
+    # Only touch the global switch when it changes: the call imports torch._inductor (5-20 s per process),
+    # which every test and every torchrun rank would otherwise pay.
+    if deterministic != torch.are_deterministic_algorithms_enabled():
+        torch.use_deterministic_algorithms(deterministic, warn_only=True)
     torch.backends.cudnn.deterministic = deterministic
     if deterministic:
         torch.backends.cudnn.benchmark = False

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from ffnet_timeseries.models.revin import RevIN
-from ffnet_timeseries.models.toeplitz import DepthwiseConv1dToeplitz, swap_depthwise_convs
+from metamixer.fastconv import DepthwiseConv1dToeplitz, swap_depthwise_convs
 from metamixer.reparam import RepDWConv, fuse_bn_conv, reparameterize
 
 __all__ = ["FFNetTS", "FFNetTSBackbone", "TokenMixer", "ChannelMixer", "FFNetTSBlock", "FlattenHead", "Mixing"]
