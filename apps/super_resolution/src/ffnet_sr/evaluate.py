@@ -158,20 +158,11 @@ def format_table(label: str, scale: int, results: dict[str, Any]) -> str:
 def load_model_for_inference(checkpoint: str | Path, device: torch.device) -> nn.Module:
     """Any FFNetSR weights (our checkpoint, EMA preferred; or the authors' ``params`` file), architecture
     inferred from the tensor shapes, in eval mode on ``device``."""
-    from metamixer.checkpoint import (
-        CHECKPOINT_FORMAT,
-        extract_state_dict,
-        load_state_dict_checked,
-        load_weights_file,
-    )
+    from metamixer.checkpoint import load_state_dict_checked
 
-    from .models import model_from_state_dict
+    from .models import model_from_state_dict, read_weights
 
-    obj = load_weights_file(checkpoint)
-    if isinstance(obj, dict) and obj.get("format") == CHECKPOINT_FORMAT:
-        sd = extract_state_dict(obj, prefer_ema=True)
-    else:
-        sd = extract_state_dict(obj, keys=("params", "params_ema", "state_dict", "model"), prefer_ema=False)
+    sd = read_weights(checkpoint)
     model = model_from_state_dict(sd)
     load_state_dict_checked(model, sd, str(checkpoint))
     return model.to(device).eval()

@@ -11,7 +11,7 @@ from metamixer.errors import FFNetError
 
 from .ffnetsr import FFNetSR, ffnetsr_block
 
-__all__ = ["FFNetSR", "ffnetsr_block", "create_model", "list_models", "model_from_state_dict", "MODEL_DEFAULTS", "load_pretrained"]
+__all__ = ["FFNetSR", "ffnetsr_block", "create_model", "list_models", "model_from_state_dict", "MODEL_DEFAULTS", "load_pretrained", "read_weights"]
 
 #: Published variants (paper Tab. 4 / official configs): both 96 channels, FFN expansion 2, 3x3 depthwise convs.
 MODEL_DEFAULTS: dict[str, dict[str, Any]] = {
@@ -25,25 +25,26 @@ def list_models() -> list[str]:
     return sorted(MODEL_DEFAULTS)
 
 
-def load_pretrained(model: torch.nn.Module, path: str | Path) -> None:
-    """Strictly load weights from an FFNet checkpoint or an authors' BasicSR file (weights under ``params``).
+def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
+    """The FFNetSR weights in an FFNet checkpoint or an authors' BasicSR file (weights under ``params``).
 
     Both the checkpoints written by ``ffnet-sr-train`` (``model``/``ema``) and the authors' release
     (``params`` / ``params_ema``) are accepted; EMA weights are preferred when present, as BasicSR does at test time.
     """
-    from metamixer.checkpoint import (
-        CHECKPOINT_FORMAT,
-        extract_state_dict,
-        load_state_dict_checked,
-        load_weights_file,
-    )
+    from metamixer.checkpoint import CHECKPOINT_FORMAT, extract_state_dict, load_weights_file
 
     obj = load_weights_file(path)
     if isinstance(obj, dict) and obj.get("format") == CHECKPOINT_FORMAT:
-        sd = extract_state_dict(obj, prefer_ema=True)
-    else:  # BasicSR release: the official test configs read ``params``
-        sd = extract_state_dict(obj, keys=("params", "params_ema", "state_dict", "model"), prefer_ema=False)
-    load_state_dict_checked(model, sd, str(path))
+        return extract_state_dict(obj, prefer_ema=True)
+    # BasicSR release: the official test configs read ``params``
+    return extract_state_dict(obj, keys=("params", "params_ema", "state_dict", "model"), prefer_ema=False)
+
+
+def load_pretrained(model: torch.nn.Module, path: str | Path) -> None:
+    """Strictly load :func:`read_weights` of ``path`` into ``model`` (mismatches are named in the error)."""
+    from metamixer.checkpoint import load_state_dict_checked
+
+    load_state_dict_checked(model, read_weights(path), str(path))
 
 
 def model_from_state_dict(sd: dict[str, Any]) -> FFNetSR:
