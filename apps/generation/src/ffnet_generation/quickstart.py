@@ -58,7 +58,7 @@ def _digits_metrics(npz: Path, classifier, real_stats: tuple[np.ndarray, np.ndar
 
 def run_quickstart(output: str | Path, *, steps: int = 400, early_step: int = 50, num_samples: int = 250,
                    sample_steps: str = "ddim20", model: str = "u_ffnet_tiny", seed: int = 0,
-                   threads: int = 2) -> dict:
+                   threads: int = 1) -> dict:
     if not 0 < early_step < steps:
         raise FFNetError(f"--early-step must be in (0, --steps={steps}), got {early_step}")
     torch.set_num_threads(threads)
@@ -123,7 +123,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--sample-steps", default="ddim20")
     p.add_argument("--model", default="u_ffnet_tiny")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--threads", type=int, default=1, help="intra-op threads (1 is fastest for this small model, and on a busy machine)")
     a = p.parse_args(argv)
     s = run_quickstart(a.output, steps=a.steps, early_step=a.early_step, num_samples=a.num_samples,
                        sample_steps=a.sample_steps, model=a.model, seed=a.seed, threads=a.threads)
