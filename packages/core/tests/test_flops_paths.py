@@ -108,3 +108,18 @@ def test_count_macs_counts_cpu_attention():
     b, h, n, d = 2, 3, 16, 8
     q = torch.randn(b, h, n, d)
     assert count_macs(Attn(), q, q.clone(), q.clone()) == 2 * b * h * n * n * d
+
+
+def test_write_json_is_atomic_and_creates_folders(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import json
+
+    from metamixer.paths import write_json
+
+    target = tmp_path / "a" / "b" / "result.json"
+    assert write_json(target, {"mse": 0.5}) == target
+    assert json.loads(target.read_text()) == {"mse": 0.5}
+    # an object json cannot encode fails mid-write: the previous result survives, no temp file is left behind
+    with pytest.raises(TypeError):
+        write_json(target, {"bad": object()})
+    assert json.loads(target.read_text()) == {"mse": 0.5}
+    assert [p.name for p in target.parent.iterdir()] == ["result.json"]

@@ -9,13 +9,11 @@ possible. The machine load (``os.getloadavg``) is recorded with the results.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
 import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -24,6 +22,7 @@ from torch import nn
 
 from metamixer.errors import FFNetError, run_cli
 from metamixer.flops import count_macs, count_params
+from metamixer.paths import write_json
 
 from .models import create_model, list_models
 from .models.cpu_opt import optimize_for_cpu
@@ -277,8 +276,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                     a.resolution, a.threads, a.rounds, a.min_round_s))
         print(markdown(report))
     if a.output:
-        Path(a.output).parent.mkdir(parents=True, exist_ok=True)
-        Path(a.output).write_text(json.dumps(report, indent=2))
+        write_json(a.output, report)
     return 0
 
 

@@ -13,7 +13,6 @@ are close to, not identical with, ADM's evaluator. For exact paper comparisons u
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -22,6 +21,7 @@ import torch
 
 from metamixer.errors import FFNetError, run_cli
 from metamixer.flops import count_macs, count_params
+from metamixer.paths import write_json
 
 from .data.images import list_images, load_image
 from .metrics.fid import FeatureStats, frechet_distance, inception_score, load_reference_stats, save_stats
@@ -162,8 +162,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                       + (f"; reference {result['fid_reference']}" if key == "fid" else
                          f"; {result['is_protocol']}") + "]")
     if a.output:
-        Path(a.output).parent.mkdir(parents=True, exist_ok=True)
-        Path(a.output).write_text(json.dumps(result, indent=2))
+        write_json(a.output, result)
     return 0
 
 

@@ -20,11 +20,12 @@ from metamixer.checkpoint import extract_state_dict, load_checkpoint, load_state
 from metamixer.cli import build_parser
 from metamixer.config import apply_overrides, config_from_dict, config_to_dict, load_config
 from metamixer.errors import FFNetError, run_cli
+from metamixer.paths import write_json
 
 from .config import Config
 from .data.datasets import SceneDataset
 from .data.ply import write_ply
-from .metrics import ConfusionMatrix, format_table, write_json
+from .metrics import ConfusionMatrix, format_table
 from .runtime import build_dataset, build_model, check_precision, class_names, resolve_device
 from .tester import SceneTester
 
@@ -154,7 +155,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ply_dir = args.ply or (str(Path(cfg.output_dir) / "predictions") if cfg.eval.save_ply else None)
     metrics = evaluate(cfg, model, ply_dir)
     out = Path(args.output) if args.output else Path(args.checkpoint).with_name("eval_metrics.json")
-    write_json(metrics, out)
+    write_json(out, metrics)
     print(format_table(metrics))
     print(
         f"{len(metrics['scenes'])} scenes, {metrics['num_points']} points, {metrics['tta_views']} TTA views, "

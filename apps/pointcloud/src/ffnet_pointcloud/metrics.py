@@ -6,10 +6,8 @@ as NaN per class) rather than counted as 0, so a scene set lacking a class does 
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -85,9 +83,3 @@ def format_table(metrics: dict[str, Any]) -> str:
     lines.append(f"mIoU {pct(metrics['mIoU'])}  mAcc {pct(metrics['mAcc'])}  allAcc {pct(metrics['allAcc'])}")
     return "\n".join(lines)
 
-
-def write_json(obj: Any, path: Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(obj, indent=2) + "\n")
-    return path

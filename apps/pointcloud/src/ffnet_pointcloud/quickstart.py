@@ -16,11 +16,12 @@ from pathlib import Path
 import torch
 
 from metamixer.errors import run_cli
+from metamixer.paths import write_json
 
 from .config import Config, DataConfig, EvalConfig, ModelConfig, TrainConfig
 from .data.synthetic import SYNTH_CLASSES
 from .evaluate import evaluate
-from .metrics import format_table, write_json
+from .metrics import format_table
 from .train import train
 
 __all__ = ["quickstart_config", "main", "cli"]
@@ -118,7 +119,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "total_seconds": round(time.perf_counter() - t0, 1),
         "threads": torch.get_num_threads(),
     }
-    write_json(result, out / "quickstart_summary.json")
+    write_json(out / "quickstart_summary.json", result)
     print(json.dumps({k: result[k] for k in ("mIoU", "mAcc", "allAcc", "train_steps", "total_seconds")}))
     print(
         f"mIoU {100 * (metrics['mIoU'] or 0):.1f}% over {metrics['num_points']} points of "

@@ -20,14 +20,12 @@ from __future__ import annotations
 import argparse
 import ctypes
 import gc
-import json
 import os
 import platform
 import statistics
 import threading
 import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -37,6 +35,7 @@ import torch.nn.functional as F
 from metamixer.amp import autocast
 from metamixer.errors import FFNetError, run_cli
 from metamixer.flops import count_macs, count_params
+from metamixer.paths import write_json
 
 from .evaluate import resolve_device
 from .imresize import imresize
@@ -224,8 +223,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                          args.warmup, args.repeats, tilings=args.tilings, tile_pad=args.tile_pad)
     print(format_markdown(rows))
     if args.output:
-        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.output).write_text(json.dumps({"environment": env, "rows": rows}, indent=2))
+        write_json(args.output, {"environment": env, "rows": rows})
     return 0
 
 

@@ -22,6 +22,7 @@ from ffnet_timeseries.config import TSConfig
 from ffnet_timeseries.recipes import HORIZONS, RECIPES, recipe_config
 from metamixer.config import apply_overrides, config_from_dict, config_to_dict
 from metamixer.errors import FFNetError, run_cli
+from metamixer.paths import write_json
 
 __all__ = ["main", "cli", "plan_jobs", "summarize", "render_markdown", "PAPER"]
 
@@ -110,8 +111,7 @@ def render_markdown(summary: dict[str, Any]) -> str:
 
 def _write_table(results: list[dict[str, Any]], table: Path) -> None:
     summary = summarize(results)
-    table.parent.mkdir(parents=True, exist_ok=True)
-    table.with_suffix(".json").write_text(json.dumps(summary, indent=2))
+    write_json(table.with_suffix(".json"), summary)
     table.with_suffix(".md").write_text(render_markdown(summary))
 
 

@@ -76,3 +76,26 @@ def data_path(*parts: str | os.PathLike[str], what: str = "") -> Path:
             f"put the data there or set {DATA_ENV_VAR} to the folder that contains it"
         )
     return path
+
+
+def write_json(path: str | os.PathLike[str], obj: object) -> Path:
+    """Write ``obj`` as indented JSON, creating parent folders, atomically (temp file + rename).
+
+    Every app writes its results (eval metrics, benchmark tables) through this, so an interrupted run never
+    leaves a truncated results file behind.
+    """
+    import json
+    import tempfile
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(obj, f, indent=2)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
