@@ -1,9 +1,13 @@
-"""Speed of FFNet-TS on CPU: depthwise k=51 conv as Toeplitz matmul vs PyTorch's conv1d, and one training step.
+"""Speed of FFNet-TS on CPU against the authors' formulation, in the same run.
 
-    python benchmarks/ts_speed.py [--threads 2] [--batch 512]
+    python benchmarks/ts_speed.py [--threads 1] [--batch 512] [--ffn-ratio 2]
 
-Prints forward and forward+backward times of the depthwise conv at the ETTh1 shape ([B, 448, 48]), and the time
-of one Adam step of the full ETTh1-96 model, for both implementations (same outputs; see the tests).
+1. The depthwise k=51 conv at the ETTh1 shape ([B, 448, 48]): Toeplitz matmul vs PyTorch's ``conv1d``.
+2. One Adam step of the full ETTh1-96 model (train mode, the recipe's dropouts), three ways with the same weights:
+   ``ours`` (channel-major activations, grouped 1x1 convs as batched matmuls, Toeplitz depthwise convs,
+   FastDropout), ``grouped_conv+toeplitz`` (our previous implementation: grouped ``Conv1d`` on ``[B, C, N]``),
+   and ``authors`` (the authors' formulation: grouped ``Conv1d``, native depthwise ``conv1d``, ``F.dropout``).
+   Prints seconds per step and the speed-up ratios.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import torch.nn.functional as F
 
 from ffnet_timeseries import create_model
 from ffnet_timeseries.models import DepthwiseConv1dToeplitz
+from metamixer.fastconv import toeplitz_depthwise_conv1d
 
 
 def _time(fn, repeats: int) -> float:
@@ -29,7 +34,8 @@ def _time(fn, repeats: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--ffn-ratio", type=int, default=2)
     parser.add_argument("--batch", type=int, default=512)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
@@ -53,22 +59,64 @@ def main() -> None:
     conv.mode = "toeplitz"
     ref = F.conv1d(x, conv.weight, conv.bias, padding=25, groups=448)
     results["max_abs_diff"] = float((conv(x) - ref).abs().max().detach())
-    for mode in ("toeplitz", "conv"):
-        model = create_model(7, 96, 96, ffn_ratio=2, dropout=0.7)
-        for m in model.modules():
-            if isinstance(m, DepthwiseConv1dToeplitz):
-                m.mode = mode
-        opt = torch.optim.Adam(model.parameters(), lr=1e-4)
-        batch = torch.randn(args.batch, 96, 7)
+    model = create_model(7, 96, 96, ffn_ratio=args.ffn_ratio, dropout=0.7)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+    batch = torch.randn(args.batch, 96, 7)
+    variants = {
+        "ours": model,
+        "grouped_conv+toeplitz": lambda x: _grouped_conv_forward(model, x, toeplitz=True),
+        "authors": lambda x: _grouped_conv_forward(model, x, toeplitz=False),
+    }
+    for name, forward in variants.items():
 
-        def step(model=model, opt=opt, batch=batch) -> None:  # noqa: ANN001
+        def step(forward=forward) -> None:  # noqa: ANN001
             opt.zero_grad()
-            model(batch).pow(2).mean().backward()
+            forward(batch).pow(2).mean().backward()
             opt.step()
 
-        results[f"train_step_{mode}_s"] = _time(step, args.repeats)
-    results.update(threads=args.threads, batch=args.batch)
+        results[f"train_step_{name}_s"] = _time(step, args.repeats)
+    for name in ("grouped_conv+toeplitz", "authors"):
+        results[f"speedup_vs_{name}"] = results[f"train_step_{name}_s"] / results["train_step_ours_s"]
+    results.update(threads=args.threads, batch=args.batch, ffn_ratio=args.ffn_ratio)
     print(json.dumps(results, indent=2))
+
+
+def _depthwise(conv: torch.nn.Conv1d, x: torch.Tensor, toeplitz: bool) -> torch.Tensor:
+    if toeplitz:
+        return toeplitz_depthwise_conv1d(x, conv.weight, conv.bias, conv.padding[0])
+    return F.conv1d(x, conv.weight, conv.bias, padding=conv.padding, groups=conv.groups)
+
+
+def _grouped_conv_forward(model: torch.nn.Module, x: torch.Tensor, toeplitz: bool) -> torch.Tensor:
+    """The FFNet-TS forward as the authors write it: activations ``[B, M*D, N]``, grouped ``Conv1d`` 1x1 layers,
+    ``F.dropout``; same modules and weights as ``model`` (single stage, cross-variable mixing, train mode)."""
+    net = model.model
+    b, _, m = x.shape
+    mean, std = x.mean(1, keepdim=True), torch.sqrt(x.var(1, keepdim=True, unbiased=False) + 1e-5)
+    y = ((x - mean) / std).transpose(1, 2).reshape(b * m, 1, -1)
+    y = torch.cat([y, y[:, :, -1:].expand(-1, -1, net.patch_size - net.patch_stride)], dim=-1)
+    y = net.downsample_layers[0](y)
+    d, n = y.shape[1], y.shape[2]
+    for block in net.stages[0].blocks:
+        tm, cm = block.token_mixer, block.channel_mixer
+        z = y.reshape(b, m, d, n)
+        h = z.transpose(1, 2).reshape(b, d * m, n)
+        h = F.gelu(F.dropout(F.conv1d(h, tm.ffnpw1.weight, tm.ffnpw1.bias, groups=d), tm.ffn_drop1.p))
+        h = h.reshape(b, d, 2 * m, n).transpose(1, 2).reshape(b, -1, n)
+        h = F.dropout(F.conv1d(h, tm.ffnpw2.weight, tm.ffnpw2.bias, groups=m), tm.ffn_drop2.p)
+        h = tm.norm(h.reshape(b * m, d, n)).reshape(b, m * d, n)
+        h = _depthwise(tm.dw2, F.gelu(_depthwise(tm.dw1, h, toeplitz)), toeplitz)
+        z = z.reshape(b, m * d, n) + h
+        h = sum(br.bn_module(_depthwise(br.conv_module, z, toeplitz and br.conv_module.kernel_size[0] > 5))
+                for br in cm.dw.branches())
+        h = cm.norm(h.reshape(b * m, d, n)).reshape(b, m * d, n)
+        h = F.gelu(F.dropout(F.conv1d(h, cm.ffnpw1.weight, cm.ffnpw1.bias, groups=m), cm.ffn_drop1.p))
+        r = cm.ffn_ratio
+        h = h.reshape(b, m, d * r, n).transpose(1, 2).reshape(b, -1, n)
+        h = F.dropout(F.conv1d(h, cm.ffnpw2.weight, cm.ffnpw2.bias, groups=d), cm.ffn_drop2.p)
+        y = (z.reshape(b, m, d, n) + h.reshape(b, d, m, n).transpose(1, 2)).reshape(b * m, d, n)
+    out = net.head(y.reshape(b, m, d, n))  # [B, M, H]
+    return out.transpose(1, 2) * std + mean
 
 
 if __name__ == "__main__":

@@ -127,3 +127,41 @@ def test_wrong_input_shape_is_a_clear_error() -> None:
     model = create_model(7, 96, 96)
     with pytest.raises(ValueError, match=r"seq_len=96, n_vars=7"):
         model(torch.randn(2, 96, 8))
+
+
+def _reference_block(block, x: torch.Tensor) -> torch.Tensor:
+    """The authors' formulation on ``[B, M, D, N]`` with grouped ``F.conv1d`` calls (eval mode, no dropout):
+    what the channel-major batched-matmul implementation must reproduce with the same weights."""
+    import torch.nn.functional as F
+
+    tm, cm = block.token_mixer, block.channel_mixer
+    b, m, d, n = x.shape
+    y = x.transpose(1, 2).reshape(b, d * m, n)  # feature-major: D groups of M variables
+    y = F.gelu(F.conv1d(y, tm.ffnpw1.weight, tm.ffnpw1.bias, groups=d))  # [B, D*(2M), N]
+    y = y.reshape(b, d, 2 * m, n).transpose(1, 2).reshape(b, -1, n)  # M groups of 2D channels
+    y = F.conv1d(y, tm.ffnpw2.weight, tm.ffnpw2.bias, groups=m)
+    y = tm.norm(y.reshape(b * m, d, n)).reshape(b, m * d, n)
+    y = F.conv1d(F.gelu(F.conv1d(y, tm.dw1.weight, tm.dw1.bias, padding=25, groups=m * d)),
+                 tm.dw2.weight, tm.dw2.bias, padding=25, groups=m * d)
+    x = x + y.reshape(b, m, d, n)
+    z = x.reshape(b, m * d, n)
+    y = sum(br.bn_module(F.conv1d(z, br.conv_module.weight, None, padding=br.conv_module.padding, groups=m * d))
+            for br in cm.dw.branches())
+    y = cm.norm(y.reshape(b * m, d, n)).reshape(b, m * d, n)
+    y = F.gelu(F.conv1d(y, cm.ffnpw1.weight, cm.ffnpw1.bias, groups=m))  # [B, M*dff, N]
+    r = cm.ffn_ratio
+    y = y.reshape(b, m, d * r, n).transpose(1, 2).reshape(b, -1, n)  # D groups of r*M channels
+    y = F.conv1d(y, cm.ffnpw2.weight, cm.ffnpw2.bias, groups=d)
+    return x + y.reshape(b, d, m, n).transpose(1, 2)
+
+
+def test_channel_major_block_equals_grouped_conv_formulation() -> None:
+    torch.manual_seed(0)
+    model = create_model(5, 96, 24, ffn_ratio=3)
+    _randomize_bn(model)
+    model.eval()
+    block = model.model.stages[0].blocks[0]
+    x = torch.randn(4, 5, 64, 48)
+    expected = _reference_block(block, x)
+    assert torch.allclose(block(x), expected, atol=1e-4)
+    assert torch.allclose(model.model.stages[0](x), expected, atol=1e-4)

@@ -15,7 +15,8 @@ from ffnet_timeseries.engine import train
 from ffnet_timeseries.evaluate import cli as eval_cli
 from ffnet_timeseries.evaluate import evaluate_checkpoint
 from ffnet_timeseries.recipes import HORIZONS, RECIPES, recipe_config
-from ffnet_timeseries.reproduce import render_markdown, summarize
+from ffnet_timeseries.reproduce import main as reproduce_main
+from ffnet_timeseries.reproduce import plan_paper_jobs, render_markdown, summarize
 from ffnet_timeseries.train import cli as train_cli
 from metamixer.checkpoint import load_checkpoint
 from metamixer.config import load_config
@@ -121,6 +122,33 @@ def test_reproduce_summary_mean_std_and_markdown() -> None:
     assert summary["averages"]["ETTh1"]["mse"] == pytest.approx((0.39 + 0.40 + 0.41 + 0.42) / 4)
     md = render_markdown(summary)
     assert "| ETTh1 | 96 | 2 | 0.3900 ± 0.0141 |" in md
+
+
+def test_paper_plan_runs_every_dataset_once_before_second_seeds() -> None:
+    jobs = plan_paper_jobs("paper", HORIZONS)
+    assert len(jobs) == 2 * 4 * 3 + 4 * 4 * 1  # ETTh1/ETTh2 x 4 x 3 seeds + 4 datasets x 4 x 1 seed
+    assert len(set(jobs)) == len(jobs)
+    first_round = jobs[:24]
+    assert {s for _, _, s in first_round} == {2021}
+    assert {d for d, _, _ in first_round} == {"ETTh1", "ETTh2", "ETTm1", "ETTm2", "Weather", "Exchange"}
+    assert {s for _, _, s in jobs[24:]} == {2022, 2023}
+
+
+def test_collect_writes_the_table_of_parallel_runs_and_notes_the_epoch_cap(tmp_path: Path) -> None:
+    for i, (seed, mse) in enumerate([(2021, 0.38), (2022, 0.40)]):
+        run = {"dataset": "ETTh1", "pred_len": 96, "seed": seed, "test": {"mse": mse, "mae": 0.4},
+               "repeat_last": {"mse": 1.3, "mae": 0.7}, "wall_s": 60.0, "epochs_run": 25, "best_epoch": 25,
+               "params": 499104, "config": {"train": {"epochs": 25}}}
+        (tmp_path / f"job{i}").mkdir()
+        (tmp_path / f"job{i}" / "results.json").write_text(json.dumps(run))
+    (tmp_path / "unfinished").mkdir()  # a job without results.json is ignored, not run
+    assert reproduce_main(["--output", str(tmp_path), "--collect"]) == 0
+    md = (tmp_path / "table.md").read_text()
+    assert "| ETTh1 | 96 | 2 | 0.3900 ± 0.0141 |" in md
+    assert "Epochs capped at 25" in md
+    assert json.loads((tmp_path / "table.json").read_text())["rows"][0]["max_epochs"] == [25]
+    with pytest.raises(FFNetError, match="no finished job"):
+        reproduce_main(["--output", str(tmp_path / "unfinished"), "--collect"])
 
 
 @pytest.mark.skipif(not ETTH1.exists(), reason=f"ETTh1 not found at {ETTH1} (set FFNET_DATA)")

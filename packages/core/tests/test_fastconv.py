@@ -6,7 +6,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from metamixer.fastconv import DepthwiseConv1dToeplitz, swap_depthwise_convs, toeplitz_depthwise_conv1d
+from metamixer.fastconv import (
+    DepthwiseConv1dToeplitz,
+    depthwise_conv1d_cbl,
+    swap_depthwise_convs,
+    toeplitz_depthwise_conv1d,
+    toeplitz_depthwise_conv1d_cbl,
+)
 
 
 @pytest.mark.parametrize("length,kernel", [(48, 51), (20, 51), (48, 5), (100, 51), (7, 3)])
@@ -43,3 +49,26 @@ def test_auto_mode_uses_toeplitz_only_for_short_cpu_sequences() -> None:
     assert not conv.use_toeplitz(torch.zeros(1, 4, 52))
     conv.mode = "conv"
     assert not conv.use_toeplitz(torch.zeros(1, 4, 48))
+
+
+@pytest.mark.parametrize("length,kernel,mode", [(48, 51, "auto"), (48, 5, "plain"), (100, 51, "auto"), (30, 13, "conv")])
+def test_channel_major_depthwise_equals_conv1d(length: int, kernel: int, mode: str) -> None:
+    """depthwise_conv1d_cbl on [C, B, L] == F.conv1d on [B, C, L], by every path (Toeplitz, native conv, plain)."""
+    torch.manual_seed(0)
+    conv = torch.nn.Conv1d(6, 6, kernel, padding=kernel // 2, groups=6)
+    module = conv if mode == "plain" else DepthwiseConv1dToeplitz.from_conv(conv, mode=mode)
+    x = torch.randn(4, 6, length)
+    xc = x.transpose(0, 1).contiguous().requires_grad_(True)
+    y = depthwise_conv1d_cbl(xc, module)
+    assert y.shape == (6, 4, length) and y.is_contiguous()
+    weight = conv.weight.detach().clone()
+    ref = F.conv1d(x.requires_grad_(True), weight, conv.bias.detach(), padding=kernel // 2, groups=6)
+    assert torch.allclose(y.transpose(0, 1), ref, atol=1e-5)
+    g = torch.randn_like(ref)
+    ref.backward(g)
+    y.backward(g.transpose(0, 1))
+    assert torch.allclose(xc.grad.transpose(0, 1), x.grad, atol=1e-5)
+    weight.requires_grad_(True)
+    ref_w = torch.autograd.grad(F.conv1d(x.detach(), weight, None, padding=kernel // 2, groups=6), weight, g)[0]
+    assert torch.allclose(module.weight.grad, ref_w, atol=1e-4)
+    assert torch.allclose(toeplitz_depthwise_conv1d_cbl(xc.detach(), conv.weight, conv.bias, kernel // 2), y, atol=1e-5)

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from metamixer.errors import FFNetError, run_cli
+from metamixer.paths import write_json
 
 from .models.registry import load_model
 
@@ -95,7 +96,7 @@ def export_model(
             raise FFNetError(f"{fmt} graph contains training-only ops {r['forbidden_ops']}")
         if r["max_abs_diff"] > tolerance:
             raise FFNetError(f"{fmt} output differs from PyTorch by {r['max_abs_diff']:.3g} > {tolerance}")
-    (out_dir / "export.json").write_text(json.dumps(report, indent=2))
+    write_json(out_dir / "export.json", report)
     return report
 
 

@@ -22,6 +22,7 @@ import yaml
 
 from metamixer.config import config_from_dict
 from metamixer.errors import run_cli
+from metamixer.paths import write_json
 
 from .config import TrainConfig
 from .digits import write_digits_imagefolder
@@ -119,7 +120,7 @@ def run_quickstart(output: str | Path, epochs: int | None = None, threads: int |
         "total_seconds": round(time.time() - t_start, 1),
         "threads": torch.get_num_threads(),
     }
-    (out / "quickstart.json").write_text(json.dumps(result, indent=2))
+    write_json(out / "quickstart.json", result)
     return result
 
 

@@ -31,6 +31,7 @@ from metamixer.distributed import (
 from metamixer.ema import ModelEMA
 from metamixer.errors import FFNetError, run_cli
 from metamixer.logger import RunLogger
+from metamixer.paths import write_json
 from metamixer.seed import make_generator, seed_everything, seed_worker
 
 from .config import TrainConfig
@@ -246,7 +247,7 @@ def _run(cfg: TrainConfig, info: DistInfo, resume: str | None) -> dict[str, Any]
         "output_dir": str(out_dir),
     }
     if info.is_main:
-        (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+        write_json(out_dir / "summary.json", summary)
     logger.close()
     return summary
 

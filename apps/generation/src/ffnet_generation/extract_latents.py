@@ -16,6 +16,7 @@ import torch
 
 from metamixer.distributed import barrier, cleanup_distributed, init_distributed
 from metamixer.errors import FFNetError, run_cli
+from metamixer.paths import write_json
 
 from .builders import resolve_device
 from .data.images import ImageFolderDataset
@@ -50,7 +51,7 @@ def extract_latents(images: str, vae_path: str, output: str, *, image_size: int 
             "num_classes": len(dataset.classes), "images": len(dataset), "flip": flip,
             "latent_shape": [4, image_size // 8, image_size // 8]}
     if info.is_main:
-        (out / "meta.json").write_text(json.dumps(meta, indent=1))
+        write_json(out / "meta.json", meta)
     cleanup_distributed()
     return {**meta, "latents_written_by_rank0": count, "output": str(out)}
 

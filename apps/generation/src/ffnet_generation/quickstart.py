@@ -13,7 +13,6 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 import time
 from collections.abc import Sequence
@@ -23,6 +22,7 @@ import numpy as np
 import torch
 
 from metamixer.errors import FFNetError, run_cli
+from metamixer.paths import write_json
 
 from .config import DataConfig, DiffusionConfig, GenerationConfig, ModelConfig, TrainConfig
 from .data.images import digits_arrays
@@ -108,7 +108,7 @@ def run_quickstart(output: str | Path, *, steps: int = 400, early_step: int = 50
         "seconds": {"classifier": t_clf, "train": t_train, "total": time.perf_counter() - t_start},
         "grid_png": str(out / "final_grid.png"), "checkpoint": str(out / "train" / "last.pth"),
     }
-    (out / "quickstart_summary.json").write_text(json.dumps(summary, indent=2))
+    write_json(out / "quickstart_summary.json", summary)
     return summary
 
 

@@ -18,6 +18,7 @@ import torch
 
 from metamixer.distributed import barrier, cleanup_distributed, init_distributed
 from metamixer.errors import FFNetError, run_cli
+from metamixer.paths import write_json
 
 from .builders import build_diffusion, load_trained_model, resolve_device
 from .data.images import make_grid, save_png, to_uint8
@@ -98,7 +99,7 @@ def sample_to_npz(checkpoint: str, output: str | Path, *, num: int = 16, labels:
         shard_dir.rmdir()
         result.update(npz=str(out / "samples.npz"), grid=str(out / "grid.png"), shape=list(arr.shape),
                       images_per_second=num / seconds)
-        (out / "sample_info.json").write_text(json.dumps(result, indent=2))
+        write_json(out / "sample_info.json", result)
     cleanup_distributed()
     return result
 

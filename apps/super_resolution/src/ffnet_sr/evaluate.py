@@ -9,7 +9,6 @@ reproduces the published bicubic table, see docs/super_resolution.md). Sets are 
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -20,6 +19,7 @@ import torch
 from torch import nn
 
 from metamixer.errors import FFNetError, run_cli
+from metamixer.paths import write_json
 
 from .data.dataset import BenchmarkPair, load_benchmark, to_rgb
 from .data.io import write_png
@@ -224,7 +224,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "self_ensemble": bool(args.self_ensemble),
             "results": results,
         }
-        out.write_text(json.dumps(payload, indent=2))
+        write_json(out, payload)
     return 0
 
 

@@ -14,7 +14,6 @@ About 2 minutes on an idle 2-core CPU (slower on a shared machine; the numbers d
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -24,6 +23,7 @@ import torch
 
 from metamixer.config import load_config
 from metamixer.errors import FFNetError, run_cli
+from metamixer.paths import write_json
 
 from .config import SRConfig
 from .data.dataset import load_benchmark
@@ -99,7 +99,7 @@ def run_quickstart(output: Path, steps: int = 100, depth: int = 2, threads: int 
         "files": {"checkpoint": str(output / "run" / "last.pth"), "sample": str(output / "butterfly_x2_ffnetsr.png")},
         "total_seconds": round(time.perf_counter() - t0, 1),
     }
-    (output / "summary.json").write_text(json.dumps(result, indent=2))
+    write_json(output / "summary.json", result)
     return result
 
 

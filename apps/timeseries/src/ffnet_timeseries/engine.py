@@ -9,7 +9,6 @@ early-stopping state; batch order is a pure function of (seed, epoch), so a resu
 from __future__ import annotations
 
 import copy
-import json
 import math
 import time
 from dataclasses import dataclass, field
@@ -30,6 +29,7 @@ from metamixer.config import config_to_dict, save_config
 from metamixer.distributed import DistInfo, init_distributed, unwrap_model, wrap_ddp
 from metamixer.errors import FFNetError
 from metamixer.logger import RunLogger
+from metamixer.paths import write_json
 from metamixer.seed import seed_everything
 
 __all__ = ["TrainResult", "evaluate_split", "predict", "train", "repeat_last_metrics", "pick_device"]
@@ -258,6 +258,6 @@ def train(cfg: TSConfig, resume: str | None = None, data: ForecastData | None = 
         f"repeat-last mse {result.repeat_last['mse']:.4f} mae {result.repeat_last['mae']:.4f}; {result.wall_s:.0f}s"
     )
     if info.is_main:
-        (out_dir / "results.json").write_text(json.dumps({**result.to_dict(), "config": config_to_dict(cfg)}, indent=2))
+        write_json(out_dir / "results.json", {**result.to_dict(), "config": config_to_dict(cfg)})
     logger.close()
     return result

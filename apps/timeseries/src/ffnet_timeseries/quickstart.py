@@ -9,7 +9,6 @@ baseline. It is a smoke test of the full pipeline, not the paper number (see ``f
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,6 +18,7 @@ import torch
 from ffnet_timeseries.engine import train
 from ffnet_timeseries.recipes import recipe_config
 from metamixer.errors import run_cli
+from metamixer.paths import write_json
 
 __all__ = ["main", "cli"]
 
@@ -47,7 +47,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "quickstart.json").write_text(json.dumps(summary, indent=2))
+    write_json(out / "quickstart.json", summary)
     print(
         f"\nETTh1-96 test ({summary['test_windows']} windows, scaled space): FFNet-TS MSE {summary['test_mse']:.4f} "
         f"MAE {summary['test_mae']:.4f} | repeat-last MSE {summary['repeat_last_mse']:.4f} MAE {summary['repeat_last_mae']:.4f} "

@@ -17,7 +17,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["DepthwiseConv1dToeplitz", "toeplitz_depthwise_conv1d", "swap_depthwise_convs"]
+__all__ = [
+    "DepthwiseConv1dToeplitz", "toeplitz_depthwise_conv1d", "toeplitz_depthwise_conv1d_cbl", "depthwise_conv1d_cbl",
+    "swap_depthwise_convs",
+]
 
 Mode = Literal["auto", "toeplitz", "conv"]
 
@@ -38,15 +41,42 @@ def toeplitz_depthwise_conv1d(
 
     Only 'same'-length outputs (``2 * padding == kernel_size - 1``) are supported, which is what FFNet uses.
     """
-    batch, channels, length = x.shape
+    return toeplitz_depthwise_conv1d_cbl(x.transpose(0, 1), weight, bias, padding).transpose(0, 1)
+
+
+def toeplitz_depthwise_conv1d_cbl(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, padding: int
+) -> torch.Tensor:
+    """The same convolution on a channel-major ``[C, B, L]`` input, returning ``[C, B, L]``.
+
+    Channel-major is the matmul's native layout (one ``[B, L] @ [L, L]`` product per channel), so a network that
+    keeps its activations channel-major (FFNet-TS does) pays no transposes around the convolution.
+    """
+    channels, _, length = x.shape
     kernel_size = weight.shape[-1]
     tap, valid = _toeplitz_index(length, kernel_size, padding, x.device)
     w = weight.reshape(channels, kernel_size)
     toeplitz = w[:, tap] * valid.to(w.dtype)  # [C, L_in, L_out]
-    out = torch.bmm(x.permute(1, 0, 2), toeplitz).permute(1, 0, 2)  # [C,B,L] @ [C,L,L] -> [B,C,L]
-    if bias is not None:
-        out = out + bias.view(1, channels, 1)
-    return out
+    if bias is None:
+        return torch.bmm(x, toeplitz)
+    return torch.baddbmm(bias.view(channels, 1, 1), x, toeplitz)
+
+
+def depthwise_conv1d_cbl(x: torch.Tensor, conv: nn.Conv1d) -> torch.Tensor:
+    """Apply a depthwise stride-1 'same' ``conv`` to a channel-major ``[C, B, L]`` input -> contiguous ``[C, B, L]``.
+
+    Toeplitz matmul on CPU for short sequences (any kernel size: at L <= 64 the ``L x L`` product at matmul speed
+    beats PyTorch's depthwise kernel even for k=5), the native convolution otherwise.
+    """
+    length = x.shape[-1]
+    if isinstance(conv, DepthwiseConv1dToeplitz):
+        toeplitz = conv.use_toeplitz(x)
+    else:
+        toeplitz = x.device.type == "cpu" and length <= max(conv.kernel_size[0], 64)
+    if toeplitz:
+        return toeplitz_depthwise_conv1d_cbl(x, conv.weight, conv.bias, conv.padding[0])
+    out = F.conv1d(x.transpose(0, 1), conv.weight, conv.bias, padding=conv.padding, groups=conv.groups)
+    return out.transpose(0, 1).contiguous()  # callers view the result channel-major
 
 
 class DepthwiseConv1dToeplitz(nn.Conv1d):

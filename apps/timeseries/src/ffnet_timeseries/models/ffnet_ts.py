@@ -1,7 +1,12 @@
 """FFNet-TS: the paper's forecasting model (MetaMixer with FFNified token mixing, §4.3 / App. F.4, Alg. 1-2).
 
 Shapes: input ``[B, L, M]`` (L = seq_len, M variables) -> output ``[B, H, M]`` (H = pred_len).
-Inside the backbone every variable is a row of ``[B, M, D, N]`` (D features, N patches).
+Features are ``[B, M, D, N]`` (D features, N patches) at the public interfaces. Inside the stages the
+activations are kept *channel-major*, ``[M, D, B, N]``: every grouped 1x1 conv of the block is then one batched
+matmul over its groups (``[G, c_out, c_in] @ [G, c_in, B*N]``) and every depthwise conv one Toeplitz matmul
+over channels, with a transpose only where the group axis changes from variables to features. On CPU this is
+~2x faster per training step than the same layers as grouped ``Conv1d`` calls on ``[B, C, N]``; the weights are
+the convs' own (same keys and shapes), so nothing changes for checkpoints or ``fuse()``.
 
 Module names reproduce the authors' state_dict keys (``model.downsample_layers.0.0.weight``,
 ``model.stages.0.blocks.0.token_mixer.ffnpw1.weight``, ..., ``model.head.linear.weight``) so their checkpoints load,
@@ -19,18 +24,56 @@ import torch
 from torch import nn
 
 from ffnet_timeseries.models.revin import RevIN
-from metamixer.fastconv import DepthwiseConv1dToeplitz, swap_depthwise_convs
-from metamixer.reparam import RepDWConv, fuse_bn_conv, reparameterize
+from metamixer.fastconv import DepthwiseConv1dToeplitz, depthwise_conv1d_cbl, swap_depthwise_convs
+from metamixer.layers import FastDropout
+from metamixer.reparam import ConvBN, RepDWConv, fuse_bn_conv, reparameterize
 
 __all__ = ["FFNetTS", "FFNetTSBackbone", "TokenMixer", "ChannelMixer", "FFNetTSBlock", "FlattenHead", "Mixing"]
 
 Mixing = Literal["cross_variable", "channel_independent"]
 
 
-def _to_feature_major(x: torch.Tensor, groups_first: int, groups_second: int) -> torch.Tensor:
-    """``[B, a*b, N]`` laid out as (a, b) -> ``[B, b*a, N]`` laid out as (b, a)."""
-    batch, _, length = x.shape
-    return x.reshape(batch, groups_first, groups_second, length).transpose(1, 2).reshape(batch, -1, length)
+def _pointwise(x: torch.Tensor, conv: nn.Conv1d) -> torch.Tensor:
+    """``conv`` (a grouped 1x1 Conv1d) on group-major input ``[G, c_in/G, S]`` -> ``[G, c_out/G, S]``.
+
+    One batched matmul with the conv's own weight: group g's output channels are ``g*c_out/G ...``, exactly
+    as in ``conv`` on ``[B, c_in, S]``."""
+    groups = conv.groups
+    weight = conv.weight.view(groups, conv.out_channels // groups, conv.in_channels // groups)
+    if conv.bias is None:
+        return torch.bmm(weight, x)
+    return torch.baddbmm(conv.bias.view(groups, -1, 1), weight, x)
+
+
+def _batch_norm_cm(norm: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """A BatchNorm over the channels of ``x`` = ``[G, C, S]`` (statistics over G and S), or a folded no-op."""
+    return x if isinstance(norm, nn.Identity) else norm(x)
+
+
+def _depthwise_cm(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """A depthwise 'same' conv (plain, Toeplitz, or an unfused :class:`RepDWConv` of conv+BN branches) on a
+    channel-major ``[C, B, N]`` input. Each branch's BN sees the channel's B*N values, as on ``[B, C, N]``."""
+    if isinstance(module, RepDWConv):
+        out = None
+        for branch in module.branches():
+            y = _depthwise_cm(branch, x)
+            out = y if out is None else out + y
+        return out
+    if isinstance(module, ConvBN):
+        y = depthwise_conv1d_cbl(x, module.conv_module)
+        channels, batch, length = y.shape
+        return module.bn_module(y.reshape(1, channels, batch * length)).view(channels, batch, length)
+    return depthwise_conv1d_cbl(x, module)
+
+
+def _to_channel_major(x: torch.Tensor) -> torch.Tensor:
+    """``[B, M, D, N]`` -> contiguous ``[M, D, B, N]``."""
+    return x.permute(1, 2, 0, 3).contiguous()
+
+
+def _from_channel_major(z: torch.Tensor) -> torch.Tensor:
+    """``[M, D, B, N]`` -> ``[B, M, D, N]`` (a view)."""
+    return z.permute(2, 0, 1, 3)
 
 
 class TokenMixer(nn.Module):
@@ -58,27 +101,33 @@ class TokenMixer(nn.Module):
         channels, hidden = n_vars * d_model, n_vars * d_model * expansion
         first_groups = d_model if mixing == "cross_variable" else n_vars
         self.ffnpw1 = nn.Conv1d(channels, hidden, 1, groups=first_groups)
-        self.ffn_drop1 = nn.Dropout(drop_hidden)
+        self.ffn_drop1 = FastDropout(drop_hidden)
         self.act1 = nn.GELU()
         self.ffnpw2 = nn.Conv1d(hidden, channels, 1, groups=n_vars)
-        self.ffn_drop2 = nn.Dropout(drop_out)
+        self.ffn_drop2 = FastDropout(drop_out)
         self.norm = nn.BatchNorm1d(d_model)
         self.dw1 = DepthwiseConv1dToeplitz(channels, kernel_size)
         self.act2 = nn.GELU()
         self.dw2 = DepthwiseConv1dToeplitz(channels, kernel_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        batch, m, d, n = x.shape
-        if self.mixing == "cross_variable":
-            y = x.transpose(1, 2).reshape(batch, d * m, n)  # feature-major: groups of M variables per feature
-            y = self.act1(self.ffn_drop1(self.ffnpw1(y)))  # [B, D*(e*M), N]
-            y = _to_feature_major(y, d, self.expansion * m)  # -> (e*M, D): M groups of e*D channels
+        """``[B, M, D, N]`` -> ``[B, M, D, N]``."""
+        return _from_channel_major(self.forward_cm(_to_channel_major(x)))
+
+    def forward_cm(self, z: torch.Tensor) -> torch.Tensor:
+        """Channel-major ``[M, D, B, N]`` -> ``[M, D, B, N]`` (what the backbone calls)."""
+        m, d, batch, n = z.shape
+        s, e = batch * n, self.expansion
+        if self.mixing == "cross_variable":  # groups = features: each maps its M variables to e*M hidden units
+            h = _pointwise(z.transpose(0, 1).reshape(d, m, s), self.ffnpw1)  # [D, e*M, S], hidden j = m*e + i
+            h = self.act1(self.ffn_drop1(h))
+            h = h.view(d, m, e, s).permute(1, 2, 0, 3).reshape(m, e * d, s)  # group m: its e*D hidden channels
         else:
-            y = self.act1(self.ffn_drop1(self.ffnpw1(x.reshape(batch, m * d, n))))
-        y = self.ffn_drop2(self.ffnpw2(y))  # [B, M*D, N] variable-major
-        y = self.norm(y.reshape(batch * m, d, n)).reshape(batch, m * d, n)
-        y = self.dw2(self.act2(self.dw1(y)))
-        return x + y.reshape(batch, m, d, n)
+            h = self.act1(self.ffn_drop1(_pointwise(z.view(m, d, s), self.ffnpw1)))  # [M, e*D, S]
+        y = self.ffn_drop2(_pointwise(h, self.ffnpw2))  # [M, D, S]
+        y = _batch_norm_cm(self.norm, y).view(m * d, batch, n)
+        y = depthwise_conv1d_cbl(self.act2(depthwise_conv1d_cbl(y, self.dw1)), self.dw2)
+        return z + y.view(m, d, batch, n)
 
 
 class ChannelMixer(nn.Module):
@@ -112,24 +161,29 @@ class ChannelMixer(nn.Module):
         swap_depthwise_convs(self.dw)  # the k=51 branch runs as a Toeplitz matmul on CPU
         self.norm = nn.BatchNorm1d(d_model)
         self.ffnpw1 = nn.Conv1d(channels, hidden, 1, groups=n_vars)
-        self.ffn_drop1 = nn.Dropout(drop)
+        self.ffn_drop1 = FastDropout(drop)
         self.act = nn.GELU()
         second_groups = d_model if mixing == "cross_variable" else n_vars
         self.ffnpw2 = nn.Conv1d(hidden, channels, 1, groups=second_groups)
-        self.ffn_drop2 = nn.Dropout(drop_out)
+        self.ffn_drop2 = FastDropout(drop_out)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        batch, m, d, n = x.shape
-        y = self.dw(x.reshape(batch, m * d, n))
-        y = self.norm(y.reshape(batch * m, d, n)).reshape(batch, m * d, n)
-        y = self.act(self.ffn_drop1(self.ffnpw1(y)))  # [B, M*dff, N] variable-major
-        if self.mixing == "cross_variable":
-            y = _to_feature_major(y, m, d * self.ffn_ratio)  # (dff, M): D groups of ffn_ratio*M channels
-            y = self.ffn_drop2(self.ffnpw2(y))  # [B, D*M, N] feature-major
-            y = y.reshape(batch, d, m, n).transpose(1, 2)
-        else:
-            y = self.ffn_drop2(self.ffnpw2(y)).reshape(batch, m, d, n)
-        return x + y
+        """``[B, M, D, N]`` -> ``[B, M, D, N]``."""
+        return _from_channel_major(self.forward_cm(_to_channel_major(x)))
+
+    def forward_cm(self, z: torch.Tensor) -> torch.Tensor:
+        """Channel-major ``[M, D, B, N]`` -> ``[M, D, B, N]`` (what the backbone calls)."""
+        m, d, batch, n = z.shape
+        s, r = batch * n, self.ffn_ratio
+        y = _depthwise_cm(self.dw, z.view(m * d, batch, n))
+        y = _batch_norm_cm(self.norm, y.view(m, d, s))
+        h = self.act(self.ffn_drop1(_pointwise(y, self.ffnpw1)))  # [M, dff, S], per variable; dff index = d*r + i
+        if self.mixing == "cross_variable":  # groups = features: each maps r hidden units of all M variables to M
+            h = h.view(m, d, r, s).permute(1, 2, 0, 3).reshape(d, r * m, s)
+            y = self.ffn_drop2(_pointwise(h, self.ffnpw2))  # [D, M, S]
+            return z + y.view(d, m, batch, n).transpose(0, 1)
+        y = self.ffn_drop2(_pointwise(h, self.ffnpw2))  # [M, D, S]
+        return z + y.view(m, d, batch, n)
 
 
 class FFNetTSBlock(nn.Module):
@@ -141,7 +195,12 @@ class FFNetTSBlock(nn.Module):
         self.channel_mixer = channel_mixer
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.channel_mixer(self.token_mixer(x))
+        """``[B, M, D, N]`` -> ``[B, M, D, N]``."""
+        return _from_channel_major(self.forward_cm(_to_channel_major(x)))
+
+    def forward_cm(self, z: torch.Tensor) -> torch.Tensor:
+        """Channel-major ``[M, D, B, N]`` -> ``[M, D, B, N]``."""
+        return self.channel_mixer.forward_cm(self.token_mixer.forward_cm(z))
 
 
 class _Stage(nn.Module):
@@ -150,9 +209,13 @@ class _Stage(nn.Module):
         self.blocks = nn.ModuleList(blocks)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``[B, M, D, N]`` -> ``[B, M, D, N]``."""
+        return _from_channel_major(self.forward_cm(_to_channel_major(x)))
+
+    def forward_cm(self, z: torch.Tensor) -> torch.Tensor:
         for block in self.blocks:
-            x = block(x)
-        return x
+            z = block.forward_cm(z)
+        return z
 
 
 class FlattenHead(nn.Module):
@@ -245,10 +308,10 @@ class FFNetTSBackbone(nn.Module):
             if i > 0 and y.shape[-1] % self.downsample_ratio:
                 pad = self.downsample_ratio - y.shape[-1] % self.downsample_ratio
                 y = torch.cat([y, y[:, :, -pad:]], dim=-1)
-            y = self.downsample_layers[i](y)
-            y = stage(y.reshape(batch, m, y.shape[1], y.shape[2]))
-            y = y.reshape(batch * m, y.shape[2], y.shape[3])
-        return y.reshape(batch, m, y.shape[1], y.shape[2])
+            y = self.downsample_layers[i](y)  # [B*M, D, N]
+            z = stage.forward_cm(_to_channel_major(y.view(batch, m, y.shape[1], y.shape[2])))
+            y = _from_channel_major(z).reshape(batch * m, z.shape[1], z.shape[3])
+        return y.view(batch, m, y.shape[1], y.shape[2])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         stats = None
