@@ -50,9 +50,10 @@ def _tiny(tmp_path: Path, out: str, epochs: int = 3) -> TSConfig:
 def test_resume_equals_uninterrupted_bit_for_bit(tmp_path: Path) -> None:
     full = train(_tiny(tmp_path, "full", epochs=3), quiet=True)
     part_cfg = _tiny(tmp_path, "part", epochs=2)
-    train(part_cfg, quiet=True)
+    first = train(part_cfg, quiet=True)
     resumed_cfg = _tiny(tmp_path, "part", epochs=3)
     resumed = train(resumed_cfg, resume=str(tmp_path / "part" / "last.pth"), quiet=True)
+    assert resumed.wall_s > first.wall_s  # the reported wall time covers the processes before the resume too
     a = load_checkpoint(tmp_path / "full" / "last.pth")
     b = load_checkpoint(tmp_path / "part" / "last.pth")
     assert a["epoch"] == b["epoch"] == 3

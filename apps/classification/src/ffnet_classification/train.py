@@ -31,6 +31,7 @@ from metamixer.distributed import (
 from metamixer.ema import ModelEMA
 from metamixer.errors import FFNetError, run_cli
 from metamixer.logger import RunLogger
+from metamixer.malloc import keep_freed_memory
 from metamixer.paths import write_json
 from metamixer.seed import make_generator, seed_everything, seed_worker
 
@@ -132,6 +133,8 @@ def _run(cfg: TrainConfig, info: DistInfo, resume: str | None) -> dict[str, Any]
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     device = info.device
+    if device.type == "cpu":
+        keep_freed_memory()
     out_dir = Path(cfg.output_dir)
     logger = RunLogger(out_dir, enabled=info.is_main)
     if info.is_main:

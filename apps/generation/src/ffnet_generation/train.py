@@ -26,6 +26,7 @@ from metamixer.ema import ModelEMA
 from metamixer.errors import FFNetError, run_cli
 from metamixer.flops import count_params
 from metamixer.logger import RunLogger
+from metamixer.malloc import keep_freed_memory
 from metamixer.seed import seed_everything
 
 from .builders import build_dataset, build_diffusion, build_model, resolve_device
@@ -94,6 +95,8 @@ def train(cfg: GenerationConfig, resume: str | None = None) -> dict:
     """Run (or resume) training; returns a summary (final losses, steps, timing)."""
     info = init_distributed(resolve_device(cfg.device) if cfg.device != "auto" else None)
     device = info.device
+    if device.type == "cpu":
+        keep_freed_memory()
     tc = cfg.train
     if tc.batch_size % info.world_size:
         raise FFNetError(f"train.batch_size={tc.batch_size} must be divisible by the number of processes "

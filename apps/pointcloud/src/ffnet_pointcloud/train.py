@@ -33,6 +33,7 @@ from metamixer.distributed import (
 from metamixer.errors import FFNetError, run_cli
 from metamixer.flops import count_params
 from metamixer.logger import RunLogger
+from metamixer.malloc import keep_freed_memory
 from metamixer.seed import make_generator, seed_everything, seed_worker
 
 from .config import Config
@@ -130,6 +131,8 @@ def train(cfg: Config, resume: str | None = None) -> dict[str, Any]:
     check_precision(t.precision, device)
     if t.threads > 0:
         torch.set_num_threads(t.threads)
+    if device.type == "cpu":
+        keep_freed_memory()
     seed_everything(t.seed + info.rank, deterministic=t.deterministic)
     names = class_names(cfg)
     out = Path(cfg.output_dir)

@@ -38,6 +38,7 @@ from metamixer.ema import ModelEMA
 from metamixer.errors import FFNetError, run_cli
 from metamixer.flops import count_params
 from metamixer.logger import RunLogger
+from metamixer.malloc import keep_freed_memory
 from metamixer.seed import seed_everything, seed_worker
 
 from .config import SRConfig, resolve_data_dir
@@ -104,6 +105,8 @@ def train(cfg: SRConfig, resume: str | Path | None = None) -> dict[str, Any]:
     device = resolve_device(tc.device)
     dist = init_distributed(device)
     device = dist.device
+    if device.type == "cpu":
+        keep_freed_memory()
     seed_everything(tc.seed, tc.deterministic)
     out_dir = Path(tc.output_dir)
     if dist.is_main:

@@ -29,6 +29,7 @@ from metamixer.config import config_to_dict, save_config
 from metamixer.distributed import DistInfo, init_distributed, unwrap_model, wrap_ddp
 from metamixer.errors import FFNetError
 from metamixer.logger import RunLogger
+from metamixer.malloc import keep_freed_memory
 from metamixer.paths import write_json
 from metamixer.seed import seed_everything
 
@@ -147,6 +148,8 @@ def train(cfg: TSConfig, resume: str | None = None, data: ForecastData | None = 
     if cfg.train.threads > 0:
         torch.set_num_threads(cfg.train.threads)
     info: DistInfo = init_distributed(pick_device(cfg.train.device))
+    if info.device.type == "cpu":
+        keep_freed_memory()  # ~2x faster CPU steps: no page faults on every step's large activations
     seed_everything(cfg.train.seed + info.rank)
     out_dir = Path(cfg.output_dir)
     logger = RunLogger(out_dir, enabled=info.is_main and not quiet, echo=not quiet) if info.is_main else RunLogger(out_dir, enabled=False)
@@ -172,6 +175,7 @@ def train(cfg: TSConfig, resume: str | None = None, data: ForecastData | None = 
     loss_fn = nn.MSELoss()
 
     start_epoch, best_val, best_epoch, bad_epochs, history = 1, math.inf, 0, 0, []
+    earlier_s = 0.0  # wall time spent by the processes before a resume (so wall_s covers the whole run)
     best_state: dict[str, torch.Tensor] | None = None
     if resume:
         ckpt = restore_checkpoint(resume, model=model, optimizer=optimizer, restore_rng=True)
@@ -179,6 +183,7 @@ def train(cfg: TSConfig, resume: str | None = None, data: ForecastData | None = 
         start_epoch = int(ckpt["epoch"]) + 1
         best_val, best_epoch = float(state.get("best_val", math.inf)), int(state.get("best_epoch", 0))
         bad_epochs, history = int(state.get("bad_epochs", 0)), list(ckpt.get("extra", {}).get("history", []))
+        earlier_s = float(ckpt.get("extra", {}).get("elapsed_s", sum(h.get("epoch_s", 0.0) for h in history)))
         best_path = Path(resume).with_name("best.pth")
         if best_epoch > 0:
             if not best_path.exists():
@@ -236,7 +241,7 @@ def train(cfg: TSConfig, resume: str | None = None, data: ForecastData | None = 
         )
         if info.is_main and cfg.train.save_checkpoints:
             extra = {"early_stopping": {"best_val": best_val, "best_epoch": best_epoch, "bad_epochs": bad_epochs},
-                     "history": history, "n_vars": data.n_vars}
+                     "history": history, "n_vars": data.n_vars, "elapsed_s": earlier_s + time.time() - started}
             if improved:
                 save_checkpoint(out_dir / "best.pth", model=model, epoch=epoch, config=cfg, extra=extra)
             save_checkpoint(out_dir / "last.pth", model=model, optimizer=optimizer, epoch=epoch, config=cfg, extra=extra)
@@ -250,7 +255,7 @@ def train(cfg: TSConfig, resume: str | None = None, data: ForecastData | None = 
     test = evaluate_split(model, data.test, eval_bs, info.device, cfg.data.features, info.rank, info.world_size)
     result = TrainResult(
         dataset=cfg.data.dataset, pred_len=cfg.data.pred_len, seed=cfg.train.seed, test=test, best_val_mse=best_val,
-        best_epoch=best_epoch, epochs_run=len(history), params=n_params, wall_s=time.time() - started,
+        best_epoch=best_epoch, epochs_run=len(history), params=n_params, wall_s=earlier_s + time.time() - started,
         repeat_last=repeat_last_metrics(data.test, cfg.data.features), history=history, output_dir=str(out_dir),
     )
     logger.info(
