@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -15,8 +16,8 @@ from ffnet_timeseries.engine import train
 from ffnet_timeseries.evaluate import cli as eval_cli
 from ffnet_timeseries.evaluate import evaluate_checkpoint
 from ffnet_timeseries.recipes import HORIZONS, RECIPES, recipe_config
+from ffnet_timeseries.reproduce import claim_job, plan_paper_jobs, render_markdown, summarize
 from ffnet_timeseries.reproduce import main as reproduce_main
-from ffnet_timeseries.reproduce import plan_paper_jobs, render_markdown, summarize
 from ffnet_timeseries.train import cli as train_cli
 from metamixer.checkpoint import load_checkpoint
 from metamixer.config import load_config
@@ -150,6 +151,22 @@ def test_collect_writes_the_table_of_parallel_runs_and_notes_the_epoch_cap(tmp_p
     assert json.loads((tmp_path / "table.json").read_text())["rows"][0]["max_epochs"] == [25]
     with pytest.raises(FFNetError, match="no finished job"):
         reproduce_main(["--output", str(tmp_path / "unfinished"), "--collect"])
+
+
+def test_parallel_reproduce_processes_claim_each_job_once(tmp_path: Path) -> None:
+    import socket
+    import subprocess
+    import sys
+
+    job = tmp_path / "ETTh1_96_s2021"
+    lock = claim_job(job)
+    assert lock is not None and lock.read_text().split() == [socket.gethostname(), str(os.getpid())]
+    assert claim_job(job) is None  # held by a live process (this one)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    lock.write_text(f"{socket.gethostname()} {int(dead.stdout)}\n")  # a lock left by a process that died
+    assert claim_job(job) == lock and lock.read_text().split()[1] == str(os.getpid())
+    lock.write_text("another-host 1\n")  # other machines' locks are never broken
+    assert claim_job(job) is None
 
 
 @pytest.mark.skipif(not ETTH1.exists(), reason=f"ETTh1 not found at {ETTH1} (set FFNET_DATA)")

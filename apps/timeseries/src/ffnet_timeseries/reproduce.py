@@ -8,14 +8,16 @@ The table is rewritten after every job, so an interrupted reproduction still doc
     ffnet-ts-reproduce --datasets ETTh1 --horizons 96 192 --seeds 2021 --output runs/x --table runs/x/table
     ffnet-ts-reproduce --output runs/x --collect     # table of everything finished under runs/x
 
-Parallel jobs: start one process per core (``train.threads=1``) on disjoint ``--datasets/--horizons/--seeds``
-lists with the same ``--output``, then ``--collect``.
+Parallel jobs: start the same command once per core (with ``train.threads=1``); the processes share the plan
+through lock files in the job folders (each job is trained once) and each rewrites the table when it finishes.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import socket
 import statistics
 import time
 from collections.abc import Sequence
@@ -28,7 +30,7 @@ from metamixer.config import apply_overrides, config_from_dict, config_to_dict
 from metamixer.errors import FFNetError, run_cli
 from metamixer.paths import write_json
 
-__all__ = ["main", "cli", "plan_jobs", "plan_paper_jobs", "collect_results", "summarize", "render_markdown", "PAPER"]
+__all__ = ["main", "cli", "plan_jobs", "plan_paper_jobs", "claim_job", "collect_results", "summarize", "render_markdown", "PAPER"]
 
 #: published reference numbers (MSE, MAE): FFNet paper Table 7 averages over the 4 horizons (ETT: over the 4
 #: subsets too), iTransformer's ETTh1-96, and the authors' code run here (fact sheet, one seed).
@@ -139,6 +141,44 @@ def _load_result(path: Path) -> dict[str, Any]:
         raise FFNetError(f"{path}: unreadable results file ({exc}); delete it to re-run the job") from None
 
 
+def claim_job(job_dir: Path) -> Path | None:
+    """Claim ``job_dir`` for this process with an exclusive lock file; ``None`` if a live process holds it.
+
+    This lets several ``ffnet-ts-reproduce`` processes (one per core, or per machine on a shared disk) work
+    through the same plan and ``--output``: each job is trained by exactly one of them. A lock left by a process
+    that died (same host, pid gone) is taken over, and the job resumes from its ``last.pth``.
+    """
+    job_dir.mkdir(parents=True, exist_ok=True)
+    lock = job_dir / "reproduce.lock"
+    host = socket.gethostname()
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            try:
+                owner_host, owner_pid = lock.read_text().split()
+            except (OSError, ValueError):
+                return None  # being written right now
+            if owner_host != host or _alive(int(owner_pid)):
+                return None
+            lock.unlink(missing_ok=True)  # stale: its process is gone
+            continue
+        with os.fdopen(fd, "w") as f:
+            f.write(f"{host} {os.getpid()}\n")
+        return lock
+    return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def collect_results(root: Path) -> list[dict[str, Any]]:
     """Every finished job under ``root`` (its ``*/results.json``), e.g. from several reproduce processes run in
     parallel on disjoint job lists."""
@@ -194,15 +234,30 @@ def main(argv: Sequence[str] | None = None) -> int:
             merged = apply_overrides(config_to_dict(cfg), args.overrides, cls=TSConfig, source="command line")
             cfg = config_from_dict(TSConfig, merged, source="command line")
         cfg.output_dir = str(job_dir)
-        last = job_dir / "last.pth"
-        t0 = time.time()
-        print(f"[{i}/{len(jobs)}] {dataset}-{horizon} seed {seed}: {'resuming' if last.exists() else 'training'}", flush=True)
-        result = train(cfg, resume=str(last) if last.exists() else None, quiet=False)
+        lock = claim_job(job_dir)
+        if lock is None:
+            print(f"[{i}/{len(jobs)}] {dataset}-{horizon} seed {seed}: claimed by another process, skipped", flush=True)
+            continue
+        try:
+            if done.exists():  # finished by another process between the check above and the claim
+                results.append(_load_result(done))
+                continue
+            last = job_dir / "last.pth"
+            t0 = time.time()
+            print(f"[{i}/{len(jobs)}] {dataset}-{horizon} seed {seed}: {'resuming' if last.exists() else 'training'}",
+                  flush=True)
+            result = train(cfg, resume=str(last) if last.exists() else None, quiet=False)
+        finally:
+            lock.unlink(missing_ok=True)
         results.append(result.to_dict())
         print(f"[{i}/{len(jobs)}] {dataset}-{horizon} seed {seed}: test mse {result.test['mse']:.4f} "
               f"mae {result.test['mae']:.4f} ({(time.time() - t0) / 60:.1f} min)", flush=True)
         _write_table(results, table)
-    print(render_markdown(summarize(results)) if results else "no jobs", flush=True)
+    # the plan's table covers every job finished so far, by this process or by others sharing --output
+    results = [_load_result(p) for p in (_job_dir(root, *job) / "results.json" for job in jobs) if p.exists()]
+    if results:
+        _write_table(results, table)
+    print(render_markdown(summarize(results)) if results else "no finished jobs", flush=True)
     return 0
 
 
