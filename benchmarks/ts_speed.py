@@ -7,7 +7,8 @@
    ``ours`` (channel-major activations, grouped 1x1 convs as batched matmuls, Toeplitz depthwise convs,
    FastDropout), ``grouped_conv+toeplitz`` (our previous implementation: grouped ``Conv1d`` on ``[B, C, N]``),
    and ``authors`` (the authors' formulation: grouped ``Conv1d``, native depthwise ``conv1d``, ``F.dropout``).
-   Prints seconds per step and the speed-up ratios.
+   Prints seconds per step and the speed-up ratios. The allocator is tuned as in training
+   (``metamixer.malloc.keep_freed_memory``) unless ``--default-malloc``.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import torch.nn.functional as F
 from ffnet_timeseries import create_model
 from ffnet_timeseries.models import DepthwiseConv1dToeplitz
 from metamixer.fastconv import toeplitz_depthwise_conv1d
+from metamixer.malloc import keep_freed_memory
 
 
 def _time(fn, repeats: int) -> float:
@@ -38,8 +40,11 @@ def main() -> None:
     parser.add_argument("--ffn-ratio", type=int, default=2)
     parser.add_argument("--batch", type=int, default=512)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--default-malloc", action="store_true",
+                        help="leave glibc's allocator as is (training calls metamixer.malloc.keep_freed_memory)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    malloc_tuned = False if args.default_malloc else keep_freed_memory()
     torch.manual_seed(0)
     results = {}
     x = torch.randn(args.batch, 448, 48, requires_grad=True)
@@ -77,7 +82,7 @@ def main() -> None:
         results[f"train_step_{name}_s"] = _time(step, args.repeats)
     for name in ("grouped_conv+toeplitz", "authors"):
         results[f"speedup_vs_{name}"] = results[f"train_step_{name}_s"] / results["train_step_ours_s"]
-    results.update(threads=args.threads, batch=args.batch, ffn_ratio=args.ffn_ratio)
+    results.update(threads=args.threads, batch=args.batch, ffn_ratio=args.ffn_ratio, malloc_tuned=malloc_tuned)
     print(json.dumps(results, indent=2))
 
 

@@ -276,3 +276,19 @@ def test_run_cli_maps_exceptions(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(ZeroDivisionError):  # bugs keep their traceback
         raises(ZeroDivisionError("bug"))([])
     assert run_cli(lambda argv: None)([]) == 0
+
+
+def test_error_line_does_not_share_a_line_with_an_open_progress_bar(capsys: pytest.CaptureFixture[str]) -> None:
+    import sys
+
+    from tqdm import tqdm
+
+    def main(argv):  # noqa: ANN001, ANN202
+        bar = tqdm(total=10, desc="epoch 1", file=sys.stderr)
+        bar.update(1)  # a bar drawn mid-way, as when a data error surfaces inside the training loop
+        raise FFNetError("data.csv: column 'OT' missing")
+
+    with pytest.raises(SystemExit):
+        run_cli(main)([])
+    err = capsys.readouterr().err
+    assert "\nerror: data.csv: column 'OT' missing\n" in err, repr(err)

@@ -34,6 +34,22 @@ def _one_line(msg: str) -> str:
     return " ".join(str(msg).split())
 
 
+def _close_progress_bars() -> None:
+    """Close any open tqdm bar so the ``error:`` line starts on its own line instead of sharing the bar's.
+
+    tqdm is only looked up if it is already imported (the apps import it through the run logger)."""
+    std = sys.modules.get("tqdm.std")
+    if std is None:
+        return
+    for bar in list(getattr(std.tqdm, "_instances", ())):
+        bar.close()
+
+
+def _report(message: str) -> None:
+    _close_progress_bars()
+    print(f"error: {_one_line(message)}", file=sys.stderr)
+
+
 def _os_error_message(exc: OSError) -> str:
     """Describe a FileNotFoundError/PermissionError with the path, without the errno noise."""
     what = "file or folder not found" if isinstance(exc, FileNotFoundError) else "permission denied"
@@ -56,13 +72,13 @@ def run_cli(main: Callable[[Sequence[str] | None], Any]) -> Callable[[Sequence[s
         try:
             result = main(argv)
         except FFNetError as exc:
-            print(f"error: {_one_line(str(exc))}", file=sys.stderr)
+            _report(str(exc))
             raise SystemExit(EXIT_USER_ERROR) from None
         except (FileNotFoundError, PermissionError) as exc:
-            print(f"error: {_one_line(_os_error_message(exc))}", file=sys.stderr)
+            _report(_os_error_message(exc))
             raise SystemExit(EXIT_USER_ERROR) from None
         except KeyboardInterrupt:
-            print("error: interrupted", file=sys.stderr)
+            _report("interrupted")
             raise SystemExit(EXIT_INTERRUPTED) from None
         return 0 if result is None else result
 
