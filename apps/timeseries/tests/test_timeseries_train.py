@@ -147,7 +147,7 @@ def test_collect_writes_the_table_of_parallel_runs_and_notes_the_epoch_cap(tmp_p
     assert reproduce_main(["--output", str(tmp_path), "--collect"]) == 0
     md = (tmp_path / "table.md").read_text()
     assert "| ETTh1 | 96 | 2 | 0.3900 ± 0.0141 |" in md
-    assert "Epochs capped at 25" in md
+    assert "| 25 (25), 25 (25), cap 25 |" in md and "'cap N': train.epochs was lowered" in md
     assert json.loads((tmp_path / "table.json").read_text())["rows"][0]["max_epochs"] == [25]
     with pytest.raises(FFNetError, match="no finished job"):
         reproduce_main(["--output", str(tmp_path / "unfinished"), "--collect"])
