@@ -165,3 +165,22 @@ def test_channel_major_block_equals_grouped_conv_formulation() -> None:
     expected = _reference_block(block, x)
     assert torch.allclose(block(x), expected, atol=1e-4)
     assert torch.allclose(model.model.stages[0](x), expected, atol=1e-4)
+
+
+def test_training_gradients_equal_grouped_conv_formulation() -> None:
+    """Train mode (batch-stat BN, dropout p=0 so both sides are deterministic): the fused, cache-sliced FFNs and
+    channel-major layers give the authors' formulation's gradients for every parameter and the input."""
+    torch.manual_seed(0)
+    model = create_model(5, 96, 24, ffn_ratio=3)
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+    model.train()
+    block = model.model.stages[0].blocks[0]
+    x = torch.randn(4, 5, 64, 48, requires_grad=True)
+    weight = torch.randn(4, 5, 64, 48)
+    params = [x, *block.parameters()]
+    ours = torch.autograd.grad((block(x) * weight).sum(), params)
+    reference = torch.autograd.grad((_reference_block(block, x) * weight).sum(), params)
+    for got, want in zip(ours, reference):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)

@@ -25,6 +25,7 @@ from torch import nn
 
 from ffnet_timeseries.models.revin import RevIN
 from metamixer.fastconv import DepthwiseConv1dToeplitz, depthwise_conv1d_cbl, swap_depthwise_convs
+from metamixer.fused_ffn import grouped_ffn
 from metamixer.layers import FastDropout
 from metamixer.reparam import ConvBN, RepDWConv, fuse_bn_conv, reparameterize
 
@@ -43,6 +44,15 @@ def _pointwise(x: torch.Tensor, conv: nn.Conv1d) -> torch.Tensor:
     if conv.bias is None:
         return torch.bmm(weight, x)
     return torch.baddbmm(conv.bias.view(groups, -1, 1), weight, x)
+
+
+def _ffn(x: torch.Tensor, conv1: nn.Conv1d, drop: nn.Dropout, act: nn.Module, conv2: nn.Conv1d,
+         regroup: bool) -> torch.Tensor | None:
+    """The block's FFN core ``conv2(regroup(act(drop(conv1(x)))))`` through core's cache-sliced
+    :func:`~metamixer.fused_ffn.grouped_ffn` where it applies (CPU, exact GELU); None means: run it op by op."""
+    if x.device.type != "cpu" or not isinstance(act, nn.GELU) or act.approximate != "none":
+        return None
+    return grouped_ffn(x, conv1, conv2, drop.p, drop.training, regroup=regroup)
 
 
 def _batch_norm_cm(norm: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -118,13 +128,17 @@ class TokenMixer(nn.Module):
         """Channel-major ``[M, D, B, N]`` -> ``[M, D, B, N]`` (what the backbone calls)."""
         m, d, batch, n = z.shape
         s, e = batch * n, self.expansion
-        if self.mixing == "cross_variable":  # groups = features: each maps its M variables to e*M hidden units
-            h = _pointwise(z.transpose(0, 1).reshape(d, m, s), self.ffnpw1)  # [D, e*M, S], hidden j = m*e + i
-            h = self.act1(self.ffn_drop1(h))
-            h = h.view(d, m, e, s).permute(1, 2, 0, 3).reshape(m, e * d, s)  # group m: its e*D hidden channels
-        else:
-            h = self.act1(self.ffn_drop1(_pointwise(z.view(m, d, s), self.ffnpw1)))  # [M, e*D, S]
-        y = self.ffn_drop2(_pointwise(h, self.ffnpw2))  # [M, D, S]
+        cross = self.mixing == "cross_variable"
+        # cross-variable: groups = features, each maps its M variables to e*M hidden units (hidden j = m*e + i);
+        # the second conv's group m then takes its e*D hidden channels
+        x = z.transpose(0, 1).reshape(d, m, s) if cross else z.view(m, d, s)
+        y = _ffn(x, self.ffnpw1, self.ffn_drop1, self.act1, self.ffnpw2, regroup=cross)
+        if y is None:
+            h = self.act1(self.ffn_drop1(_pointwise(x, self.ffnpw1)))  # [D, e*M, S] or [M, e*D, S]
+            if cross:
+                h = h.view(d, m, e, s).permute(1, 2, 0, 3).reshape(m, e * d, s)
+            y = _pointwise(h, self.ffnpw2)
+        y = self.ffn_drop2(y)  # [M, D, S]
         y = _batch_norm_cm(self.norm, y).view(m * d, batch, n)
         y = depthwise_conv1d_cbl(self.act2(depthwise_conv1d_cbl(y, self.dw1)), self.dw2)
         return z + y.view(m, d, batch, n)
@@ -177,13 +191,19 @@ class ChannelMixer(nn.Module):
         s, r = batch * n, self.ffn_ratio
         y = _depthwise_cm(self.dw, z.view(m * d, batch, n))
         y = _batch_norm_cm(self.norm, y.view(m, d, s))
-        h = self.act(self.ffn_drop1(_pointwise(y, self.ffnpw1)))  # [M, dff, S], per variable; dff index = d*r + i
-        if self.mixing == "cross_variable":  # groups = features: each maps r hidden units of all M variables to M
-            h = h.view(m, d, r, s).permute(1, 2, 0, 3).reshape(d, r * m, s)
-            y = self.ffn_drop2(_pointwise(h, self.ffnpw2))  # [D, M, S]
-            return z + y.view(d, m, batch, n).transpose(0, 1)
-        y = self.ffn_drop2(_pointwise(h, self.ffnpw2))  # [M, D, S]
-        return z + y.view(m, d, batch, n)
+        cross = self.mixing == "cross_variable"
+        # per variable D -> dff (dff index = d*r + i); cross-variable: the second conv's group d (a feature) maps
+        # r hidden units of all M variables to M
+        out = _ffn(y, self.ffnpw1, self.ffn_drop1, self.act, self.ffnpw2, regroup=cross)
+        if out is None:
+            h = self.act(self.ffn_drop1(_pointwise(y, self.ffnpw1)))  # [M, dff, S]
+            if cross:
+                h = h.view(m, d, r, s).permute(1, 2, 0, 3).reshape(d, r * m, s)
+            out = _pointwise(h, self.ffnpw2)
+        out = self.ffn_drop2(out)
+        if cross:  # [D, M, S]
+            return z + out.view(d, m, batch, n).transpose(0, 1)
+        return z + out.view(m, d, batch, n)
 
 
 class FFNetTSBlock(nn.Module):

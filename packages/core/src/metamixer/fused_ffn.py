@@ -1,0 +1,167 @@
+"""A grouped pointwise FFN (1x1 conv -> dropout -> GELU -> regroup -> 1x1 conv) computed in cache-sized slices.
+
+Why: FFNet-TS's FFNs expand every position to ``ffn_ratio * M * D`` hidden values (5,376 per patch for ETTm,
+132 M floats in a 512-window batch). Run as whole-tensor ops, every step streams that hidden tensor through main
+memory about fifteen times (matmul output, dropout mask, scale, GELU, regroup copy, and the same again backward),
+and on a CPU core that memory traffic, not arithmetic, is most of the training step. Here the positions are
+processed in slices whose hidden block fits in the L2 cache: the forward pass keeps only the input and a 1-byte
+dropout mask, and the backward pass recomputes each slice's hidden block (one extra matmul) while it is still in
+cache. Same math, same parameters, same dropout distribution as :func:`metamixer.layers.fast_dropout`.
+
+Layout (channel-major, what FFNet-TS keeps inside its blocks): input ``[G1, C1, S]`` (G1 groups of the first conv,
+S = batch x positions); the first conv maps each group's C1 channels to ``P*Q`` hidden channels; the hidden
+channels are regrouped ``[G1, P, Q] -> [P, Q, G1]`` (group p of the second conv takes hidden unit q of every
+first-conv group); the second conv maps each of its P groups' ``Q*G1`` channels to C2 outputs: ``[P, C2, S]``.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from metamixer.layers import apply_keep_mask_, dropout_keep_mask, dropout_scale
+
+__all__ = ["grouped_ffn", "grouped_ffn_reference", "slice_length"]
+
+_CACHE_BYTES = 1 << 21  # the hidden block of one slice: 2 MiB, the L2 of one current server core
+
+
+def slice_length(hidden_channels: int, total: int, cache_bytes: int = _CACHE_BYTES) -> int:
+    """Positions per slice so that ``hidden_channels`` fp32 values per position fill about ``cache_bytes``
+    (at least 64 positions, so the matmuls stay efficient; a multiple of 16)."""
+    length = max(64, (cache_bytes // (4 * hidden_channels)) // 16 * 16)
+    return min(length, total)
+
+
+def _regroup(h: torch.Tensor, g1: int, p: int, q: int) -> torch.Tensor:
+    """``[G1, P*Q, s]`` -> ``[P, Q*G1, s]`` (hidden unit ``(g1, p, q)`` moves to group p, channel ``q*G1 + g1``);
+    ``p == 0`` means no regrouping (the second conv has the first conv's groups)."""
+    if p == 0:
+        return h
+    s = h.shape[-1]
+    return h.view(g1, p, q, s).permute(1, 2, 0, 3).reshape(p, q * g1, s)
+
+
+def _ungroup(h: torch.Tensor, g1: int, p: int, q: int) -> torch.Tensor:
+    """The inverse of :func:`_regroup`: ``[P, Q*G1, s]`` -> ``[G1, P*Q, s]``."""
+    if p == 0:
+        return h
+    s = h.shape[-1]
+    return h.view(p, q, g1, s).permute(2, 0, 1, 3).reshape(g1, p * q, s)
+
+
+class _GroupedFFN(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, w1, b1, w2, b2, p_drop, slice_len, regroup):  # noqa: ANN001, ANN205
+        g1, _, total = x.shape
+        p_groups, c2, _ = w2.shape
+        pq = w1.shape[1]
+        q, rp = pq // p_groups, (p_groups if regroup else 0)
+        scale, keeps = (dropout_scale(p_drop) if p_drop > 0.0 else 1.0), []
+        out = x.new_empty(p_groups, c2, total)
+        w1s, b1s = w1 * scale, (b1 * scale).view(g1, pq, 1)  # scale * h computed by the matmul itself
+        b2v = b2.view(p_groups, c2, 1)
+        for start in range(0, total, slice_len):
+            stop = min(total, start + slice_len)
+            # dropout before GELU: GELU(keep * scale * h) == keep * GELU(scale * h) because GELU(0) == 0
+            h = torch.baddbmm(b1s, w1s, x[:, :, start:stop])
+            a = F.gelu(h)
+            if p_drop > 0.0:
+                keep, _ = dropout_keep_mask(h.shape, p_drop, x.device)
+                apply_keep_mask_(a, keep)
+                keeps.append(keep)
+            out[:, :, start:stop] = torch.baddbmm(b2v, w2, _regroup(a, g1, rp, q))
+        ctx.save_for_backward(x, w1, b1, w2, b2)
+        ctx.keeps, ctx.scale, ctx.slice_len, ctx.rp = keeps, scale, slice_len, rp
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):  # noqa: ANN001, ANN205
+        x, w1, b1, w2, b2 = ctx.saved_tensors
+        g1, _, total = x.shape
+        p_groups, c2, _ = w2.shape
+        pq = w1.shape[1]
+        q, rp = pq // p_groups, ctx.rp
+        scale, slice_len, keeps = ctx.scale, ctx.slice_len, ctx.keeps
+        need_x = ctx.needs_input_grad[0]
+        grad_x = torch.empty_like(x) if need_x else None
+        grad_w1, grad_w2 = torch.zeros_like(w1), torch.zeros_like(w2)
+        grad_b1, grad_b2 = torch.zeros(g1, pq, dtype=x.dtype), torch.zeros(p_groups, c2, dtype=x.dtype)
+        # d/dh of GELU(scale * h): the factor `scale` is folded into the (small) weights and the accumulations
+        w1s, b1s = w1 * scale, (b1 * scale).view(g1, pq, 1)
+        w1t, w2t = w1s.transpose(1, 2), w2.transpose(1, 2)
+        for index, start in enumerate(range(0, total, slice_len)):
+            stop = min(total, start + slice_len)
+            xs, gs = x[:, :, start:stop], grad_out[:, :, start:stop]
+            h = torch.baddbmm(b1s, w1s, xs)  # recomputed, now in cache
+            a = F.gelu(h)
+            keep = keeps[index] if keeps else None
+            if keep is not None:
+                apply_keep_mask_(a, keep)
+            grad_w2.baddbmm_(gs, _regroup(a, g1, rp, q).transpose(1, 2))
+            grad_b2 += gs.sum(-1)
+            grad_a = _ungroup(torch.bmm(w2t, gs), g1, rp, q)
+            if keep is not None:
+                apply_keep_mask_(grad_a, keep)
+            grad_h = torch.ops.aten.gelu_backward(grad_a, h)  # d loss / d (scale * h)
+            grad_w1.baddbmm_(grad_h, xs.transpose(1, 2), alpha=scale)
+            grad_b1.add_(grad_h.sum(-1), alpha=scale)
+            if need_x:
+                grad_x[:, :, start:stop] = torch.bmm(w1t, grad_h)
+        ctx.keeps = None
+        return grad_x, grad_w1, grad_b1.view(-1), grad_w2, grad_b2.view(-1), None, None, None
+
+
+def _weights(x: torch.Tensor, conv1: nn.Conv1d, conv2: nn.Conv1d, regroup: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """The convs' weights as batched matrices ``[G1, P*Q, C1]`` and ``[P, C2, Q*G1]``, after checking the shapes."""
+    g1, c1, _ = x.shape
+    if conv1.groups != g1 or conv1.in_channels != g1 * c1 or conv1.kernel_size != (1,):
+        raise ValueError(f"grouped_ffn: conv1 ({conv1}) is not a 1x1 conv over {g1} groups of {c1} channels")
+    if conv1.bias is None or conv2.bias is None:
+        raise ValueError("grouped_ffn: both 1x1 convs need a bias")
+    p_groups = conv2.groups
+    w1 = conv1.weight.view(g1, conv1.out_channels // g1, c1)
+    w2 = conv2.weight.view(p_groups, conv2.out_channels // p_groups, conv2.in_channels // p_groups)
+    fits = w2.shape[2] == (w1.shape[1] // p_groups) * g1 and w1.shape[1] % p_groups == 0
+    if not regroup:
+        fits = p_groups == g1 and w2.shape[2] == w1.shape[1]
+    if not fits or conv2.kernel_size != (1,):
+        raise ValueError(f"grouped_ffn: conv2 ({conv2}) cannot take the hidden channels of {conv1} (regroup={regroup})")
+    return w1, w2
+
+
+def grouped_ffn(
+    x: torch.Tensor, conv1: nn.Conv1d, conv2: nn.Conv1d, p_drop: float = 0.0, training: bool = False,
+    regroup: bool = True, slice_len: int | None = None,
+) -> torch.Tensor:
+    """``conv2(regroup(GELU(dropout(conv1(x)))))`` on channel-major ``x = [G1, C1, S]`` -> ``[P, C2, S]``.
+
+    ``conv1``/``conv2`` are grouped 1x1 ``Conv1d`` modules with biases (``conv1.groups == G1``,
+    ``conv2.groups == P``); their own parameters are used, so state_dicts and fusion code are unaffected.
+    ``regroup=False``: the second conv has the first's groups (``P == G1``) and takes each group's hidden
+    channels as they are. Dropout (probability ``p_drop``, only when ``training``) follows
+    :func:`~metamixer.layers.fast_dropout`'s rule. The result equals :func:`grouped_ffn_reference` for the same
+    dropout mask; gradients agree to float rounding. ``slice_len`` (positions per slice) defaults to
+    :func:`slice_length`.
+    """
+    w1, w2 = _weights(x, conv1, conv2, regroup)
+    drop = p_drop if training else 0.0
+    length = slice_len or slice_length(w1.shape[0] * w1.shape[1], x.shape[-1])
+    return _GroupedFFN.apply(x, w1, conv1.bias, w2, conv2.bias, drop, length, regroup)
+
+
+def grouped_ffn_reference(
+    x: torch.Tensor, conv1: nn.Conv1d, conv2: nn.Conv1d, keep: torch.Tensor | None = None, scale: float = 1.0,
+    regroup: bool = True,
+) -> torch.Tensor:
+    """The same FFN as whole-tensor ops (the specification :func:`grouped_ffn` is tested against); ``keep`` is
+    a ``[G1, P*Q, S]`` dropout mask (None: no dropout) and ``scale`` its ``1 / (1 - p)``."""
+    w1, w2 = _weights(x, conv1, conv2, regroup)
+    g1, p_groups = w1.shape[0], w2.shape[0]
+    h = torch.baddbmm(conv1.bias.view(g1, -1, 1), w1, x)
+    if keep is not None:
+        h = h * keep * scale
+    a = F.gelu(h)
+    q = w1.shape[1] // p_groups
+    return torch.baddbmm(conv2.bias.view(p_groups, -1, 1), w2, _regroup(a, g1, p_groups if regroup else 0, q))

@@ -1,0 +1,98 @@
+"""metamixer.fused_ffn.grouped_ffn: the cache-sliced FFN equals the whole-tensor FFN, forward and backward."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from metamixer.fused_ffn import grouped_ffn, grouped_ffn_reference, slice_length
+from metamixer.layers import dropout_keep_mask
+
+# (G1 groups of conv1, C1 channels per group, P groups of conv2, Q hidden units per (group, p), C2, regroup)
+LAYOUTS = {
+    "channel_mixer": (7, 16, 16, 3, 7, True),  # per variable D -> D*r, then per feature r*M -> M
+    "token_mixer": (16, 7, 7, 2, 16, True),  # per feature M -> 2M, then per variable 2D -> D
+    "no_regroup": (5, 8, 5, 12, 8, False),  # channel-independent: both convs per variable
+}
+
+
+def _convs(g1: int, c1: int, p: int, q: int, c2: int, regroup: bool) -> tuple[nn.Conv1d, nn.Conv1d]:
+    hidden = g1 * p * q
+    conv1 = nn.Conv1d(g1 * c1, hidden, 1, groups=g1)
+    conv2 = nn.Conv1d(hidden, p * c2, 1, groups=p)
+    return conv1, conv2
+
+
+def _replayed_mask(seed: int, g1: int, hidden_per_group: int, total: int, length: int, p: float) -> tuple[torch.Tensor, float]:
+    """The masks grouped_ffn drew slice by slice after ``torch.manual_seed(seed)``, as one ``[G1, PQ, S]`` mask."""
+    torch.manual_seed(seed)
+    masks, scale = [], 1.0
+    for start in range(0, total, length):
+        keep, scale = dropout_keep_mask((g1, hidden_per_group, min(total, start + length) - start), p)
+        masks.append(keep)
+    return torch.cat(masks, dim=-1), scale
+
+
+@pytest.mark.parametrize("layout", sorted(LAYOUTS))
+@pytest.mark.parametrize("length", [64, 100])  # 100: the last slice is shorter
+def test_matches_reference_with_dropout(layout: str, length: int) -> None:
+    g1, c1, p, q, c2, regroup = LAYOUTS[layout]
+    torch.manual_seed(1)
+    conv1, conv2 = _convs(g1, c1, p, q, c2, regroup)
+    total = 250
+    x = torch.randn(g1, c1, total, requires_grad=True)
+    grad_out = torch.randn(p, c2, total)
+    params = [x, conv1.weight, conv1.bias, conv2.weight, conv2.bias]
+
+    torch.manual_seed(7)
+    y = grouped_ffn(x, conv1, conv2, 0.6, training=True, regroup=regroup, slice_len=length)
+    grads = torch.autograd.grad(y, params, grad_out)
+
+    keep, scale = _replayed_mask(7, g1, p * q, total, length, 0.6)
+    assert 0.3 < keep.float().mean().item() < 0.5  # ~40 % kept: the mask really drops
+    reference = grouped_ffn_reference(x, conv1, conv2, keep, scale, regroup=regroup)
+    expected = torch.autograd.grad(reference, params, grad_out)
+    torch.testing.assert_close(y, reference, rtol=1e-5, atol=1e-5)
+    for got, want in zip(grads, expected):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+
+
+def test_eval_and_p_zero_are_deterministic_and_mask_free() -> None:
+    g1, c1, p, q, c2, regroup = LAYOUTS["channel_mixer"]
+    conv1, conv2 = _convs(g1, c1, p, q, c2, regroup)
+    x = torch.randn(g1, c1, 130)
+    reference = grouped_ffn_reference(x, conv1, conv2)
+    torch.testing.assert_close(grouped_ffn(x, conv1, conv2, 0.6, training=False, slice_len=64), reference)
+    torch.testing.assert_close(grouped_ffn(x, conv1, conv2, 0.0, training=True), reference)
+
+
+def test_strided_input_and_saved_tensors() -> None:
+    """The token mixer passes a transposed view; only x and the weights are saved (no hidden activations)."""
+    g1, c1, p, q, c2, regroup = LAYOUTS["token_mixer"]
+    conv1, conv2 = _convs(g1, c1, p, q, c2, regroup)
+    base = torch.randn(c1, g1, 200, requires_grad=True)  # [M, D, S]; the FFN takes [D, M, S]
+    saved: list[int] = []
+
+    def pack(tensor: torch.Tensor) -> torch.Tensor:
+        saved.append(tensor.numel())
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        y = grouped_ffn(base.transpose(0, 1), conv1, conv2, 0.3, training=True, slice_len=64)
+    hidden = g1 * p * q * 200
+    assert sum(saved) == base.numel() + sum(t.numel() for t in conv1.parameters()) + sum(
+        t.numel() for t in conv2.parameters()
+    ) and sum(saved) < hidden
+    y.sum().backward()
+    assert base.grad is not None and base.grad.shape == base.shape and base.grad.abs().sum() > 0
+
+
+def test_slice_length_and_bad_shapes() -> None:
+    assert slice_length(7 * 64 * 12, 10**6) % 16 == 0 and 64 <= slice_length(7 * 64 * 12, 10**6) <= 128
+    assert slice_length(100, 50) == 50
+    conv1, conv2 = _convs(7, 16, 16, 3, 7, True)
+    with pytest.raises(ValueError, match="conv1"):
+        grouped_ffn(torch.randn(8, 16, 10), conv1, conv2)
+    with pytest.raises(ValueError, match="conv2"):
+        grouped_ffn(torch.randn(7, 16, 10), conv1, nn.Conv1d(7 * 48, 14, 1, groups=7))
