@@ -3,11 +3,13 @@
     python benchmarks/ts_speed.py [--threads 1] [--batch 512] [--ffn-ratio 2]
 
 1. The depthwise k=51 conv at the ETTh1 shape ([B, 448, 48]): Toeplitz matmul vs PyTorch's ``conv1d``.
-2. One Adam step of the full ETTh1-96 model (train mode, the recipe's dropouts), three ways with the same weights:
-   ``ours`` (channel-major activations, grouped 1x1 convs as batched matmuls, Toeplitz depthwise convs,
-   FastDropout), ``grouped_conv+toeplitz`` (our previous implementation: grouped ``Conv1d`` on ``[B, C, N]``),
-   and ``authors`` (the authors' formulation: grouped ``Conv1d``, native depthwise ``conv1d``, ``F.dropout``).
-   Prints seconds per step and the speed-up ratios. The allocator is tuned as in training
+2. One Adam step of the full FFNet-TS model for 7 variables (ETTh1 with ``--ffn-ratio 2``, ETTm1/ETTm2 with
+   ``--ffn-ratio 12``; train mode, dropout 0.7), four ways with the same weights: ``ours`` (channel-major
+   activations, FFNs through core's cache-sliced ``grouped_ffn``, Toeplitz depthwise convs, FastDropout),
+   ``ours_unsliced_ffn`` (the same with the FFNs as whole-tensor ops), ``grouped_conv+toeplitz`` (grouped
+   ``Conv1d`` on ``[B, C, N]``) and ``authors`` (the authors' formulation: grouped ``Conv1d``, native depthwise
+   ``conv1d``, ``F.dropout``). Prints seconds per step, the speed-up ratios and the activation memory each keeps
+   for the backward pass (MiB of tensors saved by autograd). The allocator is tuned as in training
    (``metamixer.malloc.keep_freed_memory``) unless ``--default-malloc``.
 """
 
@@ -21,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from ffnet_timeseries import create_model
-from ffnet_timeseries.models import DepthwiseConv1dToeplitz
+from ffnet_timeseries.models import DepthwiseConv1dToeplitz, ffnet_ts
 from metamixer.fastconv import toeplitz_depthwise_conv1d
 from metamixer.malloc import keep_freed_memory
 
@@ -69,6 +71,7 @@ def main() -> None:
     batch = torch.randn(args.batch, 96, 7)
     variants = {
         "ours": model,
+        "ours_unsliced_ffn": lambda x: _without_sliced_ffn(model, x),
         "grouped_conv+toeplitz": lambda x: _grouped_conv_forward(model, x, toeplitz=True),
         "authors": lambda x: _grouped_conv_forward(model, x, toeplitz=False),
     }
@@ -80,10 +83,44 @@ def main() -> None:
             opt.step()
 
         results[f"train_step_{name}_s"] = _time(step, args.repeats)
-    for name in ("grouped_conv+toeplitz", "authors"):
+        results[f"saved_activations_{name}_MiB"] = _saved_mib(forward, batch)
+    for name in ("ours_unsliced_ffn", "grouped_conv+toeplitz", "authors"):
         results[f"speedup_vs_{name}"] = results[f"train_step_{name}_s"] / results["train_step_ours_s"]
     results.update(threads=args.threads, batch=args.batch, ffn_ratio=args.ffn_ratio, malloc_tuned=malloc_tuned)
     print(json.dumps(results, indent=2))
+
+
+def _saved_mib(forward, batch: torch.Tensor) -> float:  # noqa: ANN001
+    """MiB of distinct tensors autograd keeps for the backward pass of one forward (parameters excluded)."""
+    seen: dict[int, int] = {}
+
+    def pack(tensor: torch.Tensor) -> torch.Tensor:
+        if not isinstance(tensor, torch.nn.Parameter):
+            seen[tensor.untyped_storage().data_ptr()] = tensor.untyped_storage().nbytes()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        out = forward(batch)
+    # grouped_ffn keeps its 1-byte dropout masks on the autograd node, out of the hooks' sight: count them too
+    nodes, visited, masks = [out.grad_fn], set(), 0
+    while nodes:
+        node = nodes.pop()
+        if node is None or id(node) in visited:
+            continue
+        visited.add(id(node))
+        masks += sum(keep.numel() for keep in getattr(node, "keeps", None) or ())
+        nodes.extend(next_node for next_node, _ in node.next_functions)
+    return (sum(seen.values()) + masks) / 2**20
+
+
+def _without_sliced_ffn(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``model(x)`` with the FFNs run op by op (whole tensors) instead of core's cache-sliced ``grouped_ffn``."""
+    sliced = ffnet_ts._ffn
+    ffnet_ts._ffn = lambda *args, **kwargs: None  # the model's "run it op by op" answer
+    try:
+        return model(x)
+    finally:
+        ffnet_ts._ffn = sliced
 
 
 def _depthwise(conv: torch.nn.Conv1d, x: torch.Tensor, toeplitz: bool) -> torch.Tensor:

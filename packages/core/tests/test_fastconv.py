@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from metamixer.fastconv import (
     DepthwiseConv1dToeplitz,
     depthwise_conv1d_cbl,
+    prefer_toeplitz,
     swap_depthwise_convs,
     toeplitz_depthwise_conv1d,
     toeplitz_depthwise_conv1d_cbl,
@@ -44,9 +45,15 @@ def test_swap_depthwise_keeps_keys_and_values() -> None:
 
 
 def test_auto_mode_uses_toeplitz_only_for_short_cpu_sequences() -> None:
+    """One rule (prefer_toeplitz) for modules and plain convs: CPU and L <= max(kernel, 64); an explicit
+    toeplitz_max_len overrides it."""
     conv = DepthwiseConv1dToeplitz(4, 51)
-    assert conv.use_toeplitz(torch.zeros(1, 4, 48)) and conv.use_toeplitz(torch.zeros(1, 4, 51))
-    assert not conv.use_toeplitz(torch.zeros(1, 4, 52))
+    assert conv.use_toeplitz(torch.zeros(1, 4, 48)) and conv.use_toeplitz(torch.zeros(1, 4, 64))
+    assert not conv.use_toeplitz(torch.zeros(1, 4, 65))
+    assert prefer_toeplitz(64, 5, torch.device("cpu")) and not prefer_toeplitz(65, 5, torch.device("cpu"))
+    assert prefer_toeplitz(101, 101, torch.device("cpu")) and not prefer_toeplitz(48, 51, torch.device("meta"))
+    limited = DepthwiseConv1dToeplitz(4, 51, toeplitz_max_len=51)
+    assert limited.use_toeplitz(torch.zeros(1, 4, 51)) and not limited.use_toeplitz(torch.zeros(1, 4, 52))
     conv.mode = "conv"
     assert not conv.use_toeplitz(torch.zeros(1, 4, 48))
 

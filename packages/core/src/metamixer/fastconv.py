@@ -19,7 +19,7 @@ from torch import nn
 
 __all__ = [
     "DepthwiseConv1dToeplitz", "toeplitz_depthwise_conv1d", "toeplitz_depthwise_conv1d_cbl", "depthwise_conv1d_cbl",
-    "swap_depthwise_convs",
+    "swap_depthwise_convs", "prefer_toeplitz",
 ]
 
 Mode = Literal["auto", "toeplitz", "conv"]
@@ -62,17 +62,26 @@ def toeplitz_depthwise_conv1d_cbl(
     return torch.baddbmm(bias.view(channels, 1, 1), x, toeplitz)
 
 
+TOEPLITZ_MIN_MAX_LEN = 64  # below this length the Toeplitz product wins for every kernel size (k=5 included)
+
+
+def prefer_toeplitz(length: int, kernel_size: int, device: torch.device) -> bool:
+    """The one rule for choosing the Toeplitz matmul over PyTorch's depthwise conv: on CPU, for sequences not
+    longer than ``max(kernel_size, 64)``. Measured fwd+bwd on CPU, 448 channels: k=51 is 4-5x faster at
+    L=24..48 with break-even around L=64-96 and 2-3x slower at L=150-300; k=5 still wins at L <= 64."""
+    return device.type == "cpu" and length <= max(kernel_size, TOEPLITZ_MIN_MAX_LEN)
+
+
 def depthwise_conv1d_cbl(x: torch.Tensor, conv: nn.Conv1d) -> torch.Tensor:
     """Apply a depthwise stride-1 'same' ``conv`` to a channel-major ``[C, B, L]`` input -> contiguous ``[C, B, L]``.
 
-    Toeplitz matmul on CPU for short sequences (any kernel size: at L <= 64 the ``L x L`` product at matmul speed
-    beats PyTorch's depthwise kernel even for k=5), the native convolution otherwise.
+    Toeplitz matmul where :func:`prefer_toeplitz` says so (or a :class:`DepthwiseConv1dToeplitz`'s forced mode),
+    the native convolution otherwise.
     """
-    length = x.shape[-1]
     if isinstance(conv, DepthwiseConv1dToeplitz):
         toeplitz = conv.use_toeplitz(x)
     else:
-        toeplitz = x.device.type == "cpu" and length <= max(conv.kernel_size[0], 64)
+        toeplitz = prefer_toeplitz(x.shape[-1], conv.kernel_size[0], x.device)
     if toeplitz:
         return toeplitz_depthwise_conv1d_cbl(x, conv.weight, conv.bias, conv.padding[0])
     out = F.conv1d(x.transpose(0, 1), conv.weight, conv.bias, padding=conv.padding, groups=conv.groups)
@@ -82,10 +91,10 @@ def depthwise_conv1d_cbl(x: torch.Tensor, conv: nn.Conv1d) -> torch.Tensor:
 class DepthwiseConv1dToeplitz(nn.Conv1d):
     """A depthwise, stride-1, 'same' padded ``nn.Conv1d`` whose forward picks the faster of two equal algorithms.
 
-    ``mode="auto"`` uses the Toeplitz matmul on CPU when the sequence is not longer than ``toeplitz_max_len``
-    (default: the kernel size; measured fwd+bwd on 2 threads, k=51, 448 channels: 4-5x faster at L=24..48,
-    break-even around L=64-96, 2-3x slower at L=150-300), and the native convolution otherwise (long sequences,
-    or CUDA where cuDNN's depthwise kernel is already fast). ``"toeplitz"`` and ``"conv"`` force one path.
+    ``mode="auto"`` follows :func:`prefer_toeplitz` (Toeplitz matmul on CPU for short sequences, the native
+    convolution for long ones and on CUDA, where cuDNN's depthwise kernel is already fast), or, when
+    ``toeplitz_max_len`` is given, uses the Toeplitz path on CPU up to that length. ``"toeplitz"`` and ``"conv"``
+    force one path.
     """
 
     def __init__(
@@ -100,14 +109,16 @@ class DepthwiseConv1dToeplitz(nn.Conv1d):
             raise ValueError(f"DepthwiseConv1dToeplitz needs an odd kernel for 'same' padding, got {kernel_size}")
         super().__init__(channels, channels, kernel_size, padding=kernel_size // 2, groups=channels, bias=bias)
         self.mode = mode
-        self.toeplitz_max_len = toeplitz_max_len if toeplitz_max_len is not None else kernel_size
+        self.toeplitz_max_len = toeplitz_max_len
 
     def use_toeplitz(self, x: torch.Tensor) -> bool:
         if self.mode == "toeplitz":
             return True
         if self.mode == "conv":
             return False
-        return x.device.type == "cpu" and x.shape[-1] <= self.toeplitz_max_len
+        if self.toeplitz_max_len is not None:
+            return x.device.type == "cpu" and x.shape[-1] <= self.toeplitz_max_len
+        return prefer_toeplitz(x.shape[-1], self.kernel_size[0], x.device)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.use_toeplitz(x):
