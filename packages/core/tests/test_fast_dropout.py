@@ -36,3 +36,13 @@ def test_eval_identity_p_zero_and_seeding() -> None:
     b = fast_dropout(x, 0.5)
     assert torch.equal(a, b) and not torch.equal(a, fast_dropout(x, 0.5))
     assert torch.equal(fast_dropout(x, 1.0), torch.zeros_like(x))
+
+
+def test_bfloat16_and_non_contiguous_inputs_take_the_torch_path() -> None:
+    torch.manual_seed(5)
+    x = torch.randn(64, 33)
+    for tensor in (x.to(torch.bfloat16), x.t()):
+        y = fast_dropout(tensor, 0.5)
+        assert y.dtype == tensor.dtype and y.shape == tensor.shape
+        kept = y != 0
+        torch.testing.assert_close(y[kept], tensor[kept] * 2)
