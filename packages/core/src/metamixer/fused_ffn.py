@@ -27,9 +27,11 @@ __all__ = ["grouped_ffn", "grouped_ffn_reference", "slice_length"]
 _CACHE_BYTES = 1 << 21  # the hidden block of one slice: 2 MiB, the L2 of one current server core
 
 
-def slice_length(hidden_channels: int, total: int, cache_bytes: int = _CACHE_BYTES) -> int:
+def slice_length(hidden_channels: int, total: int, cache_bytes: int | None = None) -> int:
     """Positions per slice so that ``hidden_channels`` fp32 values per position fill about ``cache_bytes``
-    (at least 64 positions, so the matmuls stay efficient; a multiple of 16)."""
+    (default: 2 MiB per intra-op thread, as each core has its own L2; at least 64 positions so the matmuls stay
+    efficient; a multiple of 16)."""
+    cache_bytes = cache_bytes or _CACHE_BYTES * torch.get_num_threads()
     length = max(64, (cache_bytes // (4 * hidden_channels)) // 16 * 16)
     return min(length, total)
 
@@ -87,7 +89,8 @@ class _GroupedFFN(torch.autograd.Function):
         need_x = ctx.needs_input_grad[0]
         grad_x = torch.empty_like(x) if need_x else None
         grad_w1, grad_w2 = torch.zeros_like(w1), torch.zeros_like(w2)
-        grad_b1, grad_b2 = torch.zeros(g1, pq, dtype=x.dtype), torch.zeros(p_groups, c2, dtype=x.dtype)
+        grad_b1 = torch.zeros(g1, pq, dtype=x.dtype, device=x.device)
+        grad_b2 = torch.zeros(p_groups, c2, dtype=x.dtype, device=x.device)
         # d/dh of GELU(scale * h): the factor `scale` is folded into the (small) weights and the accumulations
         w1s, b1s = w1 * scale, (b1 * scale).view(g1, pq, 1)
         w1t, w2t = w1s.transpose(1, 2), w2.transpose(1, 2)
@@ -109,7 +112,6 @@ class _GroupedFFN(torch.autograd.Function):
             grad_b1.add_(grad_h.sum(-1), alpha=scale)
             if need_x:
                 grad_x[:, :, start:stop] = torch.bmm(w1t, grad_h)
-        ctx.keeps = None
         return grad_x, grad_w1, grad_b1.view(-1), grad_w2, grad_b2.view(-1), None, None, None
 
 
