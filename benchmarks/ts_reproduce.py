@@ -1,13 +1,19 @@
 """Reproduce the FFNet-TS paper numbers (issue 5) with the authors' recipes, one process per core.
 
-    nice -n 10 python benchmarks/ts_reproduce.py [--output runs/ts_repro] [--processes 2] [--max-epochs 25]
+    nice -n 10 python benchmarks/ts_reproduce.py [--output runs/ts_repro] [--processes 2] [--max-epochs 25] \
+        [--archive docs/timeseries_runs] [--plan paper] [--datasets ETTm1 ETTm2 --horizons 96 192]
 
 Plan (seed-first, see ``ffnet_timeseries.reproduce.PLANS``): ETTh1, ETTh2, Exchange, ETTm2, ETTm1, Weather x 4
 horizons at seed 2021, then ETTh1/ETTh2 at seeds 2022 and 2023. ``--processes`` copies of ``ffnet-ts-reproduce``
 (1 intra-op thread each: on small CPUs separate jobs scale better than threads) share the plan through lock files;
 restartable (finished jobs are read back, interrupted ones resume from ``last.pth``). ``--max-epochs`` caps
-``train.epochs`` (0 = the recipe's 100; the table notes a cap). Writes ``<output>/table.md`` and ``table.json``,
-and each process's log to ``<output>/worker<k>.log``.
+``train.epochs`` (0 = the recipe's 100; the table notes a cap). ``--archive`` (the repository keeps
+``docs/timeseries_runs``) copies every finished run there and skips jobs already archived, so results add up
+across sessions and machines. ``--datasets``/``--horizons``/``--seeds`` replace the plan by an explicit job list;
+trailing ``key=value`` overrides reach every job (``train.device=cuda`` on a GPU machine: several processes can
+share one GPU).
+Writes ``<output>/table.md`` and ``table.json`` (archive included), and each process's log to
+``<output>/worker<k>.log``.
 """
 
 from __future__ import annotations
@@ -26,9 +32,22 @@ def main() -> None:
     parser.add_argument("--processes", type=int, default=2)
     parser.add_argument("--threads", type=int, default=1, help="intra-op threads per process")
     parser.add_argument("--max-epochs", type=int, default=0)
+    parser.add_argument("--archive", default=None, help="folder of per-run result files (docs/timeseries_runs)")
+    parser.add_argument("--plan", default="paper")
+    parser.add_argument("--datasets", nargs="+", default=None, help="an explicit job list instead of the plan")
+    parser.add_argument("--horizons", nargs="+", default=None)
+    parser.add_argument("--seeds", nargs="+", default=None)
+    parser.add_argument("overrides", nargs="*", metavar="key.sub=value",
+                        help="passed to every job, e.g. train.device=cuda on a GPU machine")
     args = parser.parse_args()
-    command = [sys.executable, "-m", "ffnet_timeseries.reproduce", "--plan", "paper", "--output", args.output,
-               f"train.threads={args.threads}", "train.progress=false"]
+    jobs = ["--plan", args.plan]
+    if args.datasets:
+        jobs = ["--datasets", *args.datasets]
+        jobs += ["--horizons", *args.horizons] if args.horizons else []
+        jobs += ["--seeds", *args.seeds] if args.seeds else []
+    archive = ["--archive", args.archive] if args.archive else []
+    command = [sys.executable, "-m", "ffnet_timeseries.reproduce", *jobs, "--output", args.output, *archive,
+               f"train.threads={args.threads}", "train.progress=false", *args.overrides]
     if args.max_epochs > 0:
         command.append(f"train.epochs={args.max_epochs}")
     root = Path(args.output)
@@ -41,7 +60,7 @@ def main() -> None:
     for process, log in workers:
         codes.append(process.wait())
         log.close()
-    reproduce(["--output", args.output, "--collect"])
+    reproduce(["--output", args.output, *archive, "--collect"])
     if any(codes):
         raise SystemExit(f"a reproduce process failed (exit codes {codes}); see {root}/worker*.log")
 

@@ -155,7 +155,20 @@ def _reference_block(block, x: torch.Tensor) -> torch.Tensor:
     return x + y.reshape(b, d, m, n).transpose(1, 2)
 
 
-def test_channel_major_block_equals_grouped_conv_formulation() -> None:
+@pytest.fixture(params=["cpu_fast_paths", "generic_paths"])
+def code_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run a test twice: with the CPU fast paths (sliced FFNs, Toeplitz convs) and with the op-by-op paths that
+    GPUs take (``_ffn`` declines, native depthwise ``conv1d``), so the GPU code path is checked on CI's CPU."""
+    if request.param == "generic_paths":
+        from ffnet_timeseries.models import ffnet_ts
+        from metamixer import fastconv
+
+        monkeypatch.setattr(ffnet_ts, "_ffn", lambda *args, **kwargs: None)
+        monkeypatch.setattr(fastconv, "prefer_toeplitz", lambda *args, **kwargs: False)
+    return request.param
+
+
+def test_channel_major_block_equals_grouped_conv_formulation(code_path: str) -> None:
     torch.manual_seed(0)
     model = create_model(5, 96, 24, ffn_ratio=3)
     _randomize_bn(model)
@@ -167,7 +180,7 @@ def test_channel_major_block_equals_grouped_conv_formulation() -> None:
     assert torch.allclose(model.model.stages[0](x), expected, atol=1e-4)
 
 
-def test_training_gradients_equal_grouped_conv_formulation() -> None:
+def test_training_gradients_equal_grouped_conv_formulation(code_path: str) -> None:
     """Train mode (batch-stat BN, dropout p=0 so both sides are deterministic): the fused, cache-sliced FFNs and
     channel-major layers give the authors' formulation's gradients for every parameter and the input."""
     torch.manual_seed(0)

@@ -7,6 +7,13 @@ The table is rewritten after every job, so an interrupted reproduction still doc
     ffnet-ts-reproduce --plan paper --output runs/ts_repro --table docs/timeseries_results train.threads=2
     ffnet-ts-reproduce --datasets ETTh1 --horizons 96 192 --seeds 2021 --output runs/x --table runs/x/table
     ffnet-ts-reproduce --output runs/x --collect     # table of everything finished under runs/x
+    ffnet-ts-reproduce --output runs/x --archive docs/timeseries_runs --collect --table docs/timeseries_results
+
+``--archive DIR`` keeps one small JSON per finished run (metrics, history, resolved config) in a folder that is
+committed, so results add up across sessions and machines: every job that finishes is copied there, and the
+table is built from the archive plus ``--output``. Runs of one (dataset, horizon) row must share their config up
+to the seed; an archive file with ``rows`` (a table whose per-run files were not kept) contributes its rows'
+seeds through their mean/std, combined exactly with the runs of other seeds.
 
 Parallel jobs: start the same command once per core (with ``train.threads=1``); the processes share the plan
 through lock files in the job folders (each job is trained once) and each rewrites the table when it finishes.
@@ -16,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import socket
 import statistics
@@ -65,26 +73,83 @@ def _job_dir(root: Path, dataset: str, horizon: int, seed: int) -> Path:
     return root / f"{dataset}_{horizon}_s{seed}"
 
 
-def _mean_std(values: list[float]) -> tuple[float, float]:
-    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+#: config fields that may differ between the seeds of one table row (they do not change what is trained)
+_RUN_ONLY_FIELDS = {("train", "seed"), ("train", "threads"), ("train", "progress"), ("train", "device"),
+                    ("train", "save_checkpoints"), ("output_dir",)}
 
 
-def summarize(results: list[dict[str, Any]]) -> dict[str, Any]:
-    """Group finished runs by (dataset, horizon): mean/std of test MSE/MAE, wall time, epochs; plus averages."""
+def _config_differences(a: dict[str, Any], b: dict[str, Any], prefix: tuple[str, ...] = ()) -> list[str]:
+    out = []
+    for key in sorted(set(a) | set(b)):
+        path = (*prefix, key)
+        if path in _RUN_ONLY_FIELDS:
+            continue
+        x, y = a.get(key), b.get(key)
+        if isinstance(x, dict) and isinstance(y, dict):
+            out += _config_differences(x, y, path)
+        elif x != y:
+            out.append(f"{'.'.join(path)} ({x!r} vs {y!r})")
+    return out
+
+
+def _check_same_recipe(dataset: str, horizon: int, runs: list[dict[str, Any]]) -> None:
+    configs = [(r["seed"], r["config"]) for r in runs if r.get("config")]
+    for seed, config in configs[1:]:
+        diff = _config_differences(configs[0][1], config)
+        if diff:
+            raise FFNetError(
+                f"{dataset}-{horizon}: seeds {configs[0][0]} and {seed} were trained with different configs "
+                f"({', '.join(diff)}); one table row averages one recipe over seeds — keep them apart"
+            )
+
+
+def _pooled(prior: dict[str, Any] | None, key: str, values: list[float]) -> tuple[float, float]:
+    """Mean and sample std over ``values`` plus the seeds a prior row summarizes by its mean/std (exact)."""
+    n, total, squares = len(values), sum(values), sum(v * v for v in values)
+    if prior is not None:
+        k, mean, std = len(prior["seeds"]), prior[key], prior[f"{key}_std"]
+        n, total, squares = n + k, total + k * mean, squares + (k - 1) * std * std + k * mean * mean
+    mean = total / n
+    var = (squares - n * mean * mean) / (n - 1) if n > 1 else 0.0
+    return mean, math.sqrt(max(var, 0.0))
+
+
+def summarize(results: list[dict[str, Any]], prior_rows: Sequence[dict[str, Any]] = ()) -> dict[str, Any]:
+    """Group finished runs by (dataset, horizon): mean/std of test MSE/MAE, wall time, epochs; plus averages.
+
+    ``prior_rows`` are rows of an earlier table whose per-run files were not kept: a row is kept as it is, or
+    pooled with this table's runs of the same (dataset, horizon) if their seeds are disjoint."""
     rows: dict[tuple[str, int], list[dict[str, Any]]] = {}
     for r in results:
         rows.setdefault((r["dataset"], int(r["pred_len"])), []).append(r)
+    priors = {(p["dataset"], int(p["pred_len"])): p for p in prior_rows}
+    order = list(RECIPES)
     table = []
-    for (dataset, horizon), runs in sorted(rows.items(), key=lambda kv: (list(RECIPES).index(kv[0][0]) if kv[0][0] in RECIPES else 99, kv[0][1])):
-        mse_m, mse_s = _mean_std([r["test"]["mse"] for r in runs])
-        mae_m, mae_s = _mean_std([r["test"]["mae"] for r in runs])
+    for dataset, horizon in sorted(set(rows) | set(priors), key=lambda k: (order.index(k[0]) if k[0] in order else 99, k[1])):
+        runs, prior = rows.get((dataset, horizon), []), priors.get((dataset, horizon))
+        seeds = [r["seed"] for r in runs]
+        if len(set(seeds)) != len(seeds):
+            raise FFNetError(f"{dataset}-{horizon}: seed {max(seeds, key=seeds.count)} was run twice (in --output and in the archive?)")
+        if prior is not None and set(prior["seeds"]) & set(seeds):
+            raise FFNetError(
+                f"{dataset}-{horizon}: seeds {sorted(set(prior['seeds']) & set(seeds))} are both in an archived table "
+                "and in per-run results; remove one of them"
+            )
+        _check_same_recipe(dataset, horizon, runs)
+        mse_m, mse_s = _pooled(prior, "mse", [r["test"]["mse"] for r in runs])
+        mae_m, mae_s = _pooled(prior, "mae", [r["test"]["mae"] for r in runs])
+        first = runs[0] if runs else None
+        caps = {int(r.get("config", {}).get("train", {}).get("epochs", 0)) for r in runs}
         table.append({
-            "dataset": dataset, "pred_len": horizon, "seeds": sorted(r["seed"] for r in runs),
+            "dataset": dataset, "pred_len": horizon, "seeds": sorted(seeds + list(prior["seeds"] if prior else [])),
             "mse": mse_m, "mse_std": mse_s, "mae": mae_m, "mae_std": mae_s,
-            "repeat_last_mse": runs[0]["repeat_last"]["mse"], "repeat_last_mae": runs[0]["repeat_last"]["mae"],
-            "wall_s": [round(r["wall_s"], 1) for r in runs], "epochs": [r["epochs_run"] for r in runs],
-            "best_epoch": [r["best_epoch"] for r in runs], "params": runs[0]["params"],
-            "max_epochs": sorted({int(r.get("config", {}).get("train", {}).get("epochs", 0)) for r in runs}),
+            "repeat_last_mse": first["repeat_last"]["mse"] if first else prior["repeat_last_mse"],
+            "repeat_last_mae": first["repeat_last"]["mae"] if first else prior["repeat_last_mae"],
+            "wall_s": (prior["wall_s"] if prior else []) + [round(r["wall_s"], 1) for r in runs],
+            "epochs": (prior["epochs"] if prior else []) + [r["epochs_run"] for r in runs],
+            "best_epoch": (prior["best_epoch"] if prior else []) + [r["best_epoch"] for r in runs],
+            "params": first["params"] if first else prior["params"],
+            "max_epochs": sorted(caps | set(prior.get("max_epochs", []) if prior else [])),
         })
     averages = {}
     for dataset in {row["dataset"] for row in table}:
@@ -132,10 +197,43 @@ def render_markdown(summary: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _write_table(results: list[dict[str, Any]], table: Path) -> None:
-    summary = summarize(results)
+def _write_table(results: list[dict[str, Any]], table: Path, prior_rows: Sequence[dict[str, Any]] = ()) -> None:
+    summary = summarize(results, prior_rows)
     write_json(table.with_suffix(".json"), summary)
     table.with_suffix(".md").write_text(render_markdown(summary))
+
+
+def _archive_name(result: dict[str, Any]) -> str:
+    return f"{result['dataset']}_{int(result['pred_len'])}_s{int(result['seed'])}.json"
+
+
+def archive_result(result: dict[str, Any], archive: Path) -> Path:
+    """Copy one finished run's results (metrics, history, resolved config) to ``archive/<dataset>_<h>_s<seed>.json``."""
+    return write_json(archive / _archive_name(result), result)
+
+
+def load_archive(archive: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The per-run results and the aggregated prior rows (files with ``rows``) kept in ``archive``."""
+    runs, rows = [], []
+    for path in sorted(archive.glob("*.json")):
+        data = _load_result(path)
+        if "rows" in data:
+            rows += data["rows"]
+        elif {"dataset", "pred_len", "seed", "test"} <= set(data):
+            runs.append(data)
+        else:
+            raise FFNetError(f"{path}: neither a run's results (dataset, pred_len, seed, test) nor a table (rows)")
+    return runs, rows
+
+
+def _gather(root: Path, archive: Path | None) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Runs under ``root`` (finished jobs) merged with the archive's (a run in both counts once: ``root``'s)."""
+    results = collect_results(root)
+    if archive is None:
+        return results, []
+    archived, rows = load_archive(archive)
+    here = {_archive_name(r) for r in results}
+    return results + [r for r in archived if _archive_name(r) not in here], rows
 
 
 def _load_result(path: Path) -> dict[str, Any]:
@@ -197,6 +295,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seeds", nargs="+", type=int, default=[2021])
     parser.add_argument("--output", default="runs/ts_repro", help="one run folder per job under here")
     parser.add_argument("--table", default=None, help="table path without suffix (.md and .json are written)")
+    parser.add_argument("--archive", default=None,
+                        help="folder of per-run result files (committed): finished jobs are copied there and read back")
     parser.add_argument("--dry-run", action="store_true", help="list the jobs and exit")
     parser.add_argument("--collect", action="store_true",
                         help="run nothing: write the table from every finished job under --output (after parallel runs)")
@@ -211,12 +311,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         jobs = plan_jobs(args.datasets, args.horizons, args.seeds)
     root = Path(args.output)
     table = Path(args.table) if args.table else root / "table"
+    archive = Path(args.archive) if args.archive else None
     if args.collect:
-        results = collect_results(root)
-        if not results:
-            raise FFNetError(f"--collect: no finished job (*/results.json) under {root}")
-        _write_table(results, table)
-        print(render_markdown(summarize(results)), end="", flush=True)
+        results, prior = _gather(root, archive)
+        if not results and not prior:
+            raise FFNetError(f"--collect: no finished job (*/results.json) under {root}" + (f" nor in {archive}" if archive else ""))
+        if archive is not None:
+            for r in collect_results(root):
+                archive_result(r, archive)
+        _write_table(results, table, prior)
+        print(render_markdown(summarize(results, prior)), end="", flush=True)
         return 0
     if args.dry_run:
         for d, h, s in jobs:
@@ -225,13 +329,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     from ffnet_timeseries.engine import train  # heavy import only when running
 
     results: list[dict[str, Any]] = []
+    # seeds that only an archived table holds (their per-run files are gone): done, counted through the table
+    prior_rows = load_archive(archive)[1] if archive else []
+    tabled = {(r["dataset"], int(r["pred_len"]), s) for r in prior_rows for s in r["seeds"]}
     for i, (dataset, horizon, seed) in enumerate(jobs, 1):
         job_dir = _job_dir(root, dataset, horizon, seed)
         done = job_dir / "results.json"
-        if done.exists():
-            results.append(_load_result(done))
+        if (dataset, horizon, seed) in tabled:
+            print(f"[{i}/{len(jobs)}] {dataset}-{horizon} seed {seed}: already done (in an archived table)", flush=True)
+            continue
+        archived = archive / _archive_name({"dataset": dataset, "pred_len": horizon, "seed": seed}) if archive else None
+        if done.exists() or (archived is not None and archived.exists()):
+            results.append(_load_result(done if done.exists() else archived))
+            if archived is not None and not archived.exists():
+                archive_result(results[-1], archive)
             print(f"[{i}/{len(jobs)}] {dataset}-{horizon} seed {seed}: already done", flush=True)
-            _write_table(results, table)
+            _write_table(results, table, prior_rows)
             continue
         cfg = recipe_config(dataset, horizon, seed=seed, output_dir=str(job_dir))
         if args.overrides:
@@ -253,15 +366,21 @@ def main(argv: Sequence[str] | None = None) -> int:
             result = train(cfg, resume=str(last) if last.exists() else None, quiet=False)
         finally:
             lock.unlink(missing_ok=True)
-        results.append(result.to_dict())
+        results.append(_load_result(done))
+        if archive is not None:
+            archive_result(results[-1], archive)
         print(f"[{i}/{len(jobs)}] {dataset}-{horizon} seed {seed}: test mse {result.test['mse']:.4f} "
               f"mae {result.test['mae']:.4f} ({(time.time() - t0) / 60:.1f} min)", flush=True)
-        _write_table(results, table)
+        _write_table(results, table, prior_rows)
     # the plan's table covers every job finished so far, by this process or by others sharing --output
-    results = [_load_result(p) for p in (_job_dir(root, *job) / "results.json" for job in jobs) if p.exists()]
-    if results:
-        _write_table(results, table)
-    print(render_markdown(summarize(results)) if results else "no finished jobs", flush=True)
+    finished = [_job_dir(root, *job) / "results.json" for job in jobs]
+    if archive is not None:
+        finished = [p if p.exists() else archive / _archive_name({"dataset": d, "pred_len": h, "seed": sd})
+                    for p, (d, h, sd) in zip(finished, jobs)]
+    results = [_load_result(p) for p in finished if p.exists()]
+    if results or prior_rows:
+        _write_table(results, table, prior_rows)
+    print(render_markdown(summarize(results, prior_rows)) if results or prior_rows else "no finished jobs", flush=True)
     return 0
 
 
