@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import re
@@ -197,3 +198,28 @@ def test_training_gradients_equal_grouped_conv_formulation(code_path: str) -> No
     reference = torch.autograd.grad((_reference_block(block, x) * weight).sum(), params)
     for got, want in zip(ours, reference):
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (CI has none)")
+def test_cuda_forward_and_gradients_equal_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The GPU path (op-by-op FFNs, native depthwise convs, F.dropout) against the CPU fast paths, same weights
+    (TF32 off: it rounds convs/matmuls to 10-bit mantissas, beyond these tolerances)."""
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
+    torch.manual_seed(0)
+    model = create_model(7, 96, 96, ffn_ratio=12)
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0  # both sides deterministic
+    gpu = copy.deepcopy(model).cuda()
+    x = torch.randn(16, 96, 7)
+    model.train(), gpu.train()
+    loss_cpu = model(x).square().mean()
+    loss_gpu = gpu(x.cuda()).square().mean()
+    loss_cpu.backward(), loss_gpu.backward()
+    torch.testing.assert_close(loss_gpu.cpu(), loss_cpu, rtol=1e-4, atol=1e-5)
+    for (name, p_cpu), p_gpu in zip(model.named_parameters(), gpu.parameters()):
+        torch.testing.assert_close(p_gpu.grad.cpu(), p_cpu.grad, rtol=1e-3, atol=1e-5, msg=name)
+    model.eval(), gpu.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(gpu(x.cuda()).cpu(), model(x), rtol=1e-4, atol=1e-5)
