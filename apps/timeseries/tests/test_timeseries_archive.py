@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import socket
 from pathlib import Path
 
 import numpy as np
@@ -76,3 +78,40 @@ def test_a_job_in_the_archive_is_not_trained_again(tmp_path: Path, capsys: pytes
     assert "ETTm1-96 seed 2021: already done" in out and "ETTm1-96 seed 2022: already done (in an archived table)" in out
     assert not (tmp_path / "out" / "ETTm1_96_s2021").exists()  # nothing was trained
     assert "| ETTm1 | 96 | 2 | 0.3200 ± 0.0141 |" in (tmp_path / "out" / "table.md").read_text()  # pooled
+
+
+def test_dry_run_tells_what_each_job_would_do(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import torch
+
+    from metamixer.checkpoint import save_checkpoint
+
+    out, archive = tmp_path / "runs", tmp_path / "archive"
+    archive.mkdir()
+    (archive / "ETTm1_96_s2021.json").write_text(json.dumps(_run(2021, 0.33)))
+    prior = summarize([_run(2021, 0.45, dataset="ETTm1", horizon=192)])
+    (archive / "table_earlier.json").write_text(json.dumps({"rows": prior["rows"]}))
+    (out / "ETTm1_336_s2021").mkdir(parents=True)
+    (out / "ETTm1_336_s2021" / "results.json").write_text(json.dumps(_run(2021, 0.4, horizon=336)))
+    (out / "ETTm1_720_s2021").mkdir()
+    save_checkpoint(out / "ETTm1_720_s2021" / "last.pth", model=torch.nn.Linear(2, 2), epoch=7)
+    (out / "ETTm1_96_s2022").mkdir()
+    (out / "ETTm1_96_s2022" / "last.pth").write_bytes(b"truncated")
+    (out / "ETTm1_192_s2022").mkdir()
+    (out / "ETTm1_192_s2022" / "reproduce.lock").write_text(f"{socket.gethostname()} {os.getpid()}\n")
+    (out / "ETTm1_336_s2022").mkdir()  # a lock whose process is gone is not "running"
+    (out / "ETTm1_336_s2022" / "reproduce.lock").write_text(f"{socket.gethostname()} {2**22 + 12345}\n")
+    argv = ["--datasets", "ETTm1", "--seeds", "2021", "2022", "--output", str(out), "--archive", str(archive), "--dry-run"]
+    assert reproduce_main(argv) == 0
+    lines = capsys.readouterr().out.splitlines()
+    states = {line.split(" -> ")[0]: line.rsplit("[", 1)[1].rstrip("]") for line in lines[:-1]}
+    assert states == {
+        "ETTm1 pred_len=96 seed=2021": "done (archived)",
+        "ETTm1 pred_len=192 seed=2021": "done (in an archived table)",
+        "ETTm1 pred_len=336 seed=2021": "done",
+        "ETTm1 pred_len=720 seed=2021": "resumes after epoch 7",
+        "ETTm1 pred_len=96 seed=2022": "resumes",
+        "ETTm1 pred_len=192 seed=2022": f"running ({socket.gethostname()} pid {os.getpid()})",
+        "ETTm1 pred_len=336 seed=2022": "new",
+        "ETTm1 pred_len=720 seed=2022": "new",
+    }
+    assert lines[-1] == "5 of 8 jobs left to train"

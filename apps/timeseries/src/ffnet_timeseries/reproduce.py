@@ -271,6 +271,17 @@ def claim_job(job_dir: Path) -> Path | None:
     return None
 
 
+def _lock_holder(lock: Path) -> str | None:
+    """``"host pid"`` of the live process holding ``lock`` (or of any holder on another host), else ``None``."""
+    try:
+        owner_host, owner_pid = lock.read_text().split()
+    except (OSError, ValueError):
+        return None
+    if owner_host == socket.gethostname() and not _alive(int(owner_pid)):
+        return None
+    return f"{owner_host} pid {owner_pid}"
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -285,6 +296,36 @@ def collect_results(root: Path) -> list[dict[str, Any]]:
     """Every finished job under ``root`` (its ``*/results.json``), e.g. from several reproduce processes run in
     parallel on disjoint job lists."""
     return [_load_result(path) for path in sorted(root.glob("*/results.json"))]
+
+
+def _tabled_seeds(prior_rows: list[dict[str, Any]]) -> set[tuple[str, int, int]]:
+    return {(r["dataset"], int(r["pred_len"]), s) for r in prior_rows for s in r["seeds"]}
+
+
+def job_state(root: Path, archive: Path | None, tabled: set[tuple[str, int, int]], dataset: str, horizon: int,
+              seed: int) -> str:
+    """What running this job would do, so that a session can plan what it still has to train (``--dry-run``):
+    ``done (…)`` when a result exists, ``resumes after epoch N`` for an interrupted run, ``new`` otherwise."""
+    if (dataset, horizon, seed) in tabled:
+        return "done (in an archived table)"
+    if archive is not None and (archive / _archive_name({"dataset": dataset, "pred_len": horizon, "seed": seed})).exists():
+        return "done (archived)"
+    job_dir = _job_dir(root, dataset, horizon, seed)
+    if (job_dir / "results.json").exists():
+        return "done"
+    holder = _lock_holder(job_dir / "reproduce.lock")
+    if holder is not None:
+        return f"running ({holder})"
+    last = job_dir / "last.pth"
+    if last.exists():
+        from metamixer.checkpoint import load_checkpoint  # only here: the plan listing itself needs no torch
+
+        try:
+            epoch = load_checkpoint(last).get("epoch")
+        except FFNetError:  # an unreadable checkpoint is reported by the trainer when the job runs
+            epoch = None
+        return f"resumes after epoch {epoch}" if epoch is not None else "resumes"
+    return "new"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -323,15 +364,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(render_markdown(summarize(results, prior)), end="", flush=True)
         return 0
     if args.dry_run:
-        for d, h, s in jobs:
-            print(f"{d} pred_len={h} seed={s} -> {_job_dir(root, d, h, s)}")
+        tabled = _tabled_seeds(load_archive(archive)[1]) if archive else set()
+        states = [job_state(root, archive, tabled, *job) for job in jobs]
+        for (d, h, s), state in zip(jobs, states):
+            print(f"{d} pred_len={h} seed={s} -> {_job_dir(root, d, h, s)}  [{state}]")
+        left = sum(not state.startswith("done") for state in states)
+        print(f"{left} of {len(jobs)} jobs left to train", flush=True)
         return 0
     from ffnet_timeseries.engine import train  # heavy import only when running
 
     results: list[dict[str, Any]] = []
     # seeds that only an archived table holds (their per-run files are gone): done, counted through the table
     prior_rows = load_archive(archive)[1] if archive else []
-    tabled = {(r["dataset"], int(r["pred_len"]), s) for r in prior_rows for s in r["seeds"]}
+    tabled = _tabled_seeds(prior_rows)
     for i, (dataset, horizon, seed) in enumerate(jobs, 1):
         job_dir = _job_dir(root, dataset, horizon, seed)
         done = job_dir / "results.json"
