@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ffnet_timeseries.reproduce import load_archive, summarize
+from ffnet_timeseries.reproduce import load_archive, render_markdown, summarize
 from ffnet_timeseries.reproduce import main as reproduce_main
 from metamixer.errors import FFNetError
 
@@ -115,3 +115,19 @@ def test_dry_run_tells_what_each_job_would_do(tmp_path: Path, capsys: pytest.Cap
         "ETTm1 pred_len=720 seed=2022": "new",
     }
     assert lines[-1] == "5 of 8 jobs left to train"
+
+
+def test_committed_results_table_is_the_archive_summarized() -> None:
+    """docs/timeseries_results.{json,md} must be what the committed per-run archive gives (no hand edits, no
+    stale table after a new run was archived), and every archived run must obey the one-recipe-per-row rule."""
+    docs = Path(__file__).resolve().parents[3] / "docs"
+    runs, rows = load_archive(docs / "timeseries_runs")
+    expected = summarize(runs, rows)
+    committed = json.loads((docs / "timeseries_results.json").read_text())
+    key = lambda r: (r["dataset"], r["pred_len"])  # noqa: E731
+    assert [key(r) for r in committed["rows"]] == [key(r) for r in expected["rows"]]
+    for got, want in zip(committed["rows"], expected["rows"]):
+        assert got["seeds"] == want["seeds"]
+        for metric in ("mse", "mae", "mse_std", "mae_std"):
+            assert got[metric] == pytest.approx(want[metric], rel=1e-9, abs=1e-12), (key(got), metric)
+    assert (docs / "timeseries_results.md").read_text() == render_markdown(expected)
