@@ -207,6 +207,10 @@ def _archive_name(result: dict[str, Any]) -> str:
     return f"{result['dataset']}_{int(result['pred_len'])}_s{int(result['seed'])}.json"
 
 
+def _archived_path(archive: Path, dataset: str, horizon: int, seed: int) -> Path:
+    return archive / _archive_name({"dataset": dataset, "pred_len": horizon, "seed": seed})
+
+
 def archive_result(result: dict[str, Any], archive: Path) -> Path:
     """Copy one finished run's results (metrics, history, resolved config) to ``archive/<dataset>_<h>_s<seed>.json``."""
     return write_json(archive / _archive_name(result), result)
@@ -257,12 +261,9 @@ def claim_job(job_dir: Path) -> Path | None:
         try:
             fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
         except FileExistsError:
-            try:
-                owner_host, owner_pid = lock.read_text().split()
-            except (OSError, ValueError):
-                return None  # being written right now
-            if owner_host != host or _alive(int(owner_pid)):
-                return None
+            owner = _lock_owner(lock)
+            if owner is None or _owner_alive(*owner):
+                return None  # unreadable = being written right now
             lock.unlink(missing_ok=True)  # stale: its process is gone
             continue
         with os.fdopen(fd, "w") as f:
@@ -271,15 +272,24 @@ def claim_job(job_dir: Path) -> Path | None:
     return None
 
 
-def _lock_holder(lock: Path) -> str | None:
-    """``"host pid"`` of the live process holding ``lock`` (or of any holder on another host), else ``None``."""
+def _lock_owner(lock: Path) -> tuple[str, int] | None:
+    """``(host, pid)`` written in a job's lock file; ``None`` if there is none or it is being written."""
     try:
-        owner_host, owner_pid = lock.read_text().split()
+        host, pid = lock.read_text().split()
+        return host, int(pid)
     except (OSError, ValueError):
         return None
-    if owner_host == socket.gethostname() and not _alive(int(owner_pid)):
-        return None
-    return f"{owner_host} pid {owner_pid}"
+
+
+def _owner_alive(host: str, pid: int) -> bool:
+    """A lock's owner counts as alive unless it is on this host and its pid is gone (other hosts can't be checked)."""
+    return host != socket.gethostname() or _alive(pid)
+
+
+def _lock_holder(lock: Path) -> str | None:
+    """``"host pid N"`` of the live process holding ``lock``, else ``None`` (for ``--dry-run``)."""
+    owner = _lock_owner(lock)
+    return f"{owner[0]} pid {owner[1]}" if owner is not None and _owner_alive(*owner) else None
 
 
 def _alive(pid: int) -> bool:
@@ -308,7 +318,7 @@ def job_state(root: Path, archive: Path | None, tabled: set[tuple[str, int, int]
     ``done (…)`` when a result exists, ``resumes after epoch N`` for an interrupted run, ``new`` otherwise."""
     if (dataset, horizon, seed) in tabled:
         return "done (in an archived table)"
-    if archive is not None and (archive / _archive_name({"dataset": dataset, "pred_len": horizon, "seed": seed})).exists():
+    if archive is not None and _archived_path(archive, dataset, horizon, seed).exists():
         return "done (archived)"
     job_dir = _job_dir(root, dataset, horizon, seed)
     if (job_dir / "results.json").exists():
@@ -383,7 +393,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if (dataset, horizon, seed) in tabled:
             print(f"[{i}/{len(jobs)}] {dataset}-{horizon} seed {seed}: already done (in an archived table)", flush=True)
             continue
-        archived = archive / _archive_name({"dataset": dataset, "pred_len": horizon, "seed": seed}) if archive else None
+        archived = _archived_path(archive, dataset, horizon, seed) if archive else None
         if done.exists() or (archived is not None and archived.exists()):
             results.append(_load_result(done if done.exists() else archived))
             if archived is not None and not archived.exists():
@@ -420,7 +430,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # the plan's table covers every job finished so far, by this process or by others sharing --output
     finished = [_job_dir(root, *job) / "results.json" for job in jobs]
     if archive is not None:
-        finished = [p if p.exists() else archive / _archive_name({"dataset": d, "pred_len": h, "seed": sd})
+        finished = [p if p.exists() else _archived_path(archive, d, h, sd)
                     for p, (d, h, sd) in zip(finished, jobs)]
     results = [_load_result(p) for p in finished if p.exists()]
     if results or prior_rows:
