@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime
 import os
-import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -173,14 +172,6 @@ def unwrap_model(model: nn.Module) -> nn.Module:
 
 
 def cleanup_distributed() -> None:
-    """Destroy the process group if one exists (call at the end of a distributed run, e.g. in ``finally``).
-
-    On a normal exit every rank first meets at a barrier: a rank that tears its gloo connections down while a peer
-    is still finishing its last collective makes that peer abort ("terminate called without an active exception",
-    seen in about 1 of 6 two-process runs on a loaded machine). While an exception is unwinding, the barrier is
-    skipped: the other ranks may be waiting in a different collective, and meeting them there would hang.
-    """
+    """Destroy the process group if one exists (call at the end of a distributed run)."""
     if is_distributed():
-        if sys.exc_info()[0] is None:
-            dist.barrier()
         dist.destroy_process_group()
