@@ -107,9 +107,13 @@ def test_two_process_gloo_ddp_matches_single_process(tmp_path: Path, launcher) -
     script.write_text(WORKER)
     out = tmp_path / "result.pth"
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
-    env.update(OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")
-    for proc in launcher(script, out, env):
-        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    # PYTHONFAULTHANDLER: if a rank aborts (a rare gloo teardown abort, "terminate called without an active
+    # exception", seen in ~1 of 20 loaded CI runs and not reproduced in 100 direct runs), its stderr shows where
+    # every Python thread was, which is what the next investigation needs.
+    env.update(OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="", PYTHONFAULTHANDLER="1")
+    for index, proc in enumerate(launcher(script, out, env)):  # index = rank for torchrun-env, 0 for torchrun
+        tail = proc.stdout[-3000:] + proc.stderr[-6000:]
+        assert proc.returncode == 0, f"process {index}: rc {proc.returncode}\n{tail}"
     result = torch.load(out, weights_only=True)
     ranks = result["gathered"]
     assert [r["rank"] for r in ranks] == [0, 1]
