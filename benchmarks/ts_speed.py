@@ -3,19 +3,22 @@
     python benchmarks/ts_speed.py [--threads 1] [--batch 512] [--ffn-ratio 2]
 
 1. The depthwise k=51 conv at the ETTh1 shape ([B, 448, 48]): Toeplitz matmul vs PyTorch's ``conv1d``.
-2. One Adam step of the full FFNet-TS model for 7 variables (ETTh1 with ``--ffn-ratio 2``, ETTm1/ETTm2 with
-   ``--ffn-ratio 12``; train mode, dropout 0.7), four ways with the same weights: ``ours`` (channel-major
-   activations, FFNs through core's cache-sliced ``grouped_ffn``, Toeplitz depthwise convs, FastDropout),
-   ``ours_unsliced_ffn`` (the same with the FFNs as whole-tensor ops), ``grouped_conv+toeplitz`` (grouped
-   ``Conv1d`` on ``[B, C, N]``) and ``authors`` (the authors' formulation: grouped ``Conv1d``, native depthwise
-   ``conv1d``, ``F.dropout``). Prints seconds per step, the speed-up ratios and the activation memory each keeps
-   for the backward pass (MiB of tensors saved by autograd). The allocator is tuned as in training
+2. One Adam step of the full FFNet-TS model (ETTh1: 7 variables, ``--ffn-ratio 2``; ETTm1/ETTm2:
+   ``--ffn-ratio 12``; Weather: ``--n-vars 21 --ffn-ratio 12 --batch 256``; train mode, dropout 0.7), five ways
+   with the same weights: ``ours`` (channel-major activations, FFNs through core's cache-sliced ``grouped_ffn``
+   with its fused C kernels, Toeplitz depthwise convs, FastDropout), ``ours_without_c_kernels`` (the sliced FFNs'
+   element-wise work as PyTorch ops, ``grouped_ffn(native=False)``), ``ours_unsliced_ffn`` (the FFNs as
+   whole-tensor ops), ``grouped_conv+toeplitz`` (grouped ``Conv1d`` on ``[B, C, N]``) and ``authors`` (the
+   authors' formulation: grouped ``Conv1d``, native depthwise ``conv1d``, ``F.dropout``). Prints seconds per
+   step, the speed-up ratios and the activation memory each keeps for the backward pass (MiB of tensors saved by
+   autograd). The allocator is tuned as in training
    (``metamixer.malloc.keep_freed_memory``) unless ``--default-malloc``.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import time
 
@@ -26,6 +29,7 @@ from ffnet_timeseries import create_model
 from ffnet_timeseries.models import DepthwiseConv1dToeplitz, ffnet_ts
 from metamixer.fastconv import toeplitz_depthwise_conv1d
 from metamixer.malloc import keep_freed_memory
+from metamixer.native import ffn_gelu_kernels
 
 
 def _time(fn, repeats: int) -> float:
@@ -41,6 +45,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--ffn-ratio", type=int, default=2)
     parser.add_argument("--batch", type=int, default=512)
+    parser.add_argument("--n-vars", type=int, default=7, help="variables (7: ETT; 21 with --ffn-ratio 12 --batch 256: Weather)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--default-malloc", action="store_true",
                         help="leave glibc's allocator as is (training calls metamixer.malloc.keep_freed_memory)")
@@ -66,11 +71,12 @@ def main() -> None:
     conv.mode = "toeplitz"
     ref = F.conv1d(x, conv.weight, conv.bias, padding=25, groups=448)
     results["max_abs_diff"] = float((conv(x) - ref).abs().max().detach())
-    model = create_model(7, 96, 96, ffn_ratio=args.ffn_ratio, dropout=0.7)
+    model = create_model(args.n_vars, 96, 96, ffn_ratio=args.ffn_ratio, dropout=0.7)
     opt = torch.optim.Adam(model.parameters(), lr=1e-4)
-    batch = torch.randn(args.batch, 96, 7)
+    batch = torch.randn(args.batch, 96, args.n_vars)
     variants = {
         "ours": model,
+        "ours_without_c_kernels": lambda x: _without_c_kernels(model, x),
         "ours_unsliced_ffn": lambda x: _without_sliced_ffn(model, x),
         "grouped_conv+toeplitz": lambda x: _grouped_conv_forward(model, x, toeplitz=True),
         "authors": lambda x: _grouped_conv_forward(model, x, toeplitz=False),
@@ -84,9 +90,10 @@ def main() -> None:
 
         results[f"train_step_{name}_s"] = _time(step, args.repeats)
         results[f"saved_activations_{name}_MiB"] = _saved_mib(forward, batch)
-    for name in ("ours_unsliced_ffn", "grouped_conv+toeplitz", "authors"):
+    for name in ("ours_without_c_kernels", "ours_unsliced_ffn", "grouped_conv+toeplitz", "authors"):
         results[f"speedup_vs_{name}"] = results[f"train_step_{name}_s"] / results["train_step_ours_s"]
-    results.update(threads=args.threads, batch=args.batch, ffn_ratio=args.ffn_ratio, malloc_tuned=malloc_tuned)
+    results.update(threads=args.threads, batch=args.batch, ffn_ratio=args.ffn_ratio, n_vars=args.n_vars,
+                   malloc_tuned=malloc_tuned, c_kernels=ffn_gelu_kernels() is not None)
     print(json.dumps(results, indent=2))
 
 
@@ -121,6 +128,16 @@ def _without_sliced_ffn(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor
         return model(x)
     finally:
         ffnet_ts._ffn = sliced
+
+
+def _without_c_kernels(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``model(x)`` with the sliced FFNs' element-wise work as PyTorch ops (``grouped_ffn(native=False)``)."""
+    fused = ffnet_ts.grouped_ffn
+    ffnet_ts.grouped_ffn = functools.partial(fused, native=False)
+    try:
+        return model(x)
+    finally:
+        ffnet_ts.grouped_ffn = fused
 
 
 def _depthwise(conv: torch.nn.Conv1d, x: torch.Tensor, toeplitz: bool) -> torch.Tensor:

@@ -6,6 +6,7 @@ import pytest
 import torch
 from torch import nn
 
+from metamixer import native
 from metamixer.fused_ffn import grouped_ffn, grouped_ffn_reference, slice_length
 from metamixer.layers import dropout_keep_mask
 
@@ -34,9 +35,14 @@ def _replayed_mask(seed: int, g1: int, hidden_per_group: int, total: int, length
     return torch.cat(masks, dim=-1), scale
 
 
+# native=True demands the kernels (an error if they did not build), so it is skipped only where no compiler exists
+NATIVE = [False, pytest.param(True, marks=pytest.mark.skipif(native._compiler() is None, reason="no C compiler"))]
+
+
+@pytest.mark.parametrize("native", NATIVE)  # the fused C kernels and the PyTorch path
 @pytest.mark.parametrize("layout", sorted(LAYOUTS))
 @pytest.mark.parametrize("length", [64, 100])  # 100: the last slice is shorter
-def test_matches_reference_with_dropout(layout: str, length: int) -> None:
+def test_matches_reference_with_dropout(layout: str, length: int, native: bool) -> None:
     g1, c1, p, q, c2, regroup = LAYOUTS[layout]
     torch.manual_seed(1)
     conv1, conv2 = _convs(g1, c1, p, q, c2, regroup)
@@ -46,7 +52,7 @@ def test_matches_reference_with_dropout(layout: str, length: int) -> None:
     params = [x, conv1.weight, conv1.bias, conv2.weight, conv2.bias]
 
     torch.manual_seed(7)
-    y = grouped_ffn(x, conv1, conv2, 0.6, training=True, regroup=regroup, slice_len=length)
+    y = grouped_ffn(x, conv1, conv2, 0.6, training=True, regroup=regroup, slice_len=length, native=native)
     grads = torch.autograd.grad(y, params, grad_out)
 
     keep, scale = _replayed_mask(7, g1, p * q, total, length, 0.6)
@@ -90,6 +96,10 @@ def test_strided_input_and_saved_tensors() -> None:
 
 def test_slice_length_and_bad_shapes() -> None:
     assert slice_length(7 * 64 * 12, 10**6, 1 << 21) == 96 and slice_length(7 * 64 * 12, 10**6, 1 << 23) == 384
+    # fused kernels: 16 MiB blocks, at least 1024 positions, at most 256 MiB per block
+    assert slice_length(7 * 128, 10**6, 1 << 24, native=True) == 4672
+    assert slice_length(21 * 768, 10**6, 1 << 24, native=True) == 1024
+    assert slice_length(862 * 128, 10**6, 1 << 24, native=True) == 608
     assert slice_length(100, 50) == 50
     conv1, conv2 = _convs(7, 16, 16, 3, 7, True)
     with pytest.raises(ValueError, match="conv1"):
@@ -98,11 +108,18 @@ def test_slice_length_and_bad_shapes() -> None:
         grouped_ffn(torch.randn(7, 16, 10), conv1, nn.Conv1d(7 * 48, 14, 1, groups=7))
 
 
-def test_backward_twice_with_retained_graph_gives_the_same_gradients() -> None:
+@pytest.mark.parametrize("native", NATIVE)
+def test_backward_twice_with_retained_graph_gives_the_same_gradients(native: bool) -> None:
     g1, c1, p, q, c2, regroup = LAYOUTS["channel_mixer"]
     conv1, conv2 = _convs(g1, c1, p, q, c2, regroup)
     x = torch.randn(g1, c1, 150, requires_grad=True)
-    y = grouped_ffn(x, conv1, conv2, 0.5, training=True, slice_len=64)
+    y = grouped_ffn(x, conv1, conv2, 0.5, training=True, slice_len=64, native=native)
     first = torch.autograd.grad(y.sum(), x, retain_graph=True)[0]
     second = torch.autograd.grad(y.sum(), x)[0]
     torch.testing.assert_close(first, second, rtol=0, atol=0)
+
+
+def test_native_required_but_not_applicable_is_a_clear_error() -> None:
+    conv1, conv2 = _convs(7, 16, 16, 3, 7, True)
+    with pytest.raises(RuntimeError, match="float32 CPU"):
+        grouped_ffn(torch.randn(7, 16, 10, dtype=torch.float64), conv1.double(), conv2.double(), native=True)

@@ -1,0 +1,121 @@
+/* The element-wise part of metamixer.fused_ffn.grouped_ffn, fused into one pass per slice.
+ *
+ * Why: in the cache-sliced FFN, everything between the two matmuls (exact GELU, the dropout keep-mask, the
+ * regroup copy; backward: the same recomputed, the ungroup copy, the mask again, GELU's derivative and the bias
+ * gradient's row sums) ran as 5-7 separate PyTorch ops per slice, each streaming the whole hidden block through
+ * memory. Here each hidden value is read once and written once per pass.
+ *
+ * Layout: h is [G1, P*Q, s] (row r = g*P*Q + p*Q + q, s contiguous values per row). The regrouped tensor is
+ * [P, Q*G1, s] with hidden unit (g, p, q) in row p*Q*G1 + q*G1 + g; P == 0 means no regrouping (same row).
+ * keep is a 0/1 byte per hidden value (NULL: no dropout). Each call handles input rows [row_begin, row_end), so a
+ * caller can split one slice across threads; rows never share outputs.
+ *
+ * GELU(x) = x * Phi(x). Phi comes from erfc by Abramowitz & Stegun's formula 7.1.26 (|error| < 1.5e-7); the
+ * lower tail is used directly, so there is no cancellation in 1 + erf for x < 0. exp is a range-reduced degree-7
+ * polynomial (relative error < 1e-7). The loops are branch-free so the compiler vectorizes them (build with -O3
+ * -fno-math-errno; -march=native for the widest vectors).
+ */
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+#define RSQRT2 0.70710678118654752f
+#define RSQRT2PI 0.39894228040143268f
+#define LANES 16
+
+/* exp(y) for y <= 0, clamped at -80 so the result stays a normal float (no denormal slow paths). */
+static inline float exp_nonpositive(float y) {
+    y = y < -80.0f ? -80.0f : y;
+    float k = floorf(y * 1.44269504088896341f + 0.5f);
+    float r = y - k * 0.693145751953125f - k * 1.42860682030941723e-6f; /* ln 2 split in two parts */
+    float p = 1.0f / 5040.0f;
+    p = p * r + 1.0f / 720.0f;
+    p = p * r + 1.0f / 120.0f;
+    p = p * r + 1.0f / 24.0f;
+    p = p * r + 1.0f / 6.0f;
+    p = p * r + 0.5f;
+    p = p * r + 1.0f;
+    p = p * r + 1.0f;
+    int32_t bits = ((int32_t)k + 127) << 23;
+    float two_k;
+    memcpy(&two_k, &bits, sizeof two_k);
+    return p * two_k;
+}
+
+/* Phi(x) (the normal CDF) and the normal density phi(x). */
+static inline float normal_cdf(float x, float *density) {
+    float z = fabsf(x) * RSQRT2;
+    float t = 1.0f / (1.0f + 0.3275911f * z);
+    float poly = t * (0.254829592f + t * (-0.284496736f + t * (1.421413741f + t * (-1.453152027f + t * 1.061405429f))));
+    float e = exp_nonpositive(-0.5f * x * x);
+    float tail = 0.5f * poly * e; /* Phi(-|x|) */
+    *density = e * RSQRT2PI;
+    return x >= 0.0f ? 1.0f - tail : tail;
+}
+
+static inline int64_t regrouped_row(int64_t r, int64_t g1, int64_t p, int64_t q) {
+    if (p == 0) return r;
+    int64_t pq = p * q, g = r / pq, rest = r - g * pq, pp = rest / q, qq = rest - pp * q;
+    return pp * (q * g1) + qq * g1 + g;
+}
+
+static inline void forward_row(const float *restrict h, const uint8_t *restrict keep, float *restrict a, int64_t s) {
+    for (int64_t j = 0; j < s; ++j) {
+        float density, x = h[j];
+        float value = x * normal_cdf(x, &density);
+        a[j] = keep ? (keep[j] ? value : 0.0f) : value;
+    }
+}
+
+/* a = regroup(keep * GELU(h)) */
+void ffn_gelu_forward(const float *h, const uint8_t *keep, float *a, int64_t g1, int64_t p, int64_t q, int64_t s,
+                      int64_t row_begin, int64_t row_end) {
+    for (int64_t r = row_begin; r < row_end; ++r) {
+        float *out = a + regrouped_row(r, g1, p, q) * s;
+        if (keep) forward_row(h + r * s, keep + r * s, out, s);
+        else forward_row(h + r * s, 0, out, s);
+    }
+}
+
+static inline float backward_value(float x, float k, float g, float *restrict a) {
+    float density;
+    float cdf = normal_cdf(x, &density);
+    *a = k * x * cdf;
+    return k * g * (cdf + x * density);
+}
+
+static inline float backward_row(const float *restrict h, const uint8_t *restrict keep, const float *restrict grad_a,
+                                 float *restrict a, float *restrict grad_h, int64_t s) {
+    float lanes[LANES] = {0};
+    int64_t j = 0;
+    for (; j + LANES <= s; j += LANES) {
+        for (int l = 0; l < LANES; ++l) {
+            float k = keep ? (float)keep[j + l] : 1.0f;
+            float gh = backward_value(h[j + l], k, grad_a[j + l], a + j + l);
+            grad_h[j + l] = gh;
+            lanes[l] += gh;
+        }
+    }
+    float sum = 0.0f;
+    for (; j < s; ++j) {
+        float k = keep ? (float)keep[j] : 1.0f;
+        float gh = backward_value(h[j], k, grad_a[j], a + j);
+        grad_h[j] = gh;
+        sum += gh;
+    }
+    for (int l = 0; l < LANES; ++l) sum += lanes[l];
+    return sum;
+}
+
+/* From h and the regrouped gradient grad_a: a = regroup(keep * GELU(h)) (for the second conv's weight gradient),
+ * grad_h = keep * GELU'(h) * ungroup(grad_a), and grad_bias[r] += sum over the row of grad_h. */
+void ffn_gelu_backward(const float *h, const uint8_t *keep, const float *grad_a, float *a, float *grad_h,
+                       float *grad_bias, int64_t g1, int64_t p, int64_t q, int64_t s, int64_t row_begin,
+                       int64_t row_end) {
+    for (int64_t r = row_begin; r < row_end; ++r) {
+        int64_t out = regrouped_row(r, g1, p, q) * s;
+        float sum = keep ? backward_row(h + r * s, keep + r * s, grad_a + out, a + out, grad_h + r * s, s)
+                         : backward_row(h + r * s, 0, grad_a + out, a + out, grad_h + r * s, s);
+        grad_bias[r] += sum;
+    }
+}

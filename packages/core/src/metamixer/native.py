@@ -1,0 +1,221 @@
+"""Small C kernels for CPU hot spots, compiled on first use with the machine's C compiler and cached.
+
+Why: some CPU training steps are dominated by element-wise work that PyTorch can only run as separate ops, each
+streaming a large tensor through memory (FFNet-TS's FFN hidden block: GELU, dropout mask, regroup copies). A
+fused loop does it in one pass. The kernels are plain C with no PyTorch headers, so a build takes about a second,
+and ``-march=native`` gives the widest vectors this CPU has; they are called through ctypes, which releases the
+GIL, so one slice can be split across threads.
+
+Everything here is optional. Without a C compiler, on a non-POSIX system, when a build or the numerical self-check
+fails, or with ``FFNET_NATIVE=0``, :func:`ffn_gelu_kernels` returns None (after one warning, except when disabled)
+and callers use their PyTorch path. Built libraries live in ``$FFNET_CACHE_DIR`` (default
+``$XDG_CACHE_HOME/ffnet`` or ``~/.cache/ffnet``) under a name that hashes the source, the flags, the compiler's
+version and the CPU's model and feature flags, so a shared home directory on mixed machines stays correct.
+The compiler is ``$CC`` or the first of ``cc``, ``gcc``, ``clang`` on the PATH.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import logging
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import torch
+
+__all__ = ["NativeBuildError", "build_library", "cache_dir", "ffn_gelu_kernels", "FFNGeluKernels"]
+
+_LOG = logging.getLogger(__name__)
+_SOURCE_DIR = Path(__file__).resolve().parent / "csrc"
+_FLAGS = ("-O3", "-march=native", "-fno-math-errno", "-fno-trapping-math", "-shared", "-fPIC")
+_PORTABLE_FLAGS = tuple(flag for flag in _FLAGS if flag != "-march=native")
+_MIN_ROWS_PER_THREAD = 64
+
+
+class NativeBuildError(RuntimeError):
+    """A kernel library could not be compiled or loaded (the message says which command and why)."""
+
+
+def cache_dir() -> Path:
+    """Where built kernel libraries are kept (see the module docstring)."""
+    env = os.environ.get("FFNET_CACHE_DIR")
+    if env:
+        return Path(env).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache").expanduser() / "ffnet"
+
+
+def _compiler() -> str | None:
+    for name in filter(None, (os.environ.get("CC"), "cc", "gcc", "clang")):
+        path = shutil.which(name)
+        if path:
+            return path
+    return None
+
+
+def _cpu_identity() -> str:
+    """The CPU model and feature flags (Linux), so a library built with -march=native is only reused on a CPU that
+    runs it."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return platform.processor()
+    wanted = ("model name", "flags", "Features", "CPU implementer", "CPU part")
+    return "\n".join(sorted({line for line in lines if line.split(":")[0].strip() in wanted}))
+
+
+def build_library(source: Path, compiler: str | None = None, directory: Path | None = None) -> Path:
+    """Compile ``source`` into a shared library in the cache (reused when the same one was built before).
+
+    The library is written to a temporary file and renamed into place, so concurrent processes never load a
+    half-written file. Tries the native flags, then portable ones (compilers without ``-march=native``).
+    Raises :class:`NativeBuildError` naming the command and the compiler's message."""
+    compiler = compiler or _compiler()
+    if compiler is None:
+        raise NativeBuildError("no C compiler found (set CC, or install cc/gcc/clang)")
+    try:
+        version = subprocess.run([compiler, "--version"], capture_output=True, text=True, timeout=60).stdout
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise NativeBuildError(f"cannot run the C compiler {compiler}: {exc}") from exc
+    directory = directory or cache_dir()
+    text = source.read_bytes()
+    errors = []
+    for flags in (_FLAGS, _PORTABLE_FLAGS):
+        key = hashlib.sha256(b"\0".join([text, " ".join(flags).encode(), version.encode(), _cpu_identity().encode(),
+                                          platform.machine().encode()])).hexdigest()[:16]
+        target = directory / f"{source.stem}-{key}.so"
+        if target.is_file():
+            return target
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+            handle, temporary = tempfile.mkstemp(suffix=".so", prefix=f".{source.stem}-", dir=directory)
+            os.close(handle)
+        except OSError as exc:
+            raise NativeBuildError(f"cannot write to the kernel cache {directory}: {exc}") from exc
+        command = [compiler, *flags, "-o", temporary, str(source)]
+        try:
+            done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+            if done.returncode == 0:
+                os.replace(temporary, target)
+                return target
+            errors.append(f"`{' '.join(command)}` failed: {done.stderr.strip()[-2000:]}")
+        except (OSError, subprocess.SubprocessError) as exc:
+            errors.append(f"`{' '.join(command)}`: {exc}")
+        finally:
+            if os.path.exists(temporary):
+                os.remove(temporary)
+    raise NativeBuildError("; ".join(errors))
+
+
+class FFNGeluKernels:
+    """Tensor-level wrappers of ``csrc/ffn_gelu.c`` (see that file for the layout). All tensors: CPU, contiguous;
+    ``h``/``a``/``grad_a``/``grad_h``/``grad_bias`` float32, ``keep`` bool of ``h``'s shape or None. ``p == 0``
+    means no regrouping. Large slices are split by rows across ``torch.get_num_threads()`` threads."""
+
+    def __init__(self, library: ctypes.CDLL) -> None:
+        i64, ptr = ctypes.c_int64, ctypes.c_void_p
+        self._forward, self._backward = library.ffn_gelu_forward, library.ffn_gelu_backward
+        self._forward.argtypes = [ptr, ptr, ptr] + [i64] * 6
+        self._backward.argtypes = [ptr] * 6 + [i64] * 6
+        self._forward.restype = self._backward.restype = None
+        self._pool: ThreadPoolExecutor | None = None
+        self._lock = threading.Lock()
+
+    def _rows(self, call, rows: int) -> None:  # noqa: ANN001
+        workers = min(torch.get_num_threads(), rows // _MIN_ROWS_PER_THREAD)
+        if workers <= 1:
+            call(0, rows)
+            return
+        with self._lock:
+            if self._pool is None or self._pool._max_workers < workers:
+                self._pool = ThreadPoolExecutor(workers, thread_name_prefix="ffnet-native")
+            pool = self._pool
+        bounds = [rows * i // workers for i in range(workers + 1)]
+        for future in [pool.submit(call, bounds[i], bounds[i + 1]) for i in range(workers)]:
+            future.result()
+
+    @staticmethod
+    def _check(keep: torch.Tensor | None, *tensors: torch.Tensor) -> int:
+        for tensor in tensors:
+            if tensor.dtype != torch.float32 or tensor.device.type != "cpu" or not tensor.is_contiguous():
+                raise ValueError(f"native ffn_gelu kernels take contiguous float32 CPU tensors, got {tensor.dtype} "
+                                 f"{tuple(tensor.shape)} on {tensor.device} (contiguous={tensor.is_contiguous()})")
+        h = tensors[0]
+        if keep is not None and (keep.dtype != torch.bool or keep.shape != h.shape or not keep.is_contiguous()):
+            raise ValueError(f"keep must be a contiguous bool tensor of shape {tuple(h.shape)}")
+        if any(t.numel() != h.numel() for t in tensors[1:3]):
+            raise ValueError("native ffn_gelu kernels: h, a (and grad_a, grad_h) must have the same number of values")
+        return keep.data_ptr() if keep is not None else 0
+
+    def forward(self, h: torch.Tensor, keep: torch.Tensor | None, a: torch.Tensor, p: int, q: int) -> torch.Tensor:
+        """``a = regroup(keep * GELU(h))`` for ``h = [G1, P*Q, s]``; returns ``a``."""
+        keep_ptr = self._check(keep, h, a)
+        g1, _, s = h.shape
+        self._rows(lambda begin, end: self._forward(h.data_ptr(), keep_ptr, a.data_ptr(), g1, p, q, s, begin, end),
+                   h.shape[0] * h.shape[1])
+        return a
+
+    def backward(self, h: torch.Tensor, keep: torch.Tensor | None, grad_a: torch.Tensor, a: torch.Tensor,
+                 grad_h: torch.Tensor, grad_bias: torch.Tensor, p: int, q: int) -> None:
+        """``a = regroup(keep * GELU(h))``, ``grad_h = keep * GELU'(h) * ungroup(grad_a)``, ``grad_bias += grad_h
+        summed over s`` (``grad_bias``: ``G1*P*Q`` values)."""
+        keep_ptr = self._check(keep, h, a, grad_a, grad_h)
+        rows = h.shape[0] * h.shape[1]
+        if grad_bias.dtype != torch.float32 or grad_bias.numel() != rows or not grad_bias.is_contiguous():
+            raise ValueError(f"grad_bias must be a contiguous float32 tensor of {rows} values")
+        if len({t.data_ptr() for t in (h, a, grad_a, grad_h)}) != 4:
+            raise ValueError("native ffn_gelu backward: h, grad_a, a and grad_h must be distinct buffers")
+        g1, _, s = h.shape
+        self._rows(lambda begin, end: self._backward(
+            h.data_ptr(), keep_ptr, grad_a.data_ptr(), a.data_ptr(), grad_h.data_ptr(), grad_bias.data_ptr(),
+            g1, p, q, s, begin, end), rows)
+
+
+_kernels: FFNGeluKernels | None = None
+_tried = False
+_load_lock = threading.Lock()
+
+
+def _self_check(kernels: FFNGeluKernels) -> None:
+    """Compare the built kernels with PyTorch's exact GELU and its derivative on a grid (guards against a
+    miscompiled or mis-flagged build)."""
+    x = torch.linspace(-12.0, 12.0, 3 * 4 * 2 * 37).view(3, 8, 37)  # G1=3, P=4, Q=2, s=37 (a ragged tail)
+    keep = torch.arange(x.numel()).view_as(x) % 3 != 0
+    a = kernels.forward(x, keep, torch.empty(4, 6, 37), 4, 2)
+    reference = (torch.nn.functional.gelu(x) * keep).view(3, 4, 2, 37).permute(1, 2, 0, 3).reshape(4, 6, 37)
+    grad_a = torch.ones(4, 6, 37)
+    a2, grad_h, grad_bias = torch.empty_like(a), torch.empty_like(x), torch.zeros(24)
+    kernels.backward(x, keep, grad_a, a2, grad_h, grad_bias, 4, 2)
+    derivative = torch.ops.aten.gelu_backward(torch.ones_like(x), x) * keep
+    worst = max(float((a - reference).abs().max()), float((a2 - reference).abs().max()),
+                float((grad_h - derivative).abs().max()), float((grad_bias - derivative.sum(-1).view(-1)).abs().max()))
+    if not worst < 1e-5:
+        raise NativeBuildError(f"ffn_gelu kernels disagree with torch's GELU by {worst:.3g} (expected < 1e-5)")
+
+
+def ffn_gelu_kernels() -> FFNGeluKernels | None:
+    """The fused GELU/mask/regroup kernels, built on first call; None where they are not available (see the module
+    docstring). Thread-safe; the result is cached for the process."""
+    global _kernels, _tried
+    if _tried:
+        return _kernels
+    with _load_lock:
+        if _tried:
+            return _kernels
+        if os.environ.get("FFNET_NATIVE", "1") == "0" or os.name != "posix":
+            _tried = True
+            return None
+        try:
+            kernels = FFNGeluKernels(ctypes.CDLL(str(build_library(_SOURCE_DIR / "ffn_gelu.c"))))
+            _self_check(kernels)
+            _kernels = kernels
+        except (NativeBuildError, OSError, AttributeError) as exc:
+            _LOG.warning("metamixer: fused C kernels unavailable, using the PyTorch path (%s)", exc)
+        _tried = True
+        return _kernels
