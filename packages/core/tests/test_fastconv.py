@@ -79,3 +79,49 @@ def test_channel_major_depthwise_equals_conv1d(length: int, kernel: int, mode: s
     ref_w = torch.autograd.grad(F.conv1d(x.detach(), weight, None, padding=kernel // 2, groups=6), weight, g)[0]
     assert torch.allclose(module.weight.grad, ref_w, atol=1e-4)
     assert torch.allclose(toeplitz_depthwise_conv1d_cbl(xc.detach(), conv.weight, conv.bias, kernel // 2), y, atol=1e-5)
+
+
+def _product_kernel_or_skip() -> None:
+    from metamixer import native
+
+    if native._compiler() is None:
+        pytest.skip("no C compiler")
+    built = native._load("small_bmm.c", native.SmallBmmKernel, native._small_bmm_self_check)
+    assert built is not None, "a C compiler is on the PATH but the small_bmm kernel did not build or self-check"
+    if not built.vectorized:
+        pytest.skip("the compiler does not target AVX-512 here (the kernel is only used with it)")
+
+
+@pytest.mark.parametrize("batch,length,kernel", [(13, 48, 51), (16, 37, 51), (9, 100, 51), (24, 48, 5)])
+@pytest.mark.parametrize("with_bias", [True, False])
+def test_c_product_kernel_equals_the_bmm_path(batch: int, length: int, kernel: int, with_bias: bool) -> None:
+    """native=True (C kernel: 8-row blocks plus a row tail, 48-column blocks plus a masked tail) == native=False
+    (torch.bmm), forward and every gradient; also for a non-contiguous (transposed) input."""
+    _product_kernel_or_skip()
+    torch.manual_seed(0)
+    channels, padding = 5, kernel // 2
+    weight = torch.randn(channels, 1, kernel, requires_grad=True)
+    bias = torch.randn(channels, requires_grad=True) if with_bias else None
+    base = torch.randn(batch, channels, length, requires_grad=True)
+    grad = torch.randn(channels, batch, length)
+    results = []
+    for native_path in (True, False):
+        x = base.transpose(0, 1)  # [C, B, L] view, not contiguous
+        y = toeplitz_depthwise_conv1d_cbl(x, weight, bias, padding, native=native_path)
+        inputs = [base, weight] + ([bias] if with_bias else [])
+        results.append([y, *torch.autograd.grad(y, inputs, grad)])
+        assert y.grad_fn is not None and ("ToeplitzProduct" in type(y.grad_fn).__name__) == native_path
+    for got, want in zip(*results):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    reference = F.conv1d(base.detach(), weight.detach(), None if bias is None else bias.detach(), padding=padding,
+                         groups=channels)
+    torch.testing.assert_close(results[0][0].transpose(0, 1), reference, rtol=1e-5, atol=1e-5)
+
+
+def test_c_product_kernel_is_not_used_for_other_dtypes() -> None:
+    x = torch.randn(3, 4, 48, dtype=torch.float64)
+    weight = torch.randn(3, 1, 51, dtype=torch.float64)
+    y = toeplitz_depthwise_conv1d_cbl(x, weight, None, 25)
+    assert y.dtype == torch.float64 and "ToeplitzProduct" not in type(y.grad_fn or object()).__name__
+    with pytest.raises(RuntimeError, match="float32 CPU"):
+        toeplitz_depthwise_conv1d_cbl(x, weight, None, 25, native=True)

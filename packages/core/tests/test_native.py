@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from metamixer import native
-from metamixer.native import NativeBuildError, build_library, ffn_gelu_kernels
+from metamixer.native import NativeBuildError, build_library, ffn_gelu_kernels, small_bmm_kernel
 
 SOURCE = Path(native.__file__).parent / "csrc" / "ffn_gelu.c"
 kernels = ffn_gelu_kernels()
@@ -141,18 +141,17 @@ def test_build_errors_name_the_command_and_fall_back_to_portable_flags(tmp_path:
 
 def test_disabled_or_unbuildable_kernels_fall_back_to_none(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
                                                            caplog: pytest.LogCaptureFixture) -> None:
-    monkeypatch.setattr(native, "_tried", False)
-    monkeypatch.setattr(native, "_kernels", None)
+    monkeypatch.setattr(native, "_loaded", {})
     monkeypatch.setenv("FFNET_NATIVE", "0")
-    assert ffn_gelu_kernels() is None
-    monkeypatch.setattr(native, "_tried", False)
+    assert ffn_gelu_kernels() is None and small_bmm_kernel() is None
+    monkeypatch.setattr(native, "_loaded", {})
     monkeypatch.delenv("FFNET_NATIVE")
     monkeypatch.setenv("CC", str(tmp_path / "no-such-cc"))
     monkeypatch.setenv("PATH", str(tmp_path))  # no cc/gcc/clang either
     monkeypatch.setenv("FFNET_CACHE_DIR", str(tmp_path / "cache"))
     with caplog.at_level("WARNING"):
-        assert ffn_gelu_kernels() is None
-    assert "no C compiler found" in caplog.text and "PyTorch path" in caplog.text
+        assert ffn_gelu_kernels() is None and small_bmm_kernel() is None
+    assert "no C compiler found" in caplog.text and "PyTorch path" in caplog.text and "small_bmm.c" in caplog.text
     assert not (tmp_path / "cache").exists()
 
 
@@ -163,3 +162,33 @@ def test_cache_dir_setting(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> N
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     assert native.cache_dir() == tmp_path / "ffnet"
     assert os.path.basename(native.cache_dir()) == "ffnet"
+
+
+@needs_kernels
+def test_small_bmm_layouts_tails_threads_and_errors() -> None:
+    product = native._load("small_bmm.c", native.SmallBmmKernel, native._small_bmm_self_check)
+    assert product is not None
+    torch.manual_seed(0)
+    x, t, bias = torch.randn(17, 45, 30), torch.randn(17, 30, 61), torch.randn(17)  # row and column tails
+    expected = torch.baddbmm(bias.view(17, 1, 1), x, t)
+    results = []
+    for threads in (1, 2):
+        previous = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            results.append(product(x, t, bias))
+        finally:
+            torch.set_num_threads(previous)
+    assert torch.equal(results[0], results[1])  # channels are independent
+    torch.testing.assert_close(results[0], expected, rtol=1e-5, atol=1e-5)
+    xt = torch.randn(17, 30, 45).transpose(1, 2)  # strided rows: the x^T @ grad product of the backward pass
+    out = torch.randn(17, 45, 61)
+    torch.testing.assert_close(product(xt, t, out=out.clone(), accumulate=True), out + torch.bmm(xt, t),
+                               rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="t must be"):
+        product(x, torch.randn(17, 31, 61))
+    with pytest.raises(ValueError, match="float32"):
+        product(x.double(), t.double())
+    with pytest.raises(ValueError, match="share memory"):
+        square = torch.randn(2, 8, 8)
+        product(square, torch.randn(2, 8, 8), out=square)

@@ -1,14 +1,17 @@
 """Small C kernels for CPU hot spots, compiled on first use with the machine's C compiler and cached.
 
-Why: some CPU training steps are dominated by element-wise work that PyTorch can only run as separate ops, each
-streaming a large tensor through memory (FFNet-TS's FFN hidden block: GELU, dropout mask, regroup copies). A
-fused loop does it in one pass. The kernels are plain C with no PyTorch headers, so a build takes about a second,
-and ``-march=native`` gives the widest vectors this CPU has; they are called through ctypes, which releases the
-GIL, so one slice can be split across threads.
+Why: two pieces of FFNet-TS's CPU training step run far below what the core can do. (1) The FFN hidden block's
+element-wise work (GELU, dropout mask, regroup copies) runs as separate PyTorch ops, each streaming a large tensor
+through memory; :func:`ffn_gelu_kernels` does it in one pass. (2) The depthwise convolutions as Toeplitz matmuls
+are products with a 48 x 48 right factor, where the BLAS behind ``torch.bmm`` reaches ~22 GFLOP/s on one core;
+:func:`small_bmm_kernel` keeps an 8 x 48 output block in registers and reaches 60-90. The kernels are plain C with
+no PyTorch headers, so a build takes about a second, and ``-march=native`` gives the widest vectors this CPU has;
+they are called through ctypes, which releases the GIL, so one call can be split across threads.
 
 Everything here is optional. Without a C compiler, on a non-POSIX system, when a build or the numerical self-check
-fails, or with ``FFNET_NATIVE=0``, :func:`ffn_gelu_kernels` returns None (after one warning, except when disabled)
-and callers use their PyTorch path. Built libraries live in ``$FFNET_CACHE_DIR`` (default
+fails, or with ``FFNET_NATIVE=0``, the getters return None (after one warning, except when disabled) and callers
+use their PyTorch path; :func:`small_bmm_kernel` also returns None where the build has no AVX-512 (its plain C
+loop is no faster than BLAS). Built libraries live in ``$FFNET_CACHE_DIR`` (default
 ``$XDG_CACHE_HOME/ffnet`` or ``~/.cache/ffnet``) under a name that hashes the source, the flags, the compiler's
 version and the CPU's model and feature flags, so a shared home directory on mixed machines stays correct.
 The compiler is ``$CC`` or the first of ``cc``, ``gcc``, ``clang`` on the PATH.
@@ -30,7 +33,10 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["NativeBuildError", "build_library", "cache_dir", "ffn_gelu_kernels", "FFNGeluKernels"]
+__all__ = [
+    "NativeBuildError", "build_library", "cache_dir", "ffn_gelu_kernels", "FFNGeluKernels", "small_bmm_kernel",
+    "SmallBmmKernel",
+]
 
 _LOG = logging.getLogger(__name__)
 _SOURCE_DIR = Path(__file__).resolve().parent / "csrc"
@@ -113,6 +119,36 @@ def build_library(source: Path, compiler: str | None = None, directory: Path | N
     raise NativeBuildError("; ".join(errors))
 
 
+class _ThreadSplit:
+    """Runs ``call(begin, end)`` over ``range(n)`` split across ``torch.get_num_threads()`` threads (ctypes
+    releases the GIL), or directly when one thread or too little work."""
+
+    def __init__(self, min_per_thread: int) -> None:
+        self.min_per_thread = min_per_thread
+        self._pool: ThreadPoolExecutor | None = None
+        self._lock = threading.Lock()
+
+    def __call__(self, call, n: int) -> None:  # noqa: ANN001
+        workers = min(torch.get_num_threads(), n // max(1, self.min_per_thread))
+        if workers <= 1:
+            call(0, n)
+            return
+        with self._lock:
+            if self._pool is None or self._pool._max_workers < workers:
+                self._pool = ThreadPoolExecutor(workers, thread_name_prefix="ffnet-native")
+            pool = self._pool
+        bounds = [n * i // workers for i in range(workers + 1)]
+        for future in [pool.submit(call, bounds[i], bounds[i + 1]) for i in range(workers)]:
+            future.result()
+
+
+def _check_float32(*tensors: torch.Tensor) -> None:
+    for tensor in tensors:
+        if tensor.dtype != torch.float32 or tensor.device.type != "cpu" or not tensor.is_contiguous():
+            raise ValueError(f"native kernels take contiguous float32 CPU tensors, got {tensor.dtype} "
+                             f"{tuple(tensor.shape)} on {tensor.device} (contiguous={tensor.is_contiguous()})")
+
+
 class FFNGeluKernels:
     """Tensor-level wrappers of ``csrc/ffn_gelu.c`` (see that file for the layout). All tensors: CPU, contiguous;
     ``h``/``a``/``grad_a``/``grad_h``/``grad_bias`` float32, ``keep`` bool of ``h``'s shape or None. ``p == 0``
@@ -124,28 +160,11 @@ class FFNGeluKernels:
         self._forward.argtypes = [ptr, ptr, ptr] + [i64] * 6
         self._backward.argtypes = [ptr] * 6 + [i64] * 6
         self._forward.restype = self._backward.restype = None
-        self._pool: ThreadPoolExecutor | None = None
-        self._lock = threading.Lock()
-
-    def _rows(self, call, rows: int) -> None:  # noqa: ANN001
-        workers = min(torch.get_num_threads(), rows // _MIN_ROWS_PER_THREAD)
-        if workers <= 1:
-            call(0, rows)
-            return
-        with self._lock:
-            if self._pool is None or self._pool._max_workers < workers:
-                self._pool = ThreadPoolExecutor(workers, thread_name_prefix="ffnet-native")
-            pool = self._pool
-        bounds = [rows * i // workers for i in range(workers + 1)]
-        for future in [pool.submit(call, bounds[i], bounds[i + 1]) for i in range(workers)]:
-            future.result()
+        self._rows = _ThreadSplit(_MIN_ROWS_PER_THREAD)
 
     @staticmethod
     def _check(keep: torch.Tensor | None, *tensors: torch.Tensor) -> int:
-        for tensor in tensors:
-            if tensor.dtype != torch.float32 or tensor.device.type != "cpu" or not tensor.is_contiguous():
-                raise ValueError(f"native ffn_gelu kernels take contiguous float32 CPU tensors, got {tensor.dtype} "
-                                 f"{tuple(tensor.shape)} on {tensor.device} (contiguous={tensor.is_contiguous()})")
+        _check_float32(*tensors)
         h = tensors[0]
         if keep is not None and (keep.dtype != torch.bool or keep.shape != h.shape or not keep.is_contiguous()):
             raise ValueError(f"keep must be a contiguous bool tensor of shape {tuple(h.shape)}")
@@ -177,12 +196,43 @@ class FFNGeluKernels:
             g1, p, q, s, begin, end), rows)
 
 
-_kernels: FFNGeluKernels | None = None
-_tried = False
-_load_lock = threading.Lock()
+class SmallBmmKernel:
+    """Tensor-level wrapper of ``csrc/small_bmm.c``: ``x @ t (+ bias)`` per channel for ``x = [C, M, K]`` (any
+    strides) and ``t = [C, K, N]`` (contiguous), float32 on CPU; channels are split across threads."""
+
+    def __init__(self, library: ctypes.CDLL) -> None:
+        self._call = library.small_bmm
+        i64, ptr = ctypes.c_int64, ctypes.c_void_p
+        self._call.argtypes = [ptr] * 4 + [i64] * 6 + [ctypes.c_int] + [i64] * 2
+        self._call.restype = None
+        library.small_bmm_vectorized.restype = ctypes.c_int
+        self.vectorized = bool(library.small_bmm_vectorized())
+        self._channels = _ThreadSplit(8)
+
+    def __call__(self, x: torch.Tensor, t: torch.Tensor, bias: torch.Tensor | None = None,
+                 out: torch.Tensor | None = None, accumulate: bool = False) -> torch.Tensor:
+        """``out = x @ t + bias[:, None, None]`` (``accumulate``: ``out += x @ t``); returns ``out``."""
+        channels, m, k = x.shape
+        if t.dim() != 3 or t.shape[:2] != (channels, k):
+            raise ValueError(f"small_bmm: t must be [{channels}, {k}, N], got {tuple(t.shape)}")
+        if x.dtype != torch.float32 or x.device.type != "cpu" or min(x.stride()) < 0:
+            raise ValueError(f"small_bmm: x must be float32 on CPU, got {x.dtype} on {x.device}")
+        n = t.shape[2]
+        out = x.new_empty(channels, m, n) if out is None else out
+        _check_float32(t, out, *([bias] if bias is not None else []))
+        if out.shape != (channels, m, n) or (bias is not None and bias.numel() != channels):
+            raise ValueError(f"small_bmm: out must be [{channels}, {m}, {n}] and bias {channels} values")
+        if out.data_ptr() in (x.data_ptr(), t.data_ptr()):
+            raise ValueError("small_bmm: out must not share memory with x or t")
+        xs_c, xs_m, xs_k = x.stride()
+        bias_ptr = bias.data_ptr() if bias is not None else None
+        self._channels(lambda begin, end: self._call(
+            x.data_ptr(), t.data_ptr(), bias_ptr, out.data_ptr(), m, k, n, xs_c, xs_m, xs_k, int(accumulate),
+            begin, end), channels)
+        return out
 
 
-def _self_check(kernels: FFNGeluKernels) -> None:
+def _ffn_gelu_self_check(kernels: FFNGeluKernels) -> None:
     """Compare the built kernels with PyTorch's exact GELU and its derivative on a grid (guards against a
     miscompiled or mis-flagged build)."""
     x = torch.linspace(-12.0, 12.0, 3 * 4 * 2 * 37).view(3, 8, 37)  # G1=3, P=4, Q=2, s=37 (a ragged tail)
@@ -199,23 +249,49 @@ def _self_check(kernels: FFNGeluKernels) -> None:
         raise NativeBuildError(f"ffn_gelu kernels disagree with torch's GELU by {worst:.3g} (expected < 1e-5)")
 
 
+def _small_bmm_self_check(kernel: SmallBmmKernel) -> None:
+    """Both layouts (plain and transposed x), ragged row and column tails, bias and accumulate, against bmm."""
+    g = torch.Generator().manual_seed(0)
+    x, t, bias = torch.randn(3, 21, 37, generator=g), torch.randn(3, 37, 53, generator=g), torch.randn(3, generator=g)
+    worst = float((kernel(x, t, bias) - torch.baddbmm(bias.view(3, 1, 1), x, t)).abs().max())
+    xt = torch.randn(3, 37, 21, generator=g).transpose(1, 2)
+    out = torch.ones(3, 21, 53)
+    worst = max(worst, float((kernel(xt, t, out=out, accumulate=True) - (torch.bmm(xt, t) + 1)).abs().max()))
+    if not worst < 1e-4:
+        raise NativeBuildError(f"small_bmm kernel disagrees with torch.bmm by {worst:.3g} (expected < 1e-4)")
+
+
+_loaded: dict[str, object] = {}
+_load_lock = threading.Lock()
+
+
+def _load(source: str, wrapper, self_check):  # noqa: ANN001, ANN202
+    """Build, wrap and self-check one kernel library once per process; None where that fails or is disabled."""
+    if source in _loaded:
+        return _loaded[source]
+    with _load_lock:
+        if source in _loaded:
+            return _loaded[source]
+        result = None
+        if os.environ.get("FFNET_NATIVE", "1") != "0" and os.name == "posix":
+            try:
+                result = wrapper(ctypes.CDLL(str(build_library(_SOURCE_DIR / source))))
+                self_check(result)
+            except (NativeBuildError, OSError, AttributeError) as exc:
+                _LOG.warning("metamixer: fused C kernels (%s) unavailable, using the PyTorch path (%s)", source, exc)
+                result = None
+        _loaded[source] = result
+        return result
+
+
 def ffn_gelu_kernels() -> FFNGeluKernels | None:
     """The fused GELU/mask/regroup kernels, built on first call; None where they are not available (see the module
     docstring). Thread-safe; the result is cached for the process."""
-    global _kernels, _tried
-    if _tried:
-        return _kernels
-    with _load_lock:
-        if _tried:
-            return _kernels
-        if os.environ.get("FFNET_NATIVE", "1") == "0" or os.name != "posix":
-            _tried = True
-            return None
-        try:
-            kernels = FFNGeluKernels(ctypes.CDLL(str(build_library(_SOURCE_DIR / "ffn_gelu.c"))))
-            _self_check(kernels)
-            _kernels = kernels
-        except (NativeBuildError, OSError, AttributeError) as exc:
-            _LOG.warning("metamixer: fused C kernels unavailable, using the PyTorch path (%s)", exc)
-        _tried = True
-        return _kernels
+    return _load("ffn_gelu.c", FFNGeluKernels, _ffn_gelu_self_check)
+
+
+def small_bmm_kernel() -> SmallBmmKernel | None:
+    """The register-blocked small-matrix product, built on first call; None where it is not available or not
+    vectorized (see the module docstring)."""
+    kernel = _load("small_bmm.c", SmallBmmKernel, _small_bmm_self_check)
+    return kernel if kernel is not None and kernel.vectorized else None
