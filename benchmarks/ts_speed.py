@@ -2,15 +2,18 @@
 
     python benchmarks/ts_speed.py [--threads 1] [--batch 512] [--ffn-ratio 2]
 
-1. The depthwise k=51 conv at the ETTh1 shape ([B, 448, 48]): Toeplitz matmul vs PyTorch's ``conv1d``.
+1. The depthwise k=51 conv at the ETTh1 shape ([B, 448, 48]): Toeplitz matmul (through core's C product kernel,
+   and through ``torch.bmm``: ``toeplitz_bmm``) vs PyTorch's ``conv1d``.
 2. One Adam step of the full FFNet-TS model (ETTh1: 7 variables, ``--ffn-ratio 2``; ETTm1/ETTm2:
    ``--ffn-ratio 12``; Weather: ``--n-vars 21 --ffn-ratio 12 --batch 256``; train mode, dropout 0.7), five ways
    with the same weights: ``ours`` (channel-major activations, FFNs through core's cache-sliced ``grouped_ffn``
-   with its fused C kernels, Toeplitz depthwise convs, FastDropout), ``ours_without_c_kernels`` (the sliced FFNs'
-   element-wise work as PyTorch ops, ``grouped_ffn(native=False)``), ``ours_unsliced_ffn`` (the FFNs as
+   with its fused C kernels, Toeplitz depthwise convs through the C product kernel, FastDropout),
+   ``ours_without_c_kernels`` (the same with core's C kernels off: the sliced FFNs' element-wise work as PyTorch
+   ops and the Toeplitz products through ``torch.bmm``, as on a machine without a C compiler),
+   ``ours_unsliced_ffn`` (the FFNs as
    whole-tensor ops), ``grouped_conv+toeplitz`` (grouped ``Conv1d`` on ``[B, C, N]``) and ``authors`` (the
    authors' formulation: grouped ``Conv1d``, native depthwise ``conv1d``, ``F.dropout``). Prints seconds per
-   step, the speed-up ratios and the activation memory each keeps for the backward pass (MiB of tensors saved by
+   step (median over ``--repeats`` rounds that run every variant once), the speed-up ratios and the activation memory each keeps for the backward pass (MiB of tensors saved by
    autograd). The allocator is tuned as in training
    (``metamixer.malloc.keep_freed_memory``) unless ``--default-malloc``.
 """
@@ -18,8 +21,9 @@
 from __future__ import annotations
 
 import argparse
-import functools
+import contextlib
 import json
+import statistics
 import time
 
 import torch
@@ -27,6 +31,7 @@ import torch.nn.functional as F
 
 from ffnet_timeseries import create_model
 from ffnet_timeseries.models import DepthwiseConv1dToeplitz, ffnet_ts
+from metamixer import fastconv, fused_ffn
 from metamixer.fastconv import toeplitz_depthwise_conv1d
 from metamixer.malloc import keep_freed_memory
 from metamixer.native import ffn_gelu_kernels
@@ -56,8 +61,9 @@ def main() -> None:
     results = {}
     x = torch.randn(args.batch, 448, 48, requires_grad=True)
     conv = DepthwiseConv1dToeplitz(448, 51)
-    for mode in ("toeplitz", "conv"):
-        conv.mode = mode
+    for mode in ("toeplitz", "toeplitz_bmm", "conv"):
+        conv.mode = "toeplitz" if mode.startswith("toeplitz") else mode
+        kernels = _no_c_kernels() if mode == "toeplitz_bmm" else contextlib.nullcontext()
 
         def fwd() -> None:
             with torch.no_grad():
@@ -66,8 +72,9 @@ def main() -> None:
         def fwd_bwd() -> None:
             conv(x).sum().backward()
 
-        results[f"dwconv51_{mode}_fwd_s"] = _time(fwd, args.repeats)
-        results[f"dwconv51_{mode}_fwd_bwd_s"] = _time(fwd_bwd, args.repeats)
+        with kernels:
+            results[f"dwconv51_{mode}_fwd_s"] = _time(fwd, args.repeats)
+            results[f"dwconv51_{mode}_fwd_bwd_s"] = _time(fwd_bwd, args.repeats)
     conv.mode = "toeplitz"
     ref = F.conv1d(x, conv.weight, conv.bias, padding=25, groups=448)
     results["max_abs_diff"] = float((conv(x) - ref).abs().max().detach())
@@ -81,14 +88,22 @@ def main() -> None:
         "grouped_conv+toeplitz": lambda x: _grouped_conv_forward(model, x, toeplitz=True),
         "authors": lambda x: _grouped_conv_forward(model, x, toeplitz=False),
     }
+    def step(forward) -> float:  # noqa: ANN001
+        start = time.perf_counter()
+        opt.zero_grad()
+        forward(batch).pow(2).mean().backward()
+        opt.step()
+        return time.perf_counter() - start
+
+    # rounds over all variants, median per variant: a slow spell of a shared machine hits every variant alike
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    for round_index in range(args.repeats + 1):
+        for name, forward in variants.items():
+            elapsed = step(forward)
+            if round_index:  # round 0 warms up
+                times[name].append(elapsed)
     for name, forward in variants.items():
-
-        def step(forward=forward) -> None:  # noqa: ANN001
-            opt.zero_grad()
-            forward(batch).pow(2).mean().backward()
-            opt.step()
-
-        results[f"train_step_{name}_s"] = _time(step, args.repeats)
+        results[f"train_step_{name}_s"] = statistics.median(times[name])
         results[f"saved_activations_{name}_MiB"] = _saved_mib(forward, batch)
     for name in ("ours_without_c_kernels", "ours_unsliced_ffn", "grouped_conv+toeplitz", "authors"):
         results[f"speedup_vs_{name}"] = results[f"train_step_{name}_s"] / results["train_step_ours_s"]
@@ -130,14 +145,21 @@ def _without_sliced_ffn(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor
         ffnet_ts._ffn = sliced
 
 
-def _without_c_kernels(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """``model(x)`` with the sliced FFNs' element-wise work as PyTorch ops (``grouped_ffn(native=False)``)."""
-    fused = ffnet_ts.grouped_ffn
-    ffnet_ts.grouped_ffn = functools.partial(fused, native=False)
+@contextlib.contextmanager
+def _no_c_kernels():  # noqa: ANN202
+    """Inside: the PyTorch paths of core's sliced FFN and Toeplitz conv (as without a C compiler)."""
+    saved = fused_ffn.ffn_gelu_kernels, fastconv.small_bmm_kernel
+    fused_ffn.ffn_gelu_kernels = fastconv.small_bmm_kernel = lambda: None
     try:
-        return model(x)
+        yield
     finally:
-        ffnet_ts.grouped_ffn = fused
+        fused_ffn.ffn_gelu_kernels, fastconv.small_bmm_kernel = saved
+
+
+def _without_c_kernels(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``model(x)`` with core's fused C kernels off (their backward follows the forward's choice)."""
+    with _no_c_kernels():
+        return model(x)
 
 
 def _depthwise(conv: torch.nn.Conv1d, x: torch.Tensor, toeplitz: bool) -> torch.Tensor:
