@@ -126,6 +126,7 @@ class _ThreadSplit:
     def __init__(self, min_per_thread: int) -> None:
         self.min_per_thread = min_per_thread
         self._pool: ThreadPoolExecutor | None = None
+        self._pool_size = 0
         self._lock = threading.Lock()
 
     def __call__(self, call, n: int) -> None:  # noqa: ANN001
@@ -134,8 +135,8 @@ class _ThreadSplit:
             call(0, n)
             return
         with self._lock:
-            if self._pool is None or self._pool._max_workers < workers:
-                self._pool = ThreadPoolExecutor(workers, thread_name_prefix="ffnet-native")
+            if self._pool is None or self._pool_size < workers:  # a replaced pool's idle threads end with it
+                self._pool, self._pool_size = ThreadPoolExecutor(workers, thread_name_prefix="ffnet-native"), workers
             pool = self._pool
         bounds = [n * i // workers for i in range(workers + 1)]
         for future in [pool.submit(call, bounds[i], bounds[i + 1]) for i in range(workers)]:
