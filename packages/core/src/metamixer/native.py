@@ -126,7 +126,7 @@ class _ThreadSplit:
     def __init__(self, min_per_thread: int) -> None:
         self.min_per_thread = min_per_thread
         self._pool: ThreadPoolExecutor | None = None
-        self._pool_size = 0
+        self._pool_size, self._pool_pid = 0, 0
         self._lock = threading.Lock()
 
     def __call__(self, call, n: int) -> None:  # noqa: ANN001
@@ -135,8 +135,11 @@ class _ThreadSplit:
             call(0, n)
             return
         with self._lock:
-            if self._pool is None or self._pool_size < workers:  # a replaced pool's idle threads end with it
-                self._pool, self._pool_size = ThreadPoolExecutor(workers, thread_name_prefix="ffnet-native"), workers
+            # a new pool when it is too small or this is a forked child (the parent's threads do not exist here);
+            # a replaced pool's idle threads end with it
+            if self._pool is None or self._pool_size < workers or self._pool_pid != os.getpid():
+                self._pool = ThreadPoolExecutor(workers, thread_name_prefix="ffnet-native")
+                self._pool_size, self._pool_pid = workers, os.getpid()
             pool = self._pool
         bounds = [n * i // workers for i in range(workers + 1)]
         for future in [pool.submit(call, bounds[i], bounds[i + 1]) for i in range(workers)]:
