@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.autograd.function import once_differentiable
 
-from metamixer.native import SmallBmmKernel, small_bmm_kernel
+from metamixer.native import select, small_bmm_kernel
 
 __all__ = [
     "DepthwiseConv1dToeplitz", "toeplitz_depthwise_conv1d", "toeplitz_depthwise_conv1d_cbl", "depthwise_conv1d_cbl",
@@ -59,17 +59,6 @@ class _ToeplitzProduct(torch.autograd.Function):
         return grad_x, grad_t, grad_bias, None
 
 
-def _product_kernel(native: bool | None, *tensors: torch.Tensor | None) -> SmallBmmKernel | None:
-    if native is False:
-        return None
-    fits = all(t is None or (t.dtype == torch.float32 and t.device.type == "cpu") for t in tensors)
-    kernel = small_bmm_kernel() if fits else None
-    if native and kernel is None:
-        raise RuntimeError("native=True: the C product kernel needs float32 CPU tensors and an AVX-512 build "
-                           "(see metamixer.native); " + ("it is not available here" if fits else "got other tensors"))
-    return kernel
-
-
 def toeplitz_depthwise_conv1d(
     x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, padding: int, native: bool | None = None,
 ) -> torch.Tensor:
@@ -95,7 +84,7 @@ def toeplitz_depthwise_conv1d_cbl(
     tap, valid = _toeplitz_index(length, kernel_size, padding, x.device)
     w = weight.reshape(channels, kernel_size)
     toeplitz = w[:, tap] * valid.to(w.dtype)  # [C, L_in, L_out]
-    kernel = _product_kernel(native, x, weight, bias)
+    kernel = select(native, small_bmm_kernel, "the C product kernel (AVX-512 builds only)", x, weight, bias)
     if kernel is not None:
         return _ToeplitzProduct.apply(x, toeplitz, bias, kernel)
     if bias is None:

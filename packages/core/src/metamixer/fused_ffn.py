@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from metamixer.layers import apply_keep_mask_, dropout_keep_mask, dropout_scale
-from metamixer.native import FFNGeluKernels, ffn_gelu_kernels
+from metamixer.native import ffn_gelu_kernels, select
 
 __all__ = ["grouped_ffn", "grouped_ffn_reference", "slice_length"]
 
@@ -177,20 +177,9 @@ def grouped_ffn(
     """
     w1, w2 = _weights(x, conv1, conv2, regroup)
     drop = p_drop if training else 0.0
-    kernels = _kernels_for(native, x, w1, w2)
+    kernels = select(native, ffn_gelu_kernels, "grouped_ffn's fused C kernels", x, w1, w2)
     length = slice_len or slice_length(w1.shape[0] * w1.shape[1], x.shape[-1], native=kernels is not None)
     return _GroupedFFN.apply(x, w1, conv1.bias, w2, conv2.bias, drop, length, regroup, kernels)
-
-
-def _kernels_for(native: bool | None, *tensors: torch.Tensor) -> FFNGeluKernels | None:
-    if native is False:
-        return None
-    fits = all(t.dtype == torch.float32 and t.device.type == "cpu" for t in tensors)
-    kernels = ffn_gelu_kernels() if fits else None
-    if native and kernels is None:
-        raise RuntimeError("grouped_ffn(native=True): the fused C kernels need float32 CPU tensors and a working C "
-                           "compiler (see metamixer.native); " + ("they did not build" if fits else "got other tensors"))
-    return kernels
 
 
 def grouped_ffn_reference(

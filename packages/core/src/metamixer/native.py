@@ -35,7 +35,7 @@ import torch
 
 __all__ = [
     "NativeBuildError", "build_library", "cache_dir", "ffn_gelu_kernels", "FFNGeluKernels", "small_bmm_kernel",
-    "SmallBmmKernel",
+    "SmallBmmKernel", "select",
 ]
 
 _LOG = logging.getLogger(__name__)
@@ -286,6 +286,20 @@ def _load(source: str, wrapper, self_check):  # noqa: ANN001, ANN202
                 result = None
         _loaded[source] = result
         return result
+
+
+def select(native: bool | None, getter, name: str, *tensors: torch.Tensor | None):  # noqa: ANN001, ANN201
+    """The one rule for a caller's ``native=`` argument: False -> None; None -> ``getter()`` when every given tensor
+    is float32 on CPU (None entries ignored), else None; True -> the same, but an error naming ``name`` where that
+    gives None."""
+    if native is False:
+        return None
+    fits = all(t is None or (t.dtype == torch.float32 and t.device.type == "cpu") for t in tensors)
+    kernel = getter() if fits else None
+    if native and kernel is None:
+        raise RuntimeError(f"native=True: {name} needs float32 CPU tensors and a C build that works here (see "
+                           "metamixer.native); " + ("it is not available" if fits else "got other tensors"))
+    return kernel
 
 
 def ffn_gelu_kernels() -> FFNGeluKernels | None:
