@@ -200,6 +200,40 @@ def test_training_gradients_equal_grouped_conv_formulation(code_path: str) -> No
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("patch", [(4, 2), (8, 8)])
+def test_channel_major_stem_equals_conv_stem(patch: tuple[int, int]) -> None:
+    """The stem computed straight into the blocks' channel-major layout (a K=P matmul per variable, BN over
+    ``[M, D, B*N]``) against ``Conv1d + BatchNorm1d`` on ``[B*M, 1, L]``: train-mode output, every gradient,
+    BN running statistics, and the fused (BN folded) deploy model."""
+    from ffnet_timeseries.models import ffnet_ts
+
+    torch.manual_seed(0)
+    size, stride = patch
+    ours = create_model(5, 96, 24, ffn_ratio=3, patch_size=size, patch_stride=stride)
+    reference = copy.deepcopy(ours)
+    x = torch.randn(6, 96, 5)
+    weight = torch.randn(6, 24, 5)
+    torch.manual_seed(1)
+    (ours(x) * weight).sum().backward()
+    stem_cm = ffnet_ts._stem_cm
+    ffnet_ts._stem_cm = lambda *args: None  # the module path, as for stems of another shape
+    try:
+        torch.manual_seed(1)  # same dropout masks
+        (reference(x) * weight).sum().backward()
+        with torch.no_grad():
+            want_fused = reference.eval().fuse()(x)
+    finally:
+        ffnet_ts._stem_cm = stem_cm
+    for (name, got), want in zip(ours.named_parameters(), reference.parameters()):
+        # the stem conv's bias feeds a BatchNorm, so its true gradient is 0 (both sides: rounding noise)
+        atol = 1e-5 if name.endswith("downsample_layers.0.0.bias") else 1e-6
+        torch.testing.assert_close(got.grad, want.grad, rtol=1e-4, atol=atol, msg=name)
+    for (name, got), want in zip(ours.named_buffers(), reference.buffers()):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6, msg=name)
+    with torch.no_grad():
+        torch.testing.assert_close(ours.eval().fuse()(x), want_fused, rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (CI has none)")
 def test_cuda_forward_and_gradients_equal_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
     """The GPU path (op-by-op FFNs, native depthwise convs, F.dropout) against the CPU fast paths, same weights
