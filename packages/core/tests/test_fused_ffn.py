@@ -94,6 +94,24 @@ def test_strided_input_and_saved_tensors() -> None:
     assert base.grad is not None and base.grad.shape == base.shape and base.grad.abs().sum() > 0
 
 
+@pytest.mark.skipif(native._compiler() is None, reason="no C compiler")
+def test_native_paths_take_any_input_and_gradient_layout() -> None:
+    """The C product kernel reads rows of positions: an input whose positions are strided (every second one) and a
+    stride-0 gradient (from ``.sum()``) must give what the PyTorch path gives."""
+    g1, c1, p, q, c2, regroup = LAYOUTS["channel_mixer"]
+    conv1, conv2 = _convs(g1, c1, p, q, c2, regroup)
+    base = torch.randn(g1, c1, 400)
+    results = []
+    for use_native in (True, False):
+        x = base.clone().requires_grad_()
+        torch.manual_seed(3)
+        y = grouped_ffn(x[:, :, ::2], conv1, conv2, 0.3, training=True, slice_len=64, native=use_native)
+        grads = torch.autograd.grad(y.sum(), [x, conv1.weight, conv2.weight, conv1.bias])
+        results.append((y, *grads))
+    for got, want in zip(*results):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+
+
 def test_slice_length_and_bad_shapes() -> None:
     assert slice_length(7 * 64 * 12, 10**6, 1 << 21) == 96 and slice_length(7 * 64 * 12, 10**6, 1 << 23) == 384
     # fused kernels: 16 MiB blocks, at least 1024 positions, at most 256 MiB per block

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from metamixer.layers import apply_keep_mask_, dropout_keep_mask, dropout_scale
-from metamixer.native import ffn_gelu_kernels, select
+from metamixer.native import SmallBmmKernel, ffn_gelu_kernels, select, small_bmm_kernel
 
 __all__ = ["grouped_ffn", "grouped_ffn_reference", "slice_length"]
 
@@ -66,9 +66,23 @@ def _ungroup(h: torch.Tensor, g1: int, p: int, q: int) -> torch.Tensor:
     return h.view(p, q, g1, s).permute(2, 0, 1, 3).reshape(g1, p * q, s)
 
 
+def _matmul(products: SmallBmmKernel | None, w: torch.Tensor, x: torch.Tensor, bias: torch.Tensor | None = None,
+            out: torch.Tensor | None = None) -> torch.Tensor:
+    """``w @ x (+ bias)`` per group (bias ``[G, rows, 1]``), written into ``out`` (a column slice) when given:
+    through core's register-blocked C product kernel where it is available, else ``torch.bmm``. At the FFNs'
+    shapes (e.g. ``[21, 768, 64] @ [21, 64, 1024]``) the kernel runs at 65-82 GFLOP/s on one core against
+    BLAS's 50-68, and it writes straight into the output slice."""
+    if products is not None:
+        return products(w, x, bias, out=out)
+    y = torch.bmm(w, x) if bias is None else torch.baddbmm(bias, w, x)
+    return y if out is None else out.copy_(y)
+
+
 class _GroupedFFN(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, w1, b1, w2, b2, p_drop, slice_len, regroup, kernels):  # noqa: ANN001, ANN205
+    def forward(ctx, x, w1, b1, w2, b2, p_drop, slice_len, regroup, kernels, products):  # noqa: ANN001, ANN205
+        if products is not None and x.stride(-1) != 1:
+            x = x.contiguous()  # the product kernel reads rows of positions
         g1, _, total = x.shape
         p_groups, c2, _ = w2.shape
         pq = w1.shape[1]
@@ -80,7 +94,7 @@ class _GroupedFFN(torch.autograd.Function):
         for start in range(0, total, slice_len):
             stop = min(total, start + slice_len)
             # dropout before GELU: GELU(keep * scale * h) == keep * GELU(scale * h) because GELU(0) == 0
-            h = torch.baddbmm(b1s, w1s, x[:, :, start:stop])
+            h = _matmul(products, w1s, x[:, :, start:stop], b1s)
             keep = dropout_keep_mask(h.shape, p_drop, x.device)[0] if p_drop > 0.0 else None
             if keep is not None:
                 keeps.append(keep)
@@ -91,9 +105,10 @@ class _GroupedFFN(torch.autograd.Function):
                 if keep is not None:
                     apply_keep_mask_(a, keep)
                 a = _regroup(a, g1, rp, q)
-            out[:, :, start:stop] = torch.baddbmm(b2v, w2, a)
+            _matmul(products, w2, a, b2v, out=out[:, :, start:stop])
         ctx.save_for_backward(x, w1, b1, w2, b2)
         ctx.keeps, ctx.scale, ctx.slice_len, ctx.rp, ctx.kernels = keeps, scale, slice_len, rp, kernels
+        ctx.products = products
         return out
 
     @staticmethod
@@ -103,7 +118,9 @@ class _GroupedFFN(torch.autograd.Function):
         p_groups, c2, _ = w2.shape
         pq = w1.shape[1]
         q, rp = pq // p_groups, ctx.rp
-        scale, slice_len, keeps, kernels = ctx.scale, ctx.slice_len, ctx.keeps, ctx.kernels
+        scale, slice_len, keeps, kernels, products = ctx.scale, ctx.slice_len, ctx.keeps, ctx.kernels, ctx.products
+        if products is not None and grad_out.stride(-1) != 1:
+            grad_out = grad_out.contiguous()  # the product kernel reads rows of positions
         need_x = ctx.needs_input_grad[0]
         grad_x = torch.empty_like(x) if need_x else None
         grad_w1, grad_w2 = torch.zeros_like(w1), torch.zeros_like(w2)
@@ -116,10 +133,10 @@ class _GroupedFFN(torch.autograd.Function):
         for index, start in enumerate(range(0, total, slice_len)):
             stop = min(total, start + slice_len)
             xs, gs = x[:, :, start:stop], grad_out[:, :, start:stop]
-            h = torch.baddbmm(b1s, w1s, xs)  # recomputed, now in cache
+            h = _matmul(products, w1s, xs, b1s)  # recomputed, now in cache
             keep = keeps[index] if keeps else None
             if kernels is not None:
-                grad_a = torch.bmm(w2t, gs)  # regrouped layout
+                grad_a = _matmul(products, w2t, gs)  # regrouped layout
                 a, grad_h = torch.empty_like(grad_a), torch.empty_like(h)  # grad_h: d loss / d (scale * h)
                 kernels.backward(h, keep, grad_a, a, grad_h, grad_b1_raw, rp, q)
                 grad_w2.baddbmm_(gs, a.transpose(1, 2))
@@ -136,10 +153,10 @@ class _GroupedFFN(torch.autograd.Function):
             grad_b2 += gs.sum(-1)
             grad_w1.baddbmm_(grad_h, xs.transpose(1, 2), alpha=scale)
             if need_x:
-                grad_x[:, :, start:stop] = torch.bmm(w1t, grad_h)
+                _matmul(products, w1t, grad_h, out=grad_x[:, :, start:stop])
         if kernels is not None:
             grad_b1 = grad_b1_raw.mul_(scale)
-        return grad_x, grad_w1, grad_b1.view(-1), grad_w2, grad_b2.view(-1), None, None, None, None
+        return grad_x, grad_w1, grad_b1.view(-1), grad_w2, grad_b2.view(-1), None, None, None, None, None
 
 
 def _weights(x: torch.Tensor, conv1: nn.Conv1d, conv2: nn.Conv1d, regroup: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -178,8 +195,9 @@ def grouped_ffn(
     w1, w2 = _weights(x, conv1, conv2, regroup)
     drop = p_drop if training else 0.0
     kernels = select(native, ffn_gelu_kernels, "grouped_ffn's fused C kernels", x, w1, w2)
+    products = small_bmm_kernel() if kernels is not None else None  # AVX-512 builds only
     length = slice_len or slice_length(w1.shape[0] * w1.shape[1], x.shape[-1], native=kernels is not None)
-    return _GroupedFFN.apply(x, w1, conv1.bias, w2, conv2.bias, drop, length, regroup, kernels)
+    return _GroupedFFN.apply(x, w1, conv1.bias, w2, conv2.bias, drop, length, regroup, kernels, products)
 
 
 def grouped_ffn_reference(

@@ -202,13 +202,14 @@ class FFNGeluKernels:
 
 
 class SmallBmmKernel:
-    """Tensor-level wrapper of ``csrc/small_bmm.c``: ``x @ t (+ bias)`` per channel for ``x = [C, M, K]`` (any
-    strides) and ``t = [C, K, N]`` (contiguous), float32 on CPU; channels are split across threads."""
+    """Tensor-level wrapper of ``csrc/small_bmm.c``: ``x @ t (+ bias)`` per product for ``x = [C, M, K]`` (any
+    strides), ``t = [C, K, N]`` and ``out = [C, M, N]`` (rows contiguous, any row and product strides, so both can be
+    column slices of wider tensors), float32 on CPU; products are split across threads."""
 
     def __init__(self, library: ctypes.CDLL) -> None:
         self._call = library.small_bmm
         i64, ptr = ctypes.c_int64, ctypes.c_void_p
-        self._call.argtypes = [ptr] * 4 + [i64] * 6 + [ctypes.c_int] + [i64] * 2
+        self._call.argtypes = [ptr] * 4 + [i64] * 12 + [ctypes.c_int] + [i64] * 2
         self._call.restype = None
         library.small_bmm_vectorized.restype = ctypes.c_int
         self.vectorized = bool(library.small_bmm_vectorized())
@@ -216,24 +217,38 @@ class SmallBmmKernel:
 
     def __call__(self, x: torch.Tensor, t: torch.Tensor, bias: torch.Tensor | None = None,
                  out: torch.Tensor | None = None, accumulate: bool = False) -> torch.Tensor:
-        """``out = x @ t + bias[:, None, None]`` (``accumulate``: ``out += x @ t``); returns ``out``."""
+        """``out = x @ t + bias`` (``accumulate``: ``out += x @ t + bias``); returns ``out``. ``bias``: ``[C]`` (one
+        value per product) or ``[C, M]`` / ``[C, M, 1]`` (one per output row), contiguous."""
         channels, m, k = x.shape
         if t.dim() != 3 or t.shape[:2] != (channels, k):
             raise ValueError(f"small_bmm: t must be [{channels}, {k}, N], got {tuple(t.shape)}")
-        if x.dtype != torch.float32 or x.device.type != "cpu" or min(x.stride()) < 0:
-            raise ValueError(f"small_bmm: x must be float32 on CPU, got {x.dtype} on {x.device}")
+        for name, tensor in (("x", x), ("t", t)):
+            if tensor.dtype != torch.float32 or tensor.device.type != "cpu" or min(tensor.stride()) < 0:
+                raise ValueError(f"small_bmm: {name} must be float32 on CPU, got {tensor.dtype} on {tensor.device}")
         n = t.shape[2]
         out = x.new_empty(channels, m, n) if out is None else out
-        _check_float32(t, out, *([bias] if bias is not None else []))
-        if out.shape != (channels, m, n) or (bias is not None and bias.numel() != channels):
-            raise ValueError(f"small_bmm: out must be [{channels}, {m}, {n}] and bias {channels} values")
+        if out.shape != (channels, m, n) or out.dtype != torch.float32 or out.device.type != "cpu":
+            raise ValueError(f"small_bmm: out must be a float32 CPU tensor of shape [{channels}, {m}, {n}]")
+        if (t.stride(2) != 1 and n > 1) or (out.stride(2) != 1 and n > 1):
+            raise ValueError("small_bmm: the rows of t and out must be contiguous (last stride 1)")
+        bs_c, bs_m = 0, 0
+        if bias is not None:
+            _check_float32(bias)
+            if bias.numel() == channels:
+                bs_c = 1
+            elif bias.numel() == channels * m:
+                bs_c, bs_m = m, 1
+            else:
+                raise ValueError(f"small_bmm: bias must have {channels} (per product) or {channels * m} (per row) values")
         if out.data_ptr() in (x.data_ptr(), t.data_ptr()):
             raise ValueError("small_bmm: out must not share memory with x or t")
         xs_c, xs_m, xs_k = x.stride()
+        ts_c, ts_k, _ = t.stride()
+        ys_c, ys_m, _ = out.stride()
         bias_ptr = bias.data_ptr() if bias is not None else None
         self._channels(lambda begin, end: self._call(
-            x.data_ptr(), t.data_ptr(), bias_ptr, out.data_ptr(), m, k, n, xs_c, xs_m, xs_k, int(accumulate),
-            begin, end), channels)
+            x.data_ptr(), t.data_ptr(), bias_ptr, out.data_ptr(), m, k, n, xs_c, xs_m, xs_k, ts_c, ts_k, ys_c, ys_m,
+            bs_c, bs_m, int(accumulate), begin, end), channels)
         return out
 
 
@@ -255,13 +270,18 @@ def _ffn_gelu_self_check(kernels: FFNGeluKernels) -> None:
 
 
 def _small_bmm_self_check(kernel: SmallBmmKernel) -> None:
-    """Both layouts (plain and transposed x), ragged row and column tails, bias and accumulate, against bmm."""
+    """Both layouts (plain and transposed x), ragged row and column tails, bias and accumulate, column slices of t and
+    out with per-row bias, against bmm."""
     g = torch.Generator().manual_seed(0)
     x, t, bias = torch.randn(3, 21, 37, generator=g), torch.randn(3, 37, 53, generator=g), torch.randn(3, generator=g)
     worst = float((kernel(x, t, bias) - torch.baddbmm(bias.view(3, 1, 1), x, t)).abs().max())
     xt = torch.randn(3, 37, 21, generator=g).transpose(1, 2)
     out = torch.ones(3, 21, 53)
     worst = max(worst, float((kernel(xt, t, out=out, accumulate=True) - (torch.bmm(xt, t) + 1)).abs().max()))
+    wide_t, wide_out, rows = torch.randn(3, 37, 70, generator=g), torch.zeros(3, 21, 60), torch.randn(3, 21, generator=g)
+    got = kernel(x, wide_t[:, :, 5:58], rows, out=wide_out[:, :, 2:55])
+    worst = max(worst, float((got - torch.baddbmm(rows.unsqueeze(-1), x, wide_t[:, :, 5:58])).abs().max()),
+                float(wide_out[:, :, :2].abs().max()) + float(wide_out[:, :, 55:].abs().max()))
     if not worst < 1e-4:
         raise NativeBuildError(f"small_bmm kernel disagrees with torch.bmm by {worst:.3g} (expected < 1e-4)")
 
