@@ -125,3 +125,45 @@ def test_c_product_kernel_is_not_used_for_other_dtypes() -> None:
     assert y.dtype == torch.float64 and "ToeplitzProduct" not in type(y.grad_fn or object()).__name__
     with pytest.raises(RuntimeError, match="float32 CPU"):
         toeplitz_depthwise_conv1d_cbl(x, weight, None, 25, native=True)
+
+
+@pytest.mark.parametrize("batch,length,kernel", [(13, 48, 5), (4, 3, 5), (9, 20, 15), (6, 33, 3), (5, 64, 7), (3, 17, 13)])
+@pytest.mark.parametrize("with_bias", [True, False])
+def test_direct_c_loop_equals_conv1d(batch: int, length: int, kernel: int, with_bias: bool) -> None:
+    """The short-kernel C loop (forward; input gradient as the reversed kernel; weight and bias gradients) on a
+    channel-major view with strided channels == F.conv1d on [B, C, L]; rows shorter than the kernel included."""
+    from metamixer import native
+    from metamixer.fastconv import direct_depthwise_conv1d_cbl
+
+    if native._compiler() is None:
+        pytest.skip("no C compiler")
+    built = native._load("dwconv_small.c", native.DwConvKernels, native._dwconv_self_check)
+    assert built is not None, "a C compiler is on the PATH but the dwconv kernels did not build or self-check"
+    if not built.vectorized:
+        pytest.skip("the compiler does not target AVX-512 here (the loop is only used with it)")
+    torch.manual_seed(0)
+    channels = 7
+    weight = torch.randn(channels, 1, kernel, requires_grad=True)
+    bias = torch.randn(channels, requires_grad=True) if with_bias else None
+    base = torch.randn(batch, channels, length, requires_grad=True)
+    grad = torch.randn(batch, channels, length)
+    inputs = [base, weight] + ([bias] if with_bias else [])
+    y = direct_depthwise_conv1d_cbl(base.transpose(0, 1), weight, bias, native=True)
+    assert "DirectDepthwise" in type(y.grad_fn).__name__ and y.is_contiguous()
+    got = [y.transpose(0, 1), *torch.autograd.grad(y, inputs, grad.transpose(0, 1))]
+    reference = F.conv1d(base, weight, bias, padding=kernel // 2, groups=channels)
+    want = [reference, *torch.autograd.grad(reference, inputs, grad)]
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_direct_c_loop_declines_long_or_even_kernels_and_long_rows() -> None:
+    from metamixer.fastconv import DIRECT_MAX_KERNEL, direct_depthwise_conv1d_cbl
+
+    x = torch.randn(3, 4, 48)
+    assert direct_depthwise_conv1d_cbl(x, torch.randn(3, 1, DIRECT_MAX_KERNEL + 2), None) is None
+    assert direct_depthwise_conv1d_cbl(x, torch.randn(3, 1, 4), None) is None
+    assert direct_depthwise_conv1d_cbl(x.double(), torch.randn(3, 1, 5).double(), None) is None
+    assert direct_depthwise_conv1d_cbl(torch.randn(3, 4, 65), torch.randn(3, 1, 5), None) is None  # rows > 64
+    with pytest.raises(RuntimeError, match="odd kernels"):
+        direct_depthwise_conv1d_cbl(x, torch.randn(3, 1, 51), None, native=True)

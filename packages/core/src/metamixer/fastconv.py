@@ -20,11 +20,11 @@ import torch.nn.functional as F
 from torch import nn
 from torch.autograd.function import once_differentiable
 
-from metamixer.native import select, small_bmm_kernel
+from metamixer.native import dwconv_kernels, select, small_bmm_kernel
 
 __all__ = [
     "DepthwiseConv1dToeplitz", "toeplitz_depthwise_conv1d", "toeplitz_depthwise_conv1d_cbl", "depthwise_conv1d_cbl",
-    "swap_depthwise_convs", "prefer_toeplitz",
+    "swap_depthwise_convs", "prefer_toeplitz", "direct_depthwise_conv1d_cbl", "DIRECT_MAX_KERNEL", "DIRECT_MAX_LENGTH",
 ]
 
 Mode = Literal["auto", "toeplitz", "conv"]
@@ -57,6 +57,50 @@ class _ToeplitzProduct(torch.autograd.Function):
         grad_t = kernel(x.transpose(1, 2), grad) if ctx.needs_input_grad[1] else None  # x^T @ grad
         grad_bias = grad.sum((1, 2)) if ctx.has_bias and ctx.needs_input_grad[2] else None
         return grad_x, grad_t, grad_bias, None
+
+
+class _DirectDepthwise(torch.autograd.Function):
+    """A short-kernel depthwise conv on channel-major ``[C, B, L]`` through core's C loop (first-order only)."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, kernels):  # noqa: ANN001, ANN205
+        w = weight.reshape(weight.shape[0], -1).contiguous()
+        ctx.save_for_backward(x, w)
+        ctx.kernels, ctx.has_bias, ctx.weight_shape = kernels, bias is not None, weight.shape
+        return kernels.forward(x, w, bias)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad):  # noqa: ANN001, ANN205
+        x, w = ctx.saved_tensors
+        kernels, grad = ctx.kernels, grad.contiguous()
+        grad_x = kernels.forward(grad, w.flip(-1).contiguous()) if ctx.needs_input_grad[0] else None
+        grad_w = grad_b = None
+        if ctx.needs_input_grad[1] or (ctx.has_bias and ctx.needs_input_grad[2]):
+            grad_w, grad_b = kernels.grad_weight(x, grad, w.shape[1], ctx.has_bias and ctx.needs_input_grad[2])
+            grad_w = grad_w.view(ctx.weight_shape) if ctx.needs_input_grad[1] else None
+        return grad_x, grad_w, grad_b, None
+
+
+DIRECT_MAX_KERNEL, DIRECT_MAX_LENGTH = 15, 64  # the C loop's limits (a row in 4 AVX-512 registers)
+
+
+def direct_depthwise_conv1d_cbl(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, native: bool | None = None,
+) -> torch.Tensor | None:
+    """A depthwise stride-1 'same' conv with a short odd kernel (``<= DIRECT_MAX_KERNEL`` taps) over short rows
+    (``<= DIRECT_MAX_LENGTH``) on channel-major ``[C, B, L]`` through core's AVX-512 C loop
+    (:func:`metamixer.native.dwconv_kernels`), or None where that does not apply (no AVX-512 build, other
+    dtype/device, long kernel or rows; ``native=True``: an error instead). Rows must be contiguous."""
+    k = weight.shape[-1]
+    applies = (k % 2 == 1 and k <= DIRECT_MAX_KERNEL and x.shape[-1] <= DIRECT_MAX_LENGTH
+               and (x.stride(-1) == 1 or x.shape[-1] == 1))
+    kernels = select(native if applies else False, dwconv_kernels, "the C depthwise-conv loop", x, weight, bias)
+    if native and not applies:
+        raise RuntimeError(f"native=True: the C depthwise-conv loop takes odd kernels of <= {DIRECT_MAX_KERNEL} taps "
+                           f"and rows of <= {DIRECT_MAX_LENGTH} positions with stride 1; got kernel {k}, shape "
+                           f"{tuple(x.shape)}, strides {x.stride()}")
+    return None if kernels is None else _DirectDepthwise.apply(x, weight, bias, kernels)
 
 
 def toeplitz_depthwise_conv1d(
@@ -113,6 +157,11 @@ def depthwise_conv1d_cbl(x: torch.Tensor, conv: nn.Conv1d) -> torch.Tensor:
     else:
         toeplitz = prefer_toeplitz(x.shape[-1], conv.kernel_size[0], x.device)
     if toeplitz:
+        forced = isinstance(conv, DepthwiseConv1dToeplitz) and conv.mode == "toeplitz"
+        same = conv.padding[0] == conv.kernel_size[0] // 2
+        out = None if forced or not same else direct_depthwise_conv1d_cbl(x, conv.weight, conv.bias)
+        if out is not None:
+            return out
         return toeplitz_depthwise_conv1d_cbl(x, conv.weight, conv.bias, conv.padding[0])
     out = F.conv1d(x.transpose(0, 1), conv.weight, conv.bias, padding=conv.padding, groups=conv.groups)
     return out.transpose(0, 1).contiguous()  # callers view the result channel-major

@@ -34,8 +34,8 @@ from pathlib import Path
 import torch
 
 __all__ = [
-    "NativeBuildError", "build_library", "cache_dir", "ffn_gelu_kernels", "FFNGeluKernels", "small_bmm_kernel",
-    "SmallBmmKernel", "select",
+    "NativeBuildError", "build_library", "cache_dir", "dwconv_kernels", "DwConvKernels", "ffn_gelu_kernels",
+    "FFNGeluKernels", "small_bmm_kernel", "SmallBmmKernel", "select",
 ]
 
 _LOG = logging.getLogger(__name__)
@@ -252,6 +252,86 @@ class SmallBmmKernel:
         return out
 
 
+class DwConvKernels:
+    """Tensor-level wrappers of ``csrc/dwconv_small.c``: a depthwise 'same' conv with an odd kernel of at most
+    ``MAX_KERNEL`` taps over rows of at most ``MAX_LENGTH`` positions on channel-major ``x = [C, B, L]`` (any
+    channel/row strides, rows contiguous), float32 on CPU, and its weight/bias gradient; channels are split across
+    threads."""
+
+    MAX_KERNEL, MAX_LENGTH = 15, 64
+
+    def __init__(self, library: ctypes.CDLL) -> None:
+        i64, ptr = ctypes.c_int64, ctypes.c_void_p
+        self._forward, self._grad_weight = library.dwconv_forward, library.dwconv_grad_weight
+        self._forward.argtypes = self._grad_weight.argtypes = [ptr] * 4 + [i64] * 7
+        self._forward.restype = self._grad_weight.restype = None
+        library.dwconv_vectorized.restype = ctypes.c_int
+        self.vectorized = bool(library.dwconv_vectorized())
+        self._channels = _ThreadSplit(8)
+
+    def _check(self, x: torch.Tensor, weight: torch.Tensor) -> tuple[int, int, int, int]:
+        channels, batch, length = x.shape
+        k = weight.shape[-1]
+        if weight.numel() != channels * k or k % 2 != 1 or k > self.MAX_KERNEL:
+            raise ValueError(f"dwconv: weight must hold {channels} odd kernels of <= {self.MAX_KERNEL} taps, "
+                             f"got {tuple(weight.shape)}")
+        if x.dtype != torch.float32 or x.device.type != "cpu" or (x.stride(2) != 1 and length > 1):
+            raise ValueError(f"dwconv: x must be float32 on CPU with contiguous rows, got {x.dtype} {x.stride()}")
+        if length > self.MAX_LENGTH:
+            raise ValueError(f"dwconv: rows of at most {self.MAX_LENGTH} positions, got {length}")
+        _check_float32(weight)
+        return channels, batch, length, k
+
+    def forward(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+        """``conv1d(x, weight, bias, padding=K // 2, groups=C)`` on ``[C, B, L]`` -> contiguous ``[C, B, L]``."""
+        channels, batch, length, k = self._check(x, weight)
+        if bias is not None:
+            _check_float32(bias)
+        out = x.new_empty(channels, batch, length)
+        bias_ptr = bias.data_ptr() if bias is not None else None
+        self._channels(lambda begin, end: self._forward(
+            x.data_ptr(), weight.data_ptr(), bias_ptr, out.data_ptr(), batch, length, k, x.stride(0), x.stride(1),
+            begin, end), channels)
+        return out
+
+    def grad_weight(self, x: torch.Tensor, grad: torch.Tensor, k: int, with_bias: bool) -> tuple[torch.Tensor, ...]:
+        """The ``[C, K]`` weight gradient (and the ``[C]`` bias gradient, or None) for output gradient ``grad``."""
+        channels, batch, length, _ = self._check(x, torch.empty(x.shape[0], k))
+        _check_float32(grad)
+        if grad.shape != x.shape:
+            raise ValueError(f"dwconv: grad must be {tuple(x.shape)}, got {tuple(grad.shape)}")
+        grad_w = x.new_empty(channels, k)
+        grad_b = x.new_empty(channels) if with_bias else None
+        self._channels(lambda begin, end: self._grad_weight(
+            x.data_ptr(), grad.data_ptr(), grad_w.data_ptr(), grad_b.data_ptr() if grad_b is not None else None,
+            batch, length, k, x.stride(0), x.stride(1), begin, end), channels)
+        return grad_w, grad_b
+
+
+def _dwconv_self_check(kernels: DwConvKernels) -> None:
+    """Forward, input gradient (reversed kernel) and weight/bias gradients against conv1d, with a row-strided x
+    and rows shorter than the kernel."""
+    g = torch.Generator().manual_seed(0)
+    worst = 0.0
+    for length in (37, 3):
+        x = torch.randn(5, 4, length + 2, generator=g)[:, :, 1:length + 1]  # [C=5, B=4, L] with a row stride
+        w, b = torch.randn(5, 1, 5, generator=g), torch.randn(5, generator=g)
+        ref_in = x.transpose(0, 1).detach().requires_grad_()
+        ref_w, ref_b = w.clone().requires_grad_(), b.clone().requires_grad_()
+        reference = torch.nn.functional.conv1d(ref_in, ref_w, ref_b, padding=2, groups=5)
+        grad = torch.randn(reference.shape, generator=g)
+        reference.backward(grad)
+        grad_cm = grad.transpose(0, 1).contiguous()
+        out = kernels.forward(x, w, b)
+        grad_x = kernels.forward(grad_cm, w.flip(-1).contiguous())
+        grad_w, grad_b = kernels.grad_weight(x, grad_cm, 5, True)
+        worst = max(worst, float((out - reference.detach().transpose(0, 1)).abs().max()),
+                    float((grad_x - ref_in.grad.transpose(0, 1)).abs().max()),
+                    float((grad_w - ref_w.grad.view(5, 5)).abs().max()), float((grad_b - ref_b.grad).abs().max()))
+    if not worst < 1e-4:
+        raise NativeBuildError(f"dwconv kernels disagree with conv1d by {worst:.3g} (expected < 1e-4)")
+
+
 def _ffn_gelu_self_check(kernels: FFNGeluKernels) -> None:
     """Compare the built kernels with PyTorch's exact GELU and its derivative on a grid (guards against a
     miscompiled or mis-flagged build)."""
@@ -334,3 +414,10 @@ def small_bmm_kernel() -> SmallBmmKernel | None:
     vectorized (see the module docstring)."""
     kernel = _load("small_bmm.c", SmallBmmKernel, _small_bmm_self_check)
     return kernel if kernel is not None and kernel.vectorized else None
+
+
+def dwconv_kernels() -> DwConvKernels | None:
+    """The short-kernel depthwise conv kernels, built on first call; None where they are not available or not
+    vectorized (see the module docstring)."""
+    kernels = _load("dwconv_small.c", DwConvKernels, _dwconv_self_check)
+    return kernels if kernels is not None and kernels.vectorized else None
