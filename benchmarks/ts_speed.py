@@ -31,7 +31,7 @@ import torch.nn.functional as F
 
 from ffnet_timeseries import create_model
 from ffnet_timeseries.models import DepthwiseConv1dToeplitz, ffnet_ts
-from metamixer import fastconv, fused_ffn
+from metamixer import native
 from metamixer.fastconv import toeplitz_depthwise_conv1d
 from metamixer.malloc import keep_freed_memory
 from metamixer.native import ffn_gelu_kernels
@@ -63,7 +63,7 @@ def main() -> None:
     conv = DepthwiseConv1dToeplitz(448, 51)
     for mode in ("toeplitz", "toeplitz_bmm", "conv"):
         conv.mode = "toeplitz" if mode.startswith("toeplitz") else mode
-        kernels = _no_c_kernels() if mode == "toeplitz_bmm" else contextlib.nullcontext()
+        kernels = native.disabled() if mode == "toeplitz_bmm" else contextlib.nullcontext()
 
         def fwd() -> None:
             with torch.no_grad():
@@ -145,20 +145,9 @@ def _without_sliced_ffn(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor
         ffnet_ts._ffn = sliced
 
 
-@contextlib.contextmanager
-def _no_c_kernels():  # noqa: ANN202
-    """Inside: the PyTorch paths of core's sliced FFN and Toeplitz conv (as without a C compiler)."""
-    saved = fused_ffn.ffn_gelu_kernels, fastconv.small_bmm_kernel
-    fused_ffn.ffn_gelu_kernels = fastconv.small_bmm_kernel = lambda: None
-    try:
-        yield
-    finally:
-        fused_ffn.ffn_gelu_kernels, fastconv.small_bmm_kernel = saved
-
-
 def _without_c_kernels(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
     """``model(x)`` with core's fused C kernels off (their backward follows the forward's choice)."""
-    with _no_c_kernels():
+    with native.disabled():
         return model(x)
 
 

@@ -223,3 +223,13 @@ def test_thread_split_works_in_a_forked_child() -> None:
         assert os.waitstatus_to_exitcode(status) == 0
     finally:
         torch.set_num_threads(previous)
+
+
+def test_disabled_turns_every_kernel_getter_off_and_back_on() -> None:
+    getters = (native.ffn_gelu_kernels, native.small_bmm_kernel, native.dwconv_kernels)
+    before = [getter() for getter in getters]
+    with native.disabled():
+        with native.disabled():  # nestable
+            assert all(getter() is None for getter in getters)
+        assert all(getter() is None for getter in getters)
+    assert [getter() for getter in getters] == before

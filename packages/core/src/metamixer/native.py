@@ -19,6 +19,7 @@ The compiler is ``$CC`` or the first of ``cc``, ``gcc``, ``clang`` on the PATH.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import hashlib
 import logging
@@ -28,6 +29,7 @@ import shutil
 import subprocess
 import tempfile
 import threading
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -35,7 +37,7 @@ import torch
 
 __all__ = [
     "NativeBuildError", "build_library", "cache_dir", "dwconv_kernels", "DwConvKernels", "ffn_gelu_kernels",
-    "FFNGeluKernels", "small_bmm_kernel", "SmallBmmKernel", "select",
+    "FFNGeluKernels", "small_bmm_kernel", "SmallBmmKernel", "select", "disabled",
 ]
 
 _LOG = logging.getLogger(__name__)
@@ -370,8 +372,26 @@ _loaded: dict[str, object] = {}
 _load_lock = threading.Lock()
 
 
+_disabled = 0
+
+
+@contextlib.contextmanager
+def disabled() -> Iterator[None]:
+    """Inside, every kernel getter returns None, so callers take their PyTorch paths (as on a machine without a C
+    compiler): for A/B benchmarks and tests. Process-wide, nestable; autograd Functions already created keep the
+    kernels they were given."""
+    global _disabled
+    _disabled += 1
+    try:
+        yield
+    finally:
+        _disabled -= 1
+
+
 def _load(source: str, wrapper, self_check):  # noqa: ANN001, ANN202
     """Build, wrap and self-check one kernel library once per process; None where that fails or is disabled."""
+    if _disabled:
+        return None
     if source in _loaded:
         return _loaded[source]
     with _load_lock:
