@@ -81,13 +81,16 @@ def test_channel_major_depthwise_equals_conv1d(length: int, kernel: int, mode: s
     assert torch.allclose(toeplitz_depthwise_conv1d_cbl(xc.detach(), conv.weight, conv.bias, kernel // 2), y, atol=1e-5)
 
 
-def _product_kernel_or_skip() -> None:
+def _avx512_kernel_or_skip(source: str = "small_bmm.c") -> None:
+    """Skip only where no compiler exists or it does not target AVX-512; a build that fails is a test failure."""
     from metamixer import native
 
     if native._compiler() is None:
         pytest.skip("no C compiler")
-    built = native._load("small_bmm.c", native.SmallBmmKernel, native._small_bmm_self_check)
-    assert built is not None, "a C compiler is on the PATH but the small_bmm kernel did not build or self-check"
+    wrapper, check = {"small_bmm.c": (native.SmallBmmKernel, native._small_bmm_self_check),
+                      "dwconv_small.c": (native.DwConvKernels, native._dwconv_self_check)}[source]
+    built = native._load(source, wrapper, check)
+    assert built is not None, f"a C compiler is on the PATH but {source} did not build or self-check"
     if not built.vectorized:
         pytest.skip("the compiler does not target AVX-512 here (the kernel is only used with it)")
 
@@ -97,7 +100,7 @@ def _product_kernel_or_skip() -> None:
 def test_c_product_kernel_equals_the_bmm_path(batch: int, length: int, kernel: int, with_bias: bool) -> None:
     """native=True (C kernel: 8-row blocks plus a row tail, 48-column blocks plus a masked tail) == native=False
     (torch.bmm), forward and every gradient; also for a non-contiguous (transposed) input."""
-    _product_kernel_or_skip()
+    _avx512_kernel_or_skip()
     torch.manual_seed(0)
     channels, padding = 5, kernel // 2
     weight = torch.randn(channels, 1, kernel, requires_grad=True)
@@ -132,15 +135,9 @@ def test_c_product_kernel_is_not_used_for_other_dtypes() -> None:
 def test_direct_c_loop_equals_conv1d(batch: int, length: int, kernel: int, with_bias: bool) -> None:
     """The short-kernel C loop (forward; input gradient as the reversed kernel; weight and bias gradients) on a
     channel-major view with strided channels == F.conv1d on [B, C, L]; rows shorter than the kernel included."""
-    from metamixer import native
     from metamixer.fastconv import direct_depthwise_conv1d_cbl
 
-    if native._compiler() is None:
-        pytest.skip("no C compiler")
-    built = native._load("dwconv_small.c", native.DwConvKernels, native._dwconv_self_check)
-    assert built is not None, "a C compiler is on the PATH but the dwconv kernels did not build or self-check"
-    if not built.vectorized:
-        pytest.skip("the compiler does not target AVX-512 here (the loop is only used with it)")
+    _avx512_kernel_or_skip("dwconv_small.c")
     torch.manual_seed(0)
     channels = 7
     weight = torch.randn(channels, 1, kernel, requires_grad=True)
