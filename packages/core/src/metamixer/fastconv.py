@@ -5,7 +5,9 @@ Why: PyTorch's CPU depthwise ``conv1d`` with a long kernel (k=51) over a short s
 the kernel, the same convolution is, per channel, an ``L x L`` Toeplitz matrix; building it from the kernel and
 running one batched matmul over channels gives the identical result (forward and backward) at matmul speed.
 On CPU (float32, AVX-512) the products run through core's register-blocked C kernel
-(:func:`metamixer.native.small_bmm_kernel`), 2.5-4x faster than ``torch.bmm`` at these 48 x 48 shapes.
+(:func:`metamixer.native.small_bmm_kernel`), 2.5-4x faster than ``torch.bmm`` at these 48 x 48 shapes. Short
+kernels (FFNet-TS's k=5 re-param branch) would still pay the full L x L product; on channel-major input they run
+as a direct AVX-512 loop instead (:func:`direct_depthwise_conv1d_cbl`, 2.5-3x faster than the product).
 
 The module *is* an ``nn.Conv1d`` (same ``weight``/``bias`` parameter names and shapes), so state_dict keys match
 the official checkpoints and core's conv/BN fusion code treats it like any other conv.
