@@ -271,22 +271,23 @@ class DwConvKernels:
         self.vectorized = bool(library.dwconv_vectorized())
         self._channels = _ThreadSplit(8)
 
-    def _check(self, x: torch.Tensor, weight: torch.Tensor) -> tuple[int, int, int, int]:
+    def _check(self, x: torch.Tensor, k: int, weight: torch.Tensor | None = None) -> tuple[int, int, int]:
         channels, batch, length = x.shape
-        k = weight.shape[-1]
-        if weight.numel() != channels * k or k % 2 != 1 or k > self.MAX_KERNEL:
+        if (weight is not None and weight.numel() != channels * k) or k % 2 != 1 or k > self.MAX_KERNEL:
             raise ValueError(f"dwconv: weight must hold {channels} odd kernels of <= {self.MAX_KERNEL} taps, "
                              f"got {tuple(weight.shape)}")
         if x.dtype != torch.float32 or x.device.type != "cpu" or (x.stride(2) != 1 and length > 1):
             raise ValueError(f"dwconv: x must be float32 on CPU with contiguous rows, got {x.dtype} {x.stride()}")
         if length > self.MAX_LENGTH:
             raise ValueError(f"dwconv: rows of at most {self.MAX_LENGTH} positions, got {length}")
-        _check_float32(weight)
-        return channels, batch, length, k
+        if weight is not None:
+            _check_float32(weight)
+        return channels, batch, length
 
     def forward(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
         """``conv1d(x, weight, bias, padding=K // 2, groups=C)`` on ``[C, B, L]`` -> contiguous ``[C, B, L]``."""
-        channels, batch, length, k = self._check(x, weight)
+        k = weight.shape[-1]
+        channels, batch, length = self._check(x, k, weight)
         if bias is not None:
             _check_float32(bias)
         out = x.new_empty(channels, batch, length)
@@ -298,7 +299,7 @@ class DwConvKernels:
 
     def grad_weight(self, x: torch.Tensor, grad: torch.Tensor, k: int, with_bias: bool) -> tuple[torch.Tensor, ...]:
         """The ``[C, K]`` weight gradient (and the ``[C]`` bias gradient, or None) for output gradient ``grad``."""
-        channels, batch, length, _ = self._check(x, torch.empty(x.shape[0], k))
+        channels, batch, length = self._check(x, k)
         _check_float32(grad)
         if grad.shape != x.shape:
             raise ValueError(f"dwconv: grad must be {tuple(x.shape)}, got {tuple(grad.shape)}")
