@@ -36,3 +36,26 @@ def test_readme_test_command_is_ci_command(name):
     ci = (ROOT / ".ci" / "run").read_text()
     assert "bash scripts/test.sh" in readme and "scripts/test.sh" in ci
     assert "bash scripts/quickstart.sh" in readme
+
+
+def test_timeseries_speed_claims_match_the_measurement():
+    """Every page that quotes the FFNet-TS step speed-up and memory saving quotes docs/timeseries_speed.json."""
+    import json
+
+    raw = json.loads((ROOT / "docs" / "timeseries_speed.json").read_text())
+    etth1 = next(v for k, v in raw.items() if k.startswith("ETTh1"))
+    weather = next(v for k, v in raw.items() if k.startswith("Weather"))
+    speed = [f"{m['speedup_vs_authors']:.1f}" for m in (etth1, weather)]
+    memory = [f"{m['saved_activations_authors_MiB'] / m['saved_activations_ours_MiB']:.1f}" for m in (etth1, weather)]
+    claims = {
+        "README.md": rf"training step ([\d.]+)× \(ETTh1\) / ([\d.]+)× \(Weather\) the authors' formulation with "
+                     rf"([\d.]+)× / ([\d.]+)× less activation memory",
+        "apps/timeseries/README.md": r"per training step ([\d.]+)× the authors' formulation at ETTh1 size and "
+                                     r"([\d.]+)× at Weather\s+size, with ([\d.]+)× / ([\d.]+)× less activation memory",
+        "docs/timeseries.md": r"Ours is \*\*([\d.]+)×\*\* \(ETTh1\) and \*\*([\d.]+)×\*\* \(Weather\) faster than the "
+                              r"authors' formulation with the same\s+allocator, and keeps ([\d.]+)× / ([\d.]+)× less",
+    }
+    for page, pattern in claims.items():
+        found = re.search(pattern, (ROOT / page).read_text())
+        assert found, f"{page}: the speed/memory claim is gone or reworded (pattern {pattern!r})"
+        assert list(found.groups()) == speed + memory, f"{page} quotes {found.groups()}, the measurement {speed + memory}"

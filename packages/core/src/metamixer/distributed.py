@@ -172,6 +172,11 @@ def unwrap_model(model: nn.Module) -> nn.Module:
 
 
 def cleanup_distributed() -> None:
-    """Destroy the process group if one exists (call at the end of a distributed run)."""
+    """Destroy the process group if one exists (call at the end of a distributed run).
+
+    Ranks first meet at a barrier: a rank that tears its gloo group down while a peer is still sending (rank 0
+    writing a checkpoint, say) can make the peer's process abort at exit, rarely and only under load.
+    """
     if is_distributed():
+        dist.barrier()
         dist.destroy_process_group()
