@@ -3,7 +3,7 @@
     FFNET_DATA=../shared/data python benchmarks/ts_floor.py [--dataset ETTh1] [--epochs 25] [--processes 2]
         [--json docs/timeseries_floor.json]
 
-Why: the issue asks for the ETTh1 4-horizon run in <= 10 minutes on 2 CPU cores, and ours takes 25 (see
+Why: the issue asks for the ETTh1 4-horizon run in <= 10 minutes on 2 CPU cores, and ours takes 19 (see
 docs/timeseries.md). This says whether *any* implementation of the same model and recipe could do it here.
 
 1. Work: for each horizon, the multiply-adds the recipe needs with no algorithmic waste: every 1x1 conv and the

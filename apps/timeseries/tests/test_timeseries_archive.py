@@ -43,6 +43,10 @@ def test_a_row_never_mixes_recipes_or_counts_a_seed_twice() -> None:
         summarize([_run(2021, 0.4)], prior_rows=[prior])
     with pytest.raises(FFNetError, match="seed 2021 was run twice"):
         summarize([_run(2021, 0.4), _run(2021, 0.41)])
+    # a field added later (train.precision) reads as its implicit old value in configs archived before it existed
+    assert summarize([_run(2021, 0.4), _run(2022, 0.42, precision="fp32")])["rows"][0]["seeds"] == [2021, 2022]
+    with pytest.raises(FFNetError, match=r"train\.precision \('fp32' vs 'bf16'\)"):
+        summarize([_run(2021, 0.4), _run(2022, 0.42, precision="bf16")])
 
 
 def test_collect_archives_runs_and_reads_them_back_from_a_fresh_output(tmp_path: Path) -> None:

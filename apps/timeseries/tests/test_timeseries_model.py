@@ -200,6 +200,33 @@ def test_training_gradients_equal_grouped_conv_formulation(code_path: str) -> No
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
 
 
+def test_bf16_autocast_trains_and_tracks_fp32(code_path: str) -> None:
+    """``train.precision=bf16`` (TSLib's --use_amp): a train-mode forward/backward under autocast runs on both code
+    paths (the fast paths' custom autograd functions used to meet fp32/bf16 mixes in backward), the fp32
+    parameters get fp32 gradients pointing where fp32's do, and eval forecasts stay close to fp32's."""
+    torch.manual_seed(0)
+    model = create_model(7, 96, 48, ffn_ratio=4)
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0  # both sides deterministic
+    x, target = torch.randn(8, 96, 7), torch.randn(8, 48, 7)
+    model.train()
+    want = torch.autograd.grad(torch.nn.functional.mse_loss(model(x), target), list(model.parameters()))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        pred = model(x)
+    got = torch.autograd.grad(torch.nn.functional.mse_loss(pred.float(), target), list(model.parameters()))
+    for (name, _), g, w in zip(model.named_parameters(), got, want):
+        assert g.dtype == torch.float32 and torch.isfinite(g).all(), name
+        if w.norm() > 1e-6:  # e.g. the stem conv's bias feeds a BatchNorm: its true gradient is 0
+            assert torch.nn.functional.cosine_similarity(g.flatten(), w.flatten(), dim=0) > 0.99, name
+    model.eval()
+    with torch.no_grad():
+        full = model(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            half = model(x).float()
+    assert (half - full).abs().max() < 0.05 * full.abs().max()
+
+
 @pytest.mark.parametrize("patch", [(4, 2), (8, 8)])
 def test_channel_major_stem_equals_conv_stem(patch: tuple[int, int]) -> None:
     """The stem computed straight into the blocks' channel-major layout (a K=P matmul per variable, BN over

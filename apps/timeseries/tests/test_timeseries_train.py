@@ -66,6 +66,25 @@ def test_resume_equals_uninterrupted_bit_for_bit(tmp_path: Path) -> None:
     assert saved["test"]["mse"] == full.test["mse"] and (tmp_path / "full" / "config.yaml").exists()
 
 
+def test_bf16_training_resumes_exactly_and_tracks_fp32(tmp_path: Path) -> None:
+    """``train.precision=bf16``: autocast forward passes in training and evaluation, exact resume as in fp32, and
+    a test MSE near the fp32 run's (same seed, same batches)."""
+    def cfg(out: str, epochs: int, precision: str = "bf16") -> TSConfig:
+        c = _tiny(tmp_path, out, epochs=epochs)
+        c.train.precision = precision
+        return c
+
+    full = train(cfg("full", 3), quiet=True)
+    train(cfg("part", 2), quiet=True)
+    resumed = train(cfg("part", 3), resume=str(tmp_path / "part" / "last.pth"), quiet=True)
+    assert resumed.test["mse"] == full.test["mse"]
+    assert [h["val_mse"] for h in resumed.history] == [h["val_mse"] for h in full.history]
+    fp32 = train(cfg("fp32", 3, "fp32"), quiet=True)
+    assert fp32.test["mse"] != full.test["mse"]  # bf16 really ran
+    assert full.test["mse"] == pytest.approx(fp32.test["mse"], rel=0.1)
+    assert load_config(TSConfig, tmp_path / "full" / "config.yaml").train.precision == "bf16"
+
+
 def test_evaluate_writes_json_and_plot_and_rejects_wrong_variable_count(tmp_path: Path, capsys) -> None:
     result = train(_tiny(tmp_path, "run", epochs=1), quiet=True)
     ckpt = tmp_path / "run" / "best.pth"
@@ -91,6 +110,7 @@ def test_train_cli_bad_inputs_give_one_line(tmp_path: Path, capsys) -> None:
         ([f"data.path={bad}", "data.dataset=custom"], "missing target column 'OT'"),
         (["data.dataset=NoSuch"], "not a known benchmark"),
         (["train.nosuchkey=1"], "nosuchkey"),
+        (["train.precision=fp8"], "train.precision"),
         ([f"data.path={_csv(tmp_path / 'ok2.csv')}", "data.dataset=custom", "data.seq_len=24", "data.pred_len=12", "model.mixing=diagonal"], "model.mixing"),
     ]:
         with pytest.raises(SystemExit) as info:

@@ -141,3 +141,28 @@ def test_native_required_but_not_applicable_is_a_clear_error() -> None:
     conv1, conv2 = _convs(7, 16, 16, 3, 7, True)
     with pytest.raises(RuntimeError, match="float32 CPU"):
         grouped_ffn(torch.randn(7, 16, 10, dtype=torch.float64), conv1.double(), conv2.double(), native=True)
+
+
+@pytest.mark.parametrize("x_dtype", [torch.float32, torch.bfloat16])  # input from an fp32 op (a norm) or a matmul
+def test_under_autocast_forward_and_backward_run_in_one_dtype(x_dtype: torch.dtype) -> None:
+    """Under bf16 autocast the FFN computes as its two convs would (every operand bf16) and its backward, which
+    autograd runs outside autocast, meets no fp32/bf16 mix; gradients reach the fp32 parameters in fp32."""
+    g1, c1, p, q, c2, regroup = LAYOUTS["channel_mixer"]
+    torch.manual_seed(3)
+    conv1, conv2 = _convs(g1, c1, p, q, c2, regroup)
+    base = torch.randn(g1, c1, 96)
+    x = base.to(x_dtype).requires_grad_()
+    params = [conv1.weight, conv1.bias, conv2.weight, conv2.bias]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = grouped_ffn(x, conv1, conv2, 0.0, training=True, regroup=regroup)
+    assert y.dtype == torch.bfloat16
+    grads = torch.autograd.grad(y.float().square().sum(), [x, *params])
+    assert grads[0].dtype == x_dtype and all(g.dtype == torch.float32 for g in grads[1:])
+
+    x32 = base.clone().requires_grad_()
+    y32 = grouped_ffn(x32, conv1, conv2, 0.0, training=True, regroup=regroup)
+    want = torch.autograd.grad(y32.square().sum(), [x32, *params])
+    torch.testing.assert_close(y.float(), y32, rtol=0.05, atol=0.05)  # bf16 keeps ~3 significant digits
+    for got, ref in zip(grads, want):
+        cosine = torch.nn.functional.cosine_similarity(got.float().flatten(), ref.flatten(), dim=0)
+        assert cosine > 0.999, cosine

@@ -24,6 +24,7 @@ from ffnet_timeseries.config import TSConfig
 from ffnet_timeseries.data import ForecastData, WindowDataset, WindowLoader
 from ffnet_timeseries.metrics import MetricAccumulator
 from ffnet_timeseries.schedule import lr_at_epoch
+from metamixer.amp import autocast, make_grad_scaler, precision_dtype
 from metamixer.checkpoint import load_checkpoint, restore_checkpoint, save_checkpoint
 from metamixer.config import config_to_dict, save_config
 from metamixer.distributed import DistInfo, init_distributed, unwrap_model, wrap_ddp
@@ -67,10 +68,12 @@ def evaluate_split(
     rank: int = 0,
     world_size: int = 1,
     scaler: Any = None,
+    precision: str = "fp32",
 ) -> dict[str, float]:
     """Exact metrics over every window of ``dataset`` (no window dropped, each counted once, even under DDP).
 
     With ``scaler`` the predictions and targets are mapped back to the data's units first (label them as such).
+    ``precision``: the forward pass under autocast (``train.precision``); metrics are always accumulated in fp32.
     """
     model.eval()
     out_slice = _output_slice(features)
@@ -78,8 +81,9 @@ def evaluate_split(
     indices = torch.arange(len(dataset))[rank::world_size]
     for start in range(0, len(indices), batch_size):
         x, y = dataset.get_batch(indices[start : start + batch_size])
-        pred = model(x.to(device))[..., out_slice]
-        y = y.to(device)
+        with autocast(device, precision):
+            pred = model(x.to(device))[..., out_slice]
+        pred, y = pred.float(), y.to(device)
         if scaler is not None:
             cols = slice(-1, None) if features == "MS" else slice(None)
             mean = torch.as_tensor(scaler.mean[cols], dtype=pred.dtype, device=device)
@@ -165,6 +169,9 @@ def train(cfg: TSConfig, resume: str | None = None, data: ForecastData | None = 
     )
     model = model.to(info.device)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+    precision_dtype(cfg.train.precision)  # a clear error for an unknown name, before any work
+    grad_scaler = make_grad_scaler(cfg.train.precision, info.device)  # enabled for fp16 on CUDA only
+    scaler_state = grad_scaler if grad_scaler.is_enabled() else None  # what checkpoints carry
     ddp_model = wrap_ddp(model, info)
     loader = WindowLoader(
         data.train, cfg.train.batch_size, shuffle=True, drop_last=False, seed=cfg.train.seed,
@@ -178,7 +185,7 @@ def train(cfg: TSConfig, resume: str | None = None, data: ForecastData | None = 
     earlier_s = 0.0  # wall time spent by the processes before a resume (so wall_s covers the whole run)
     best_state: dict[str, torch.Tensor] | None = None
     if resume:
-        ckpt = restore_checkpoint(resume, model=model, optimizer=optimizer, restore_rng=True)
+        ckpt = restore_checkpoint(resume, model=model, optimizer=optimizer, scaler=scaler_state, restore_rng=True)
         state = ckpt.get("extra", {}).get("early_stopping", {})
         start_epoch = int(ckpt["epoch"]) + 1
         best_val, best_epoch = float(state.get("best_val", math.inf)), int(state.get("best_epoch", 0))
@@ -212,18 +219,22 @@ def train(cfg: TSConfig, resume: str | None = None, data: ForecastData | None = 
                 out_of_time = True
                 break
             x, y = x.to(info.device), y.to(info.device)
-            pred = ddp_model(x)[..., out_slice]
-            loss = loss_fn(pred, y)
+            with autocast(info.device, cfg.train.precision):
+                pred = ddp_model(x)[..., out_slice]
+            loss = loss_fn(pred.float(), y)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            grad_scaler.scale(loss).backward()
+            grad_scaler.step(optimizer)
+            grad_scaler.update()
             train_sq += float(loss.detach()) * y.numel()
             train_n += y.numel()
-        val = evaluate_split(model, data.val, eval_bs, info.device, cfg.data.features, info.rank, info.world_size)
+        val = evaluate_split(model, data.val, eval_bs, info.device, cfg.data.features, info.rank, info.world_size,
+                             precision=cfg.train.precision)
         record = {"epoch": epoch, "lr": lr, "train_mse": train_sq / max(train_n, 1), "val_mse": val["mse"],
                   "val_mae": val["mae"], "epoch_s": time.time() - t0}
         if cfg.train.test_every_epoch:
-            test = evaluate_split(model, data.test, eval_bs, info.device, cfg.data.features, info.rank, info.world_size)
+            test = evaluate_split(model, data.test, eval_bs, info.device, cfg.data.features, info.rank, info.world_size,
+                                  precision=cfg.train.precision)
             record.update(test_mse=test["mse"], test_mae=test["mae"])
         history.append(record)
         improved = val["mse"] < best_val
@@ -244,7 +255,8 @@ def train(cfg: TSConfig, resume: str | None = None, data: ForecastData | None = 
                      "history": history, "n_vars": data.n_vars, "elapsed_s": earlier_s + time.time() - started}
             if improved:
                 save_checkpoint(out_dir / "best.pth", model=model, epoch=epoch, config=cfg, extra=extra)
-            save_checkpoint(out_dir / "last.pth", model=model, optimizer=optimizer, epoch=epoch, config=cfg, extra=extra)
+            save_checkpoint(out_dir / "last.pth", model=model, optimizer=optimizer, scaler=scaler_state, epoch=epoch,
+                            config=cfg, extra=extra)
         if out_of_time:
             logger.info(f"time budget of {cfg.train.time_budget_s:.0f}s spent: stopping after epoch {epoch}")
         elif stopped_early:
@@ -252,7 +264,8 @@ def train(cfg: TSConfig, resume: str | None = None, data: ForecastData | None = 
 
     if best_state is not None:
         unwrap_model(model).load_state_dict(best_state)
-    test = evaluate_split(model, data.test, eval_bs, info.device, cfg.data.features, info.rank, info.world_size)
+    test = evaluate_split(model, data.test, eval_bs, info.device, cfg.data.features, info.rank, info.world_size,
+                          precision=cfg.train.precision)
     result = TrainResult(
         dataset=cfg.data.dataset, pred_len=cfg.data.pred_len, seed=cfg.train.seed, test=test, best_val_mse=best_val,
         best_epoch=best_epoch, epochs_run=len(history), params=n_params, wall_s=earlier_s + time.time() - started,

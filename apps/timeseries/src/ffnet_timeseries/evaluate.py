@@ -99,13 +99,14 @@ def evaluate_checkpoint(checkpoint: str | Path | None, overrides: Sequence[str] 
         "checkpoint": str(checkpoint), "dataset": cfg.data.dataset, "data_path": str(data.path), "split": split,
         "pred_len": cfg.data.pred_len, "seq_len": cfg.data.seq_len, "features": cfg.data.features,
         "windows": len(dataset), "epoch": ckpt.get("epoch"), "ignored_unused_keys": len(dropped),
-        "metrics_scaled": evaluate_split(model, dataset, bs, dev, cfg.data.features),
+        "metrics_scaled": evaluate_split(model, dataset, bs, dev, cfg.data.features, precision=cfg.train.precision),
         "repeat_last_scaled": repeat_last_metrics(dataset, cfg.data.features),
     }
     if unscaled:
         if data.scaler is None:
             raise FFNetError("--unscaled: this run used data.scale=false, its metrics are already in data units")
-        result["metrics_unscaled"] = evaluate_split(model, dataset, bs, dev, cfg.data.features, scaler=data.scaler)
+        result["metrics_unscaled"] = evaluate_split(model, dataset, bs, dev, cfg.data.features, scaler=data.scaler,
+                                                    precision=cfg.train.precision)
     if output is not None:
         output.mkdir(parents=True, exist_ok=True)
         picks = torch.linspace(0, len(dataset) - 1, steps=min(windows, len(dataset))).long().tolist()

@@ -78,13 +78,18 @@ _RUN_ONLY_FIELDS = {("train", "seed"), ("train", "threads"), ("train", "progress
                     ("train", "save_checkpoints"), ("output_dir",)}
 
 
+#: fields added after runs were archived, with the value that a config written before them had implicitly
+_ADDED_FIELDS: dict[tuple[str, ...], Any] = {("train", "precision"): "fp32"}
+
+
 def _config_differences(a: dict[str, Any], b: dict[str, Any], prefix: tuple[str, ...] = ()) -> list[str]:
     out = []
     for key in sorted(set(a) | set(b)):
         path = (*prefix, key)
         if path in _RUN_ONLY_FIELDS:
             continue
-        x, y = a.get(key), b.get(key)
+        implicit = _ADDED_FIELDS.get(path)
+        x, y = a.get(key, implicit), b.get(key, implicit)
         if isinstance(x, dict) and isinstance(y, dict):
             out += _config_differences(x, y, path)
         elif x != y:

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from metamixer.amp import autocast_dtype
 from metamixer.layers import apply_keep_mask_, dropout_keep_mask, dropout_scale
 from metamixer.native import SmallBmmKernel, ffn_gelu_kernels, select, small_bmm_kernel
 
@@ -193,11 +194,22 @@ def grouped_ffn(
     (False), or where available (None: float32 CPU inputs and parameters, a C compiler, ``FFNET_NATIVE`` not 0).
     """
     w1, w2 = _weights(x, conv1, conv2, regroup)
+    b1, b2 = conv1.bias, conv2.bias
     drop = p_drop if training else 0.0
+    dtype = autocast_dtype(x)
+    if dtype is not None:  # under autocast: every operand in its dtype, as for the convs (see autocast_dtype)
+        with torch.autocast(x.device.type, enabled=False):
+            return _grouped_ffn(x.to(dtype), w1.to(dtype), b1.to(dtype), w2.to(dtype), b2.to(dtype), drop, regroup,
+                                slice_len, native)
+    return _grouped_ffn(x, w1, b1, w2, b2, drop, regroup, slice_len, native)
+
+
+def _grouped_ffn(x: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor, w2: torch.Tensor, b2: torch.Tensor,
+                 drop: float, regroup: bool, slice_len: int | None, native: bool | None) -> torch.Tensor:
     kernels = select(native, ffn_gelu_kernels, "grouped_ffn's fused C kernels", x, w1, w2)
     products = small_bmm_kernel() if kernels is not None else None  # AVX-512 builds only
     length = slice_len or slice_length(w1.shape[0] * w1.shape[1], x.shape[-1], native=kernels is not None)
-    return _GroupedFFN.apply(x, w1, conv1.bias, w2, conv2.bias, drop, length, regroup, kernels, products)
+    return _GroupedFFN.apply(x, w1, b1, w2, b2, drop, length, regroup, kernels, products)
 
 
 def grouped_ffn_reference(
