@@ -46,10 +46,11 @@ def main() -> None:
         jobs += ["--horizons", *args.horizons] if args.horizons else []
         jobs += ["--seeds", *args.seeds] if args.seeds else []
     archive = ["--archive", args.archive] if args.archive else []
-    command = [sys.executable, "-m", "ffnet_timeseries.reproduce", *jobs, "--output", args.output, *archive,
+    command = [sys.executable, "-m", "ffnet_timeseries.reproduce", "--output", args.output, *archive,
                f"train.threads={args.threads}", "train.progress=false", *args.overrides]
     if args.max_epochs > 0:
         command.append(f"train.epochs={args.max_epochs}")
+    command += jobs  # last: `--seeds 2021 train.x=y` would read the override as a seed
     root = Path(args.output)
     root.mkdir(parents=True, exist_ok=True)
     workers = []
