@@ -108,7 +108,7 @@ def test_two_process_gloo_ddp_matches_single_process(tmp_path: Path, launcher) -
     out = tmp_path / "result.pth"
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
     # PYTHONFAULTHANDLER: if a rank aborts (a rare gloo teardown abort, "terminate called without an active
-    # exception", seen in 3 of ~20 loaded full-suite runs before cleanup_distributed met at a barrier, never in
+    # exception", seen in 2 of ~18 loaded full-suite runs before cleanup_distributed met at a barrier, never in
     # ~100 direct runs), its stderr shows where every Python thread was, which is what the next investigation needs.
     env.update(OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="", PYTHONFAULTHANDLER="1")
     for index, proc in enumerate(launcher(script, out, env)):  # index = rank for torchrun-env, 0 for torchrun

@@ -24,7 +24,7 @@ from ffnet_timeseries.config import TSConfig
 from ffnet_timeseries.data import ForecastData, WindowDataset, WindowLoader
 from ffnet_timeseries.metrics import MetricAccumulator
 from ffnet_timeseries.schedule import lr_at_epoch
-from metamixer.amp import autocast, make_grad_scaler, precision_dtype
+from metamixer.amp import autocast, make_grad_scaler
 from metamixer.checkpoint import load_checkpoint, restore_checkpoint, save_checkpoint
 from metamixer.config import config_to_dict, save_config
 from metamixer.distributed import DistInfo, init_distributed, unwrap_model, wrap_ddp
@@ -169,7 +169,6 @@ def train(cfg: TSConfig, resume: str | None = None, data: ForecastData | None = 
     )
     model = model.to(info.device)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
-    precision_dtype(cfg.train.precision)  # a clear error for an unknown name, before any work
     grad_scaler = make_grad_scaler(cfg.train.precision, info.device)  # enabled for fp16 on CUDA only
     scaler_state = grad_scaler if grad_scaler.is_enabled() else None  # what checkpoints carry
     ddp_model = wrap_ddp(model, info)
