@@ -24,6 +24,7 @@ import sys
 from pathlib import Path
 
 from ffnet_timeseries.reproduce import main as reproduce
+from metamixer.cli import parse_args_with_overrides
 
 
 def main() -> None:
@@ -39,7 +40,7 @@ def main() -> None:
     parser.add_argument("--seeds", nargs="+", default=None)
     parser.add_argument("overrides", nargs="*", metavar="key.sub=value",
                         help="passed to every job, e.g. train.device=cuda on a GPU machine")
-    args = parser.parse_args()
+    args = parse_args_with_overrides(parser)
     jobs = ["--plan", args.plan]
     if args.datasets:
         jobs = ["--datasets", *args.datasets]

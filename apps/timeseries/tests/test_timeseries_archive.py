@@ -119,6 +119,11 @@ def test_dry_run_tells_what_each_job_would_do(tmp_path: Path, capsys: pytest.Cap
         "ETTm1 pred_len=720 seed=2022": "new",
     }
     assert lines[-1] == "5 of 8 jobs left to train"
+    # an override may follow the job list (as in `ffnet-ts-reproduce ... --seeds 2021 train.precision=bf16`)
+    assert reproduce_main([*argv, "train.precision=bf16"]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == "5 of 8 jobs left to train"
+    with pytest.raises(FFNetError, match="train.precison"):
+        reproduce_main([*argv, "train.precison=bf16"])
 
 
 def test_committed_results_table_is_the_archive_summarized() -> None:

@@ -66,6 +66,7 @@ def test_resume_equals_uninterrupted_bit_for_bit(tmp_path: Path) -> None:
     assert saved["test"]["mse"] == full.test["mse"] and (tmp_path / "full" / "config.yaml").exists()
 
 
+@pytest.mark.filterwarnings("ignore:train.precision=:RuntimeWarning")  # the slow-CPU notice, tested in core
 def test_bf16_training_resumes_exactly_and_tracks_fp32(tmp_path: Path) -> None:
     """``train.precision=bf16``: autocast forward passes in training and evaluation, exact resume as in fp32, and
     a test MSE near the fp32 run's (same seed, same batches)."""

@@ -9,7 +9,7 @@ from typing import Literal
 
 import pytest
 
-from metamixer.cli import build_parser, config_from_args
+from metamixer.cli import build_parser, config_from_args, parse_args_with_overrides
 from metamixer.config import (
     ConfigError,
     apply_overrides,
@@ -253,6 +253,21 @@ def test_cli_bad_input_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture
         run_cli(_main)(["--config", str(tmp_path / "missing.yaml")])
     assert info.value.code == 2
     assert capsys.readouterr().err.startswith("error: config file not found")
+
+
+def test_overrides_after_a_list_option_stay_overrides() -> None:
+    """argparse alone gives ``--seeds 1 2 train.lr=0.5`` all three tokens as seeds (and fails on ``type=int``)."""
+    parser = build_parser("ffnet-test-repro")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0])
+    parser.add_argument("--output", default="runs")
+    with pytest.raises(SystemExit):  # the failure being fixed
+        parser.parse_args(["--seeds", "1", "2", "train.lr=0.5"])
+    args = parse_args_with_overrides(parser, ["train.epochs=2", "--seeds", "1", "2", "train.lr=0.5", "--output", "o"])
+    assert args.seeds == [1, 2] and args.output == "o"
+    assert args.overrides == ["train.epochs=2", "train.lr=0.5"]  # command-line order kept
+    assert config_from_args(Cfg, args).train.lr == 0.5
+    args = parse_args_with_overrides(parser, ["--output", "runs/a", "output_dir=x", "model.dims=[64]"])
+    assert args.output == "runs/a" and args.overrides == ["output_dir=x", "model.dims=[64]"]
 
 
 def test_run_cli_maps_exceptions(capsys: pytest.CaptureFixture[str]) -> None:

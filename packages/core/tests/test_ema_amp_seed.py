@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import random
+import warnings
 
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
-from metamixer.amp import autocast, make_grad_scaler, precision_dtype
+from metamixer import amp
+from metamixer.amp import autocast, cpu_runs_fast, make_grad_scaler, precision_dtype
 from metamixer.ema import ModelEMA
 from metamixer.errors import FFNetError
 from metamixer.seed import make_generator, seed_everything, seed_worker
@@ -102,6 +104,7 @@ def test_precision_errors() -> None:
     assert precision_dtype("fp16") is torch.float16
 
 
+@pytest.mark.filterwarnings("ignore:train.precision=:RuntimeWarning")  # the slow-CPU notice, tested in core
 def test_grad_scaler_enabled_only_for_fp16_cuda() -> None:
     assert not make_grad_scaler("fp16", "cpu").is_enabled()
     assert not make_grad_scaler("bf16", "cuda").is_enabled()
@@ -116,6 +119,24 @@ def test_grad_scaler_enabled_only_for_fp16_cuda() -> None:
 # ----------------------------------------------------------------------------------------------- seed
 def _draw() -> tuple[float, float, torch.Tensor]:
     return random.random(), float(np.random.rand()), torch.rand(3)
+
+
+def test_slow_cpu_precision_is_warned_once_per_scaler(monkeypatch: pytest.MonkeyPatch) -> None:
+    """bf16 on a CPU without native kernels ran an FFNet-TS step 10x slower than fp32: the run must say so."""
+    assert cpu_runs_fast("fp32")
+    assert cpu_runs_fast("bf16") == bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())  # torch's own probe
+    monkeypatch.setattr(amp, "cpu_runs_fast", lambda precision: precision == "fp32")
+    with pytest.warns(RuntimeWarning, match=r"train.precision=bf16 on a CPU without native bf16") as caught:
+        make_grad_scaler("bf16", "cpu")
+    assert len(caught) == 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        make_grad_scaler("fp32", "cpu")
+        make_grad_scaler("bf16", "cuda")  # GPU precision is not judged by the CPU's kernels
+    monkeypatch.setattr(amp, "cpu_runs_fast", lambda precision: True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        make_grad_scaler("bf16", "cpu")
 
 
 def test_seed_everything_repeats_all_rngs() -> None:

@@ -34,6 +34,7 @@ from typing import Any
 
 from ffnet_timeseries.config import TSConfig
 from ffnet_timeseries.recipes import HORIZONS, RECIPES, recipe_config
+from metamixer.cli import parse_args_with_overrides
 from metamixer.config import apply_overrides, config_from_dict, config_to_dict
 from metamixer.errors import FFNetError, run_cli
 from metamixer.paths import write_json
@@ -343,6 +344,15 @@ def job_state(root: Path, archive: Path | None, tabled: set[tuple[str, int, int]
     return "new"
 
 
+def _job_config(dataset: str, horizon: int, seed: int, job_dir: Path, overrides: Sequence[str]) -> TSConfig:
+    cfg = recipe_config(dataset, horizon, seed=seed, output_dir=str(job_dir))
+    if overrides:
+        merged = apply_overrides(config_to_dict(cfg), list(overrides), cls=TSConfig, source="command line")
+        cfg = config_from_dict(TSConfig, merged, source="command line")
+    cfg.output_dir = str(job_dir)
+    return cfg
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="ffnet-ts-reproduce", description=__doc__.split("\n\n")[0])
     parser.add_argument("--plan", choices=sorted(PLANS), default=None, help="a predefined job list")
@@ -357,7 +367,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--collect", action="store_true",
                         help="run nothing: write the table from every finished job under --output (after parallel runs)")
     parser.add_argument("overrides", nargs="*", metavar="key.sub=value", help="applied to every job's recipe")
-    args = parser.parse_args(argv)
+    args = parse_args_with_overrides(parser, argv)
     for d in args.datasets:
         if d not in RECIPES:
             raise FFNetError(f"--datasets: no recipe for {d!r}; known: {', '.join(RECIPES)}")
@@ -378,6 +388,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         _write_table(results, table, prior)
         print(render_markdown(summarize(results, prior)), end="", flush=True)
         return 0
+    # every job's recipe + overrides is built now, so a mistyped override stops here, not hours into the list
+    configs = {(d, h, s): _job_config(d, h, s, _job_dir(root, d, h, s), args.overrides) for d, h, s in jobs}
     if args.dry_run:
         tabled = _tabled_seeds(load_archive(archive)[1]) if archive else set()
         states = [job_state(root, archive, tabled, *job) for job in jobs]
@@ -406,11 +418,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"[{i}/{len(jobs)}] {dataset}-{horizon} seed {seed}: already done", flush=True)
             _write_table(results, table, prior_rows)
             continue
-        cfg = recipe_config(dataset, horizon, seed=seed, output_dir=str(job_dir))
-        if args.overrides:
-            merged = apply_overrides(config_to_dict(cfg), args.overrides, cls=TSConfig, source="command line")
-            cfg = config_from_dict(TSConfig, merged, source="command line")
-        cfg.output_dir = str(job_dir)
+        cfg = configs[(dataset, horizon, seed)]
         lock = claim_job(job_dir)
         if lock is None:
             print(f"[{i}/{len(jobs)}] {dataset}-{horizon} seed {seed}: claimed by another process, skipped", flush=True)

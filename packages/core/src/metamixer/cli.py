@@ -8,11 +8,14 @@ overrides, parsed into the app's config dataclass by :mod:`metamixer.config`. Ap
 from __future__ import annotations
 
 import argparse
+import re
+import sys
+from collections.abc import Sequence
 from typing import TypeVar
 
 from metamixer.config import load_config
 
-__all__ = ["build_parser", "config_from_args"]
+__all__ = ["build_parser", "config_from_args", "parse_args_with_overrides"]
 
 T = TypeVar("T")
 
@@ -34,6 +37,24 @@ def build_parser(prog: str, description: str = "") -> argparse.ArgumentParser:
     parser.add_argument("overrides", nargs="*", metavar="key.sub=value",
                         help="config overrides applied after the recipe (values parsed as YAML)")
     return parser
+
+
+_OVERRIDE = re.compile(r"[A-Za-z_]\w*(\.\w+)*=")
+
+
+def parse_args_with_overrides(parser: argparse.ArgumentParser, argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Parse ``argv`` with ``parser``, taking every ``key.sub=value`` token as an override wherever it stands.
+
+    Why: argparse gives a ``nargs="+"`` option every positional that follows it, so ``--seeds 2021
+    train.lr=1e-3`` would read the override as a seed. Tokens of the override shape (a dotted name, ``=``) are
+    lifted out first, in order, and put in ``args.overrides`` ahead of any the parser found itself. The parser
+    needs an ``overrides`` positional (as :func:`build_parser` makes).
+    """
+    tokens = list(sys.argv[1:] if argv is None else argv)
+    lifted = [t for t in tokens if _OVERRIDE.match(t)]
+    args = parser.parse_args([t for t in tokens if not _OVERRIDE.match(t)])
+    args.overrides = lifted + list(getattr(args, "overrides", None) or [])
+    return args
 
 
 def config_from_args(cls: type[T], args: argparse.Namespace) -> T:
