@@ -68,8 +68,8 @@ def cpu_runs_fast(precision: str) -> bool:
 
     Why: without AVX-512 (BF16/FP16) or AMX, PyTorch's bf16/fp16 matmuls on CPU fall back to slow generic code.
     Measured on a 2-core AVX2 EPYC: a bf16 1024^3 ``mm`` at 0.8 GFLOP/s against 73 for fp32, an FFNet-TS training
-    step 10x slower under bf16 autocast; on an AVX-512 EPYC the same step was 1.3x faster than fp32. Unknown
-    (a torch without the probe) counts as fast, so nothing is reported that was not measured by torch itself.
+    step 10x slower under bf16 autocast; on an AVX-512 EPYC the same step was 1.3x faster than fp32. A torch
+    without the probe counts as fast: the notice is given only where torch itself reports no support.
     """
     if precision_dtype(precision) is torch.float32:
         return True
