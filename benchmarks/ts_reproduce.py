@@ -18,17 +18,16 @@ Writes ``<output>/table.md`` and ``table.json`` (archive included), and each pro
 
 from __future__ import annotations
 
-import argparse
 import subprocess
 import sys
 from pathlib import Path
 
 from ffnet_timeseries.reproduce import main as reproduce
-from metamixer.cli import parse_args_with_overrides
+from metamixer.cli import build_parser
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = build_parser("ts_reproduce.py", __doc__.split("\n\n")[0], config=False)  # overrides: passed to every job
     parser.add_argument("--output", default="runs/ts_repro")
     parser.add_argument("--processes", type=int, default=2)
     parser.add_argument("--threads", type=int, default=1, help="intra-op threads per process")
@@ -38,9 +37,7 @@ def main() -> None:
     parser.add_argument("--datasets", nargs="+", default=None, help="an explicit job list instead of the plan")
     parser.add_argument("--horizons", nargs="+", default=None)
     parser.add_argument("--seeds", nargs="+", default=None)
-    parser.add_argument("overrides", nargs="*", metavar="key.sub=value",
-                        help="passed to every job, e.g. train.device=cuda on a GPU machine")
-    args = parse_args_with_overrides(parser)
+    args = parser.parse_args()
     jobs = ["--plan", args.plan]
     if args.datasets:
         jobs = ["--datasets", *args.datasets]

@@ -9,7 +9,7 @@ from typing import Literal
 
 import pytest
 
-from metamixer.cli import build_parser, config_from_args, parse_args_with_overrides
+from metamixer.cli import build_parser, config_from_args
 from metamixer.config import (
     ConfigError,
     apply_overrides,
@@ -257,17 +257,24 @@ def test_cli_bad_input_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture
 
 def test_overrides_after_a_list_option_stay_overrides() -> None:
     """argparse alone gives ``--seeds 1 2 train.lr=0.5`` all three tokens as seeds (and fails on ``type=int``)."""
+    import argparse
+
+    plain = argparse.ArgumentParser()
+    plain.add_argument("--seeds", nargs="+", type=int, default=[0])
+    plain.add_argument("overrides", nargs="*")
+    with pytest.raises(SystemExit):  # the failure being fixed
+        plain.parse_args(["--seeds", "1", "2", "train.lr=0.5"])
     parser = build_parser("ffnet-test-repro")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
     parser.add_argument("--output", default="runs")
-    with pytest.raises(SystemExit):  # the failure being fixed
-        parser.parse_args(["--seeds", "1", "2", "train.lr=0.5"])
-    args = parse_args_with_overrides(parser, ["train.epochs=2", "--seeds", "1", "2", "train.lr=0.5", "--output", "o"])
+    args = parser.parse_args(["train.epochs=2", "--seeds", "1", "2", "train.lr=0.5", "--output", "o"])
     assert args.seeds == [1, 2] and args.output == "o"
     assert args.overrides == ["train.epochs=2", "train.lr=0.5"]  # command-line order kept
     assert config_from_args(Cfg, args).train.lr == 0.5
-    args = parse_args_with_overrides(parser, ["--output", "runs/a", "output_dir=x", "model.dims=[64]"])
+    args = parser.parse_args(["--output", "runs/a", "output_dir=x", "model.dims=[64]"])
     assert args.output == "runs/a" and args.overrides == ["output_dir=x", "model.dims=[64]"]
+    no_config = build_parser("ffnet-test-repro", config=False)
+    assert not hasattr(no_config.parse_args([]), "config") and no_config.parse_args(["a.b=1"]).overrides == ["a.b=1"]
 
 
 def test_run_cli_maps_exceptions(capsys: pytest.CaptureFixture[str]) -> None:

@@ -21,7 +21,6 @@ through lock files in the job folders (each job is trained once) and each rewrit
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
@@ -34,7 +33,7 @@ from typing import Any
 
 from ffnet_timeseries.config import TSConfig
 from ffnet_timeseries.recipes import HORIZONS, RECIPES, recipe_config
-from metamixer.cli import parse_args_with_overrides
+from metamixer.cli import build_parser
 from metamixer.config import apply_overrides, config_from_dict, config_to_dict
 from metamixer.errors import FFNetError, run_cli
 from metamixer.paths import write_json
@@ -354,7 +353,7 @@ def _job_config(dataset: str, horizon: int, seed: int, job_dir: Path, overrides:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="ffnet-ts-reproduce", description=__doc__.split("\n\n")[0])
+    parser = build_parser("ffnet-ts-reproduce", __doc__.split("\n\n")[0], config=False)  # overrides: every job's recipe
     parser.add_argument("--plan", choices=sorted(PLANS), default=None, help="a predefined job list")
     parser.add_argument("--datasets", nargs="+", default=["ETTh1"])
     parser.add_argument("--horizons", nargs="+", type=int, default=list(HORIZONS))
@@ -366,8 +365,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--dry-run", action="store_true", help="list the jobs and exit")
     parser.add_argument("--collect", action="store_true",
                         help="run nothing: write the table from every finished job under --output (after parallel runs)")
-    parser.add_argument("overrides", nargs="*", metavar="key.sub=value", help="applied to every job's recipe")
-    args = parse_args_with_overrides(parser, argv)
+    args = parser.parse_args(argv)
     for d in args.datasets:
         if d not in RECIPES:
             raise FFNetError(f"--datasets: no recipe for {d!r}; known: {', '.join(RECIPES)}")

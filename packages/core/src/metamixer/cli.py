@@ -15,7 +15,7 @@ from typing import TypeVar
 
 from metamixer.config import load_config
 
-__all__ = ["build_parser", "config_from_args", "parse_args_with_overrides"]
+__all__ = ["OverrideParser", "build_parser", "config_from_args"]
 
 T = TypeVar("T")
 
@@ -25,36 +25,40 @@ _EPILOG = (
 )
 
 
-def build_parser(prog: str, description: str = "") -> argparse.ArgumentParser:
-    """Return an ArgumentParser with ``--config PATH`` and positional ``overrides`` (``key.sub=value``).
-
-    Overrides are positional (not ``--key value``) so they compose with any config schema without the parser
-    knowing it; :func:`config_from_args` validates them against the dataclass.
-    """
-    parser = argparse.ArgumentParser(prog=prog, description=description, epilog=_EPILOG)
-    parser.add_argument("--config", "-c", metavar="PATH", default=None,
-                        help="YAML recipe; omitted keys keep their defaults")
-    parser.add_argument("overrides", nargs="*", metavar="key.sub=value",
-                        help="config overrides applied after the recipe (values parsed as YAML)")
-    return parser
-
-
 _OVERRIDE = re.compile(r"[A-Za-z_]\w*(\.\w+)*=")
 
 
-def parse_args_with_overrides(parser: argparse.ArgumentParser, argv: Sequence[str] | None = None) -> argparse.Namespace:
-    """Parse ``argv`` with ``parser``, taking every ``key.sub=value`` token as an override wherever it stands.
+class OverrideParser(argparse.ArgumentParser):
+    """An ArgumentParser that takes every ``key.sub=value`` token as an override, wherever it stands.
 
-    Why: argparse gives a ``nargs="+"`` option every positional that follows it, so ``--seeds 2021
-    train.lr=1e-3`` would read the override as a seed. Tokens of the override shape (a dotted name, ``=``) are
-    lifted out first, in order, and put in ``args.overrides`` ahead of any the parser found itself. The parser
-    needs an ``overrides`` positional (as :func:`build_parser` makes).
+    Why: plain argparse gives a ``nargs="+"`` option every positional that follows it, so ``--seeds 2021
+    train.lr=1e-3`` would read the override as a seed. Tokens of the override shape (a dotted name, then ``=``) are
+    lifted out before parsing, in order, into ``args.overrides``. An option whose value itself looks like that takes
+    the ``--option=value`` form.
     """
-    tokens = list(sys.argv[1:] if argv is None else argv)
-    lifted = [t for t in tokens if _OVERRIDE.match(t)]
-    args = parser.parse_args([t for t in tokens if not _OVERRIDE.match(t)])
-    args.overrides = lifted + list(getattr(args, "overrides", None) or [])
-    return args
+
+    def parse_known_args(self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None):  # noqa: ANN201
+        tokens = list(sys.argv[1:] if args is None else args)
+        lifted = [t for t in tokens if _OVERRIDE.match(t)]
+        parsed, extra = super().parse_known_args([t for t in tokens if not _OVERRIDE.match(t)], namespace)
+        parsed.overrides = lifted + list(getattr(parsed, "overrides", None) or [])
+        return parsed, extra
+
+
+def build_parser(prog: str, description: str = "", config: bool = True) -> OverrideParser:
+    """Return a parser with ``--config PATH`` (unless ``config=False``) and positional ``overrides`` (``key.sub=value``).
+
+    Overrides are positional (not ``--key value``) so they compose with any config schema without the parser
+    knowing it; :func:`config_from_args` validates them against the dataclass. They may stand anywhere on the
+    command line (see :class:`OverrideParser`).
+    """
+    parser = OverrideParser(prog=prog, description=description, epilog=_EPILOG)
+    if config:
+        parser.add_argument("--config", "-c", metavar="PATH", default=None,
+                            help="YAML recipe; omitted keys keep their defaults")
+    parser.add_argument("overrides", nargs="*", metavar="key.sub=value",
+                        help="config overrides applied after the recipe (values parsed as YAML)")
+    return parser
 
 
 def config_from_args(cls: type[T], args: argparse.Namespace) -> T:
