@@ -104,6 +104,22 @@ def test_evaluate_writes_json_and_plot_and_rejects_wrong_variable_count(tmp_path
     assert len(err) == 1 and err[0].startswith("error:") and "wide.csv" in err[0]
 
 
+def test_eval_console_script_in_a_fresh_process_scores_the_checkpoint(tmp_path: Path) -> None:
+    """`ffnet-ts-eval` in a new interpreter: its first use of the native kernels is under no_grad (a crash once,
+    hidden from in-process tests by kernels already loaded with grad on)."""
+    import subprocess
+    import sys
+
+    result = train(_tiny(tmp_path, "run", epochs=1), quiet=True)
+    script = Path(sys.executable).with_name("ffnet-ts-eval")
+    proc = subprocess.run([str(script), "--checkpoint", str(tmp_path / "run" / "best.pth"), "--output",
+                           str(tmp_path / "ev")], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr and "unavailable" not in proc.stderr, proc.stderr
+    scored = json.loads((tmp_path / "ev" / "eval.json").read_text())
+    assert scored["metrics_scaled"]["mse"] == pytest.approx(result.test["mse"], rel=1e-5)
+
+
 def test_train_cli_bad_inputs_give_one_line(tmp_path: Path, capsys) -> None:
     bad = tmp_path / "bad.csv"
     pd.read_csv(_csv(tmp_path / "ok.csv")).drop(columns=["OT"]).to_csv(bad, index=False)

@@ -233,3 +233,33 @@ def test_disabled_turns_every_kernel_getter_off_and_back_on() -> None:
             assert all(getter() is None for getter in getters)
         assert all(getter() is None for getter in getters)
     assert [getter() for getter in getters] == before
+
+
+@pytest.mark.parametrize("mode", ["torch.no_grad()", "torch.inference_mode()"])
+def test_first_use_in_a_fresh_process_under_no_grad_or_inference_mode(mode: str) -> None:
+    """The self-checks use autograd; an evaluation script's first call sits under no_grad / inference_mode. In a
+    fresh interpreter (nothing warmed the kernels up with grad on) every getter must give what it gives in grad
+    mode, and leave the caller's grad mode as it was."""
+    import subprocess
+    import sys
+
+    code = (
+        "import json, torch\n"
+        "from metamixer import native\n"
+        "getters = (native.ffn_gelu_kernels, native.small_bmm_kernel, native.dwconv_kernels)\n"
+        f"with {mode}:\n"
+        "    under = [g() is not None for g in getters]\n"
+        "    mode = [torch.is_grad_enabled(), torch.is_inference_mode_enabled()]\n"
+        "native._loaded.clear()\n"
+        "print(json.dumps({'under': under, 'grad_mode': [g() is not None for g in getters], 'mode': mode}))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "unavailable" not in proc.stderr, proc.stderr
+    import json
+
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["under"] == result["grad_mode"]
+    assert result["mode"] == [False, mode == "torch.inference_mode()"]
+    if native._compiler() is not None:
+        assert result["under"][0], "ffn_gelu kernels must build and self-check under " + mode

@@ -290,6 +290,8 @@ class DwConvKernels:
         channels, batch, length = self._check(x, k, weight)
         if bias is not None:
             _check_float32(bias)
+            if bias.numel() != channels:
+                raise ValueError(f"dwconv: bias must hold {channels} values (one per channel), got {tuple(bias.shape)}")
         out = x.new_empty(channels, batch, length)
         bias_ptr = bias.data_ptr() if bias is not None else None
         self._channels(lambda begin, end: self._forward(
@@ -402,8 +404,11 @@ def _load(source: str, wrapper, self_check):  # noqa: ANN001, ANN202
         if os.environ.get("FFNET_NATIVE", "1") != "0" and os.name == "posix":
             try:
                 result = wrapper(ctypes.CDLL(str(build_library(_SOURCE_DIR / source))))
-                self_check(result)
-            except (NativeBuildError, OSError, AttributeError) as exc:
+                # the self-checks compare against autograd: the caller's first use may sit under no_grad() or
+                # inference_mode() (an evaluation script), which must neither break the check nor be changed by it
+                with torch.inference_mode(False), torch.enable_grad():
+                    self_check(result)
+            except (NativeBuildError, OSError, AttributeError, RuntimeError) as exc:
                 _LOG.warning("metamixer: fused C kernels (%s) unavailable, using the PyTorch path (%s)", source, exc)
                 result = None
         _loaded[source] = result
