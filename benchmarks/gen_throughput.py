@@ -23,7 +23,7 @@ import torch
 from ffnet_generation import create_model
 from ffnet_generation.diffusion import create_diffusion
 from ffnet_generation.evaluate import model_info
-from metamixer.amp import autocast
+from metamixer.train.amp import autocast
 
 
 def _sync(device: torch.device) -> None:

@@ -6,7 +6,7 @@
 One synthetic room is voxelized at 2 cm and sphere-cropped to exactly ``--points`` points (default 100,000),
 then ``--reps`` timed training steps (forward, CE loss, backward) follow one warm-up step. Peak memory is the
 process's peak RSS growth over the import baseline (CPU) or ``torch.cuda.max_memory_allocated`` (GPU).
-Note: spconv's CPU kernels always run single-threaded (metamixer.sparse guards them; they race with more
+Note: spconv's CPU kernels always run single-threaded (metamixer.nn.sparse guards them; they race with more
 threads), so the thread count only speeds up the dense parts (Linear, LayerNorm, BN, GELU).
 """
 

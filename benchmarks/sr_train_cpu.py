@@ -22,7 +22,7 @@ from ffnet_sr.evaluate import (
 )
 from ffnet_sr.quickstart import quickstart_overrides
 from ffnet_sr.train import train
-from metamixer.config import load_config
+from metamixer.train.config import load_config
 
 
 def main() -> None:

@@ -23,7 +23,7 @@ import sys
 from pathlib import Path
 
 from ffnet_timeseries.reproduce import main as reproduce
-from metamixer.cli import build_parser
+from metamixer.train.cli import build_parser
 
 
 def main() -> None:

@@ -15,7 +15,7 @@
    authors' formulation: grouped ``Conv1d``, native depthwise ``conv1d``, ``F.dropout``). Prints seconds per
    step (median over ``--repeats`` rounds that run every variant once), the speed-up ratios and the activation memory each keeps for the backward pass (MiB of tensors saved by
    autograd). The allocator is tuned as in training
-   (``metamixer.malloc.keep_freed_memory``) unless ``--default-malloc``.
+   (``metamixer.train.allocator.keep_freed_memory``) unless ``--default-malloc``.
 """
 
 from __future__ import annotations
@@ -31,10 +31,10 @@ import torch.nn.functional as F
 
 from ffnet_timeseries import create_model
 from ffnet_timeseries.models import DepthwiseConv1dToeplitz, ffnet_ts
-from metamixer import native
-from metamixer.fastconv import toeplitz_depthwise_conv1d
-from metamixer.malloc import keep_freed_memory
-from metamixer.native import ffn_gelu_kernels
+from metamixer.kernels import native
+from metamixer.kernels.fastconv import toeplitz_depthwise_conv1d
+from metamixer.kernels.native import ffn_gelu_kernels
+from metamixer.train.allocator import keep_freed_memory
 
 
 def _time(fn, repeats: int) -> float:
@@ -53,7 +53,7 @@ def main() -> None:
     parser.add_argument("--n-vars", type=int, default=7, help="variables (7: ETT; 21 with --ffn-ratio 12 --batch 256: Weather)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--default-malloc", action="store_true",
-                        help="leave glibc's allocator as is (training calls metamixer.malloc.keep_freed_memory)")
+                        help="leave glibc's allocator as is (training calls metamixer.train.allocator.keep_freed_memory)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     malloc_tuned = False if args.default_malloc else keep_freed_memory()

@@ -44,7 +44,7 @@ def test_implemented_count_equals_torch_flop_counter(floor) -> None:
     """With the C kernels off every product is a torch op the flop counter sees; the analytic count of what our
     code runs (dense Toeplitz products, the FFN recompute) must match it exactly."""
     from ffnet_timeseries import create_model
-    from metamixer import native
+    from metamixer.kernels import native
 
     torch.manual_seed(0)
     model = create_model(5, 96, 24, ffn_ratio=3)

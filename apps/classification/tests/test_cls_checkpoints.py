@@ -11,7 +11,7 @@ import torch
 
 from ffnet_classification import create_model
 from ffnet_classification.models.registry import load_model
-from metamixer.errors import FFNetError
+from metamixer.train.errors import FFNetError
 
 MANIFESTS = Path(__file__).parent / "manifests"
 

@@ -18,7 +18,7 @@ from ffnet_classification.data import (
     build_dataset,
     load_rgb,
 )
-from metamixer.errors import FFNetError
+from metamixer.train.errors import FFNetError
 
 
 def _img(path: Path, mode: str = "RGB", size: tuple[int, int] = (20, 12), color=None) -> Path:

@@ -13,8 +13,8 @@ import torch
 
 from ffnet_classification import create_model
 from ffnet_classification.models import FFNet, FFNetFeatures
-from metamixer.errors import FFNetError
-from metamixer.flops import count_macs
+from metamixer.nn.flops import count_macs
+from metamixer.train.errors import FFNetError
 
 MANIFESTS = Path(__file__).parent / "manifests"
 VARIANTS = ["ffnet_1", "ffnet_2", "ffnet_3", "ffnet_4"]

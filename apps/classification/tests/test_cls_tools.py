@@ -10,8 +10,8 @@ from PIL import Image
 
 from ffnet_classification import create_model
 from ffnet_classification.config import TrainConfig
-from metamixer.checkpoint import save_checkpoint
-from metamixer.config import config_from_dict, load_config
+from metamixer.train.checkpoint import save_checkpoint
+from metamixer.train.config import config_from_dict, load_config
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 TINY = {"widths": [16, 32, 64, 128], "depths": [1, 1, 1, 1], "stem_dim": 8}

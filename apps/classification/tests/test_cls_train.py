@@ -12,7 +12,7 @@ import torch
 
 from ffnet_classification.config import TrainConfig
 from ffnet_classification.train import main, run
-from metamixer.config import load_config
+from metamixer.train.config import load_config
 
 pytest.importorskip("sklearn")
 
@@ -108,7 +108,7 @@ def test_cli_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[s
 
 
 def test_class_count_mismatch(digits: Path, tmp_path: Path) -> None:
-    from metamixer.errors import FFNetError
+    from metamixer.train.errors import FFNetError
 
     with pytest.raises(FFNetError, match="num_classes=5 but .* has 10 classes"):
         run(cfg_for(digits, tmp_path / "x", "model.num_classes=5"))

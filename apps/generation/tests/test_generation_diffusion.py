@@ -19,7 +19,7 @@ from ffnet_generation.diffusion import (
     space_timesteps,
 )
 from ffnet_generation.diffusion.likelihood import discretized_gaussian_log_likelihood, normal_kl
-from metamixer.errors import FFNetError
+from metamixer.train.errors import FFNetError
 
 
 def test_linear_schedule_endpoints_and_alpha_bar():

@@ -19,7 +19,7 @@ from ffnet_generation.metrics.fid import (
     trace_sqrt_product,
 )
 from ffnet_generation.metrics.inception import FIDInceptionV3, load_fid_inception
-from metamixer.errors import FFNetError
+from metamixer.train.errors import FFNetError
 
 
 def _random_psd(d, rank=None, seed=0):

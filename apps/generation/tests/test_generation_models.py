@@ -8,10 +8,10 @@ import torch
 from ffnet_generation import create_model, list_models
 from ffnet_generation.models.attention import DownsampledTokenAttention
 from ffnet_generation.models.ffn import RepConvFFN
-from metamixer.blocks import FFNifiedAttention
-from metamixer.errors import FFNetError
-from metamixer.flops import count_macs, count_params
-from metamixer.reparam import ConvBN, RepDWConv, count_fusable
+from metamixer.nn.blocks import FFNifiedAttention
+from metamixer.nn.flops import count_macs, count_params
+from metamixer.nn.reparam import ConvBN, RepDWConv, count_fusable
+from metamixer.train.errors import FFNetError
 
 
 def _randomize(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:

@@ -16,8 +16,8 @@ from ffnet_generation.quickstart import run_quickstart
 from ffnet_generation.sample import cli as sample_cli
 from ffnet_generation.train import cli as train_cli
 from ffnet_generation.train import train
-from metamixer.checkpoint import load_checkpoint
-from metamixer.errors import FFNetError
+from metamixer.train.checkpoint import load_checkpoint
+from metamixer.train.errors import FFNetError
 
 
 def _tiny_cfg(out, steps, **train_kw) -> GenerationConfig:

@@ -13,7 +13,7 @@ from ffnet_pointcloud.data.ply import read_ply, write_ply
 from ffnet_pointcloud.data.synthetic import SYNTH_CLASSES, make_scene, write_scene
 from ffnet_pointcloud.preprocess import main as preprocess_main
 from ffnet_pointcloud.preprocess import mesh_vertex_normals
-from metamixer.errors import FFNetError, run_cli
+from metamixer.train.errors import FFNetError, run_cli
 
 
 def _scene(n: int = 40, seed: int = 0) -> dict:

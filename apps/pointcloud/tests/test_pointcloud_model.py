@@ -9,8 +9,8 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import pytest
 import torch
 
-from metamixer.errors import FFNetError
-from metamixer.sparse import spconv_available
+from metamixer.nn.sparse import spconv_available
+from metamixer.train.errors import FFNetError
 
 pytestmark = pytest.mark.skipif(
     not spconv_available(), reason="spconv not installed (pip install metamixer[sparse])"

@@ -9,7 +9,7 @@ import pytest
 
 from ffnet_pointcloud.config import Config
 from ffnet_pointcloud.data.transforms import build_transforms
-from metamixer.config import load_config
+from metamixer.train.config import load_config
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 

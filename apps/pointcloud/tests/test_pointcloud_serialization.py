@@ -16,7 +16,7 @@ from ffnet_pointcloud.serialization import (
     z_order_encode,
 )
 from ffnet_pointcloud.structure import Point
-from metamixer.errors import FFNetError
+from metamixer.train.errors import FFNetError
 
 
 def _full_grid(depth: int) -> torch.Tensor:

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from metamixer.sparse import spconv_available
+from metamixer.nn.sparse import spconv_available
 
 pytestmark = pytest.mark.skipif(
     not spconv_available(), reason="spconv not installed (pip install metamixer[sparse])"

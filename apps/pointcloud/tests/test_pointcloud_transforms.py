@@ -10,7 +10,7 @@ from ffnet_pointcloud.config import s3dis_tta_views, scannet_train_pipeline, sca
 from ffnet_pointcloud.data.collate import collate_scenes
 from ffnet_pointcloud.data.synthetic import make_scene
 from ffnet_pointcloud.data.transforms import GridSample, SphereCrop, build_transforms, set_rng
-from metamixer.errors import FFNetError
+from metamixer.train.errors import FFNetError
 
 
 def _cloud(n: int = 3000, seed: int = 0) -> dict:

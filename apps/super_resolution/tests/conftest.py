@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from metamixer.paths import data_root
+from metamixer.train.datadir import data_root
 
 
 @pytest.fixture(autouse=True)
@@ -30,7 +30,7 @@ def sr_data() -> Path:
 
 @pytest.fixture(scope="session")
 def official_manifests() -> Path:
-    from metamixer.paths import find_repo_root
+    from metamixer.train.datadir import find_repo_root
 
     repo = find_repo_root()
     candidates = [Path(repo).parent / "shared" / "reference" / "official_state_dicts"] if repo else []

@@ -9,7 +9,7 @@ import torch
 from ffnet_sr.data.dataset import SRTrainDataset, StepBatchSampler, find_lr_dir, mod_crop, to_rgb
 from ffnet_sr.data.io import read_rgb_or_grey
 from ffnet_sr.imresize import imresize
-from metamixer.errors import FFNetError
+from metamixer.train.errors import FFNetError
 
 
 def test_generated_lr_patch_equals_full_image_downscale(sr_data):

@@ -9,7 +9,7 @@ import torch
 
 from ffnet_sr import create_model
 from ffnet_sr.evaluate import cli as eval_cli
-from metamixer.checkpoint import save_checkpoint
+from metamixer.train.checkpoint import save_checkpoint
 
 
 def test_eval_bicubic_json(tmp_path, sr_data, capsys):

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from ffnet_sr import create_model
 from ffnet_sr.evaluate import load_model_for_inference
 from ffnet_sr.models import model_from_state_dict
-from metamixer.errors import FFNetError
+from metamixer.train.errors import FFNetError
 
 PARAMS = {
     ("ffnetsr_light", 2): 1_789_452,

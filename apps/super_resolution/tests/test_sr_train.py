@@ -10,8 +10,8 @@ import torch
 from ffnet_sr.config import SRConfig
 from ffnet_sr.train import cli as train_cli
 from ffnet_sr.train import cosine_lr_lambda, train
-from metamixer.checkpoint import load_checkpoint
-from metamixer.config import load_config
+from metamixer.train.checkpoint import load_checkpoint
+from metamixer.train.config import load_config
 
 
 def _tiny_cfg(out, extra=()):

@@ -12,7 +12,7 @@ from ffnet_sr.data.io import read_image
 from ffnet_sr.data.png16 import read_png16, write_png16
 from ffnet_sr.inference import forward_self_ensemble, forward_tiled, receptive_radius
 from ffnet_sr.upscale import cli as upscale_cli
-from metamixer.checkpoint import save_checkpoint
+from metamixer.train.checkpoint import save_checkpoint
 
 
 @pytest.fixture(scope="module")

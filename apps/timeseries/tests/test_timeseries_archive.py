@@ -12,7 +12,7 @@ import pytest
 
 from ffnet_timeseries.reproduce import load_archive, render_markdown, summarize
 from ffnet_timeseries.reproduce import main as reproduce_main
-from metamixer.errors import FFNetError
+from metamixer.train.errors import FFNetError
 
 
 def _run(seed: int, mse: float, dataset: str = "ETTm1", horizon: int = 96, **train: object) -> dict:
@@ -87,7 +87,7 @@ def test_a_job_in_the_archive_is_not_trained_again(tmp_path: Path, capsys: pytes
 def test_dry_run_tells_what_each_job_would_do(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     import torch
 
-    from metamixer.checkpoint import save_checkpoint
+    from metamixer.train.checkpoint import save_checkpoint
 
     out, archive = tmp_path / "runs", tmp_path / "archive"
     archive.mkdir()

@@ -11,8 +11,8 @@ import torch
 
 from ffnet_timeseries.data import WindowLoader, load_forecast_data, split_borders
 from ffnet_timeseries.engine import evaluate_split
-from metamixer.errors import FFNetError
-from metamixer.paths import data_root
+from metamixer.train.datadir import data_root
+from metamixer.train.errors import FFNetError
 
 ETTH1 = data_root() / "ts" / "ETT-small" / "ETTh1.csv"
 needs_etth1 = pytest.mark.skipif(not ETTH1.exists(), reason=f"ETTh1 not found at {ETTH1} (set FFNET_DATA)")

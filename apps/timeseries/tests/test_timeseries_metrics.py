@@ -10,7 +10,7 @@ import torch
 
 from ffnet_timeseries.metrics import MetricAccumulator, forecast_metrics
 from ffnet_timeseries.schedule import lr_at_epoch
-from metamixer.errors import FFNetError
+from metamixer.train.errors import FFNetError
 
 
 def test_metric_values_by_hand() -> None:

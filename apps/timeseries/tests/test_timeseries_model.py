@@ -14,7 +14,7 @@ import torch
 from ffnet_timeseries import create_model
 from ffnet_timeseries.models import DepthwiseConv1dToeplitz
 from ffnet_timeseries.weights import load_official_weights, split_dead_keys
-from metamixer.errors import FFNetError
+from metamixer.train.errors import FFNetError
 
 MANIFESTS = Path(__file__).parent / "manifests"
 # (n_vars, ffn_ratio, pred_len) of each official manifest (fact sheet §3.2/§3.3)
@@ -162,7 +162,7 @@ def code_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -
     GPUs take (``_ffn`` declines, native depthwise ``conv1d``), so the GPU code path is checked on CI's CPU."""
     if request.param == "generic_paths":
         from ffnet_timeseries.models import ffnet_ts
-        from metamixer import fastconv
+        from metamixer.kernels import fastconv
 
         monkeypatch.setattr(ffnet_ts, "_ffn", lambda *args, **kwargs: None)
         monkeypatch.setattr(fastconv, "prefer_toeplitz", lambda *args, **kwargs: False)

@@ -19,10 +19,10 @@ from ffnet_timeseries.recipes import HORIZONS, RECIPES, recipe_config
 from ffnet_timeseries.reproduce import claim_job, plan_paper_jobs, render_markdown, summarize
 from ffnet_timeseries.reproduce import main as reproduce_main
 from ffnet_timeseries.train import cli as train_cli
-from metamixer.checkpoint import load_checkpoint
-from metamixer.config import load_config
-from metamixer.errors import FFNetError
-from metamixer.paths import data_root
+from metamixer.train.checkpoint import load_checkpoint
+from metamixer.train.config import load_config
+from metamixer.train.datadir import data_root
+from metamixer.train.errors import FFNetError
 
 RECIPE_DIR = Path(__file__).resolve().parents[1] / "recipes"
 ETTH1 = data_root() / "ts" / "ETT-small" / "ETTh1.csv"
@@ -250,7 +250,7 @@ def test_evaluate_official_style_weights_with_dead_keys(tmp_path: Path) -> None:
     official["model.te_patch.0.weight"] = torch.zeros(4, 1, 4)  # a never-used module, as in the authors' files
     official["model.lat_layer.0.bias"] = torch.zeros(8)
     torch.save(official, tmp_path / "official.pth")
-    from metamixer.config import save_config
+    from metamixer.train.config import save_config
 
     save_config(cfg, tmp_path / "recipe.yaml")
     res = evaluate_checkpoint(None, config=tmp_path / "recipe.yaml", weights=tmp_path / "official.pth")

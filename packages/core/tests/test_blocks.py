@@ -4,7 +4,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from metamixer.blocks import (
+from metamixer.nn.blocks import (
     ConvFFN,
     FFNetBlock,
     FFNifiedAttention,
@@ -13,8 +13,8 @@ from metamixer.blocks import (
     Residual,
     ffnet_block,
 )
-from metamixer.layers import DropPath, LayerNormChannelsFirst, LayerScale, drop_path, linear_ramp
-from metamixer.reparam import reparameterize
+from metamixer.nn.layers import DropPath, LayerNormChannelsFirst, LayerScale, drop_path, linear_ramp
+from metamixer.nn.reparam import reparameterize
 
 
 def test_ffnified_attention_is_fc_dw_gelu_dw():

@@ -13,8 +13,8 @@ import pytest
 import torch
 from torch import nn
 
-from metamixer.amp import make_grad_scaler
-from metamixer.checkpoint import (
+from metamixer.train.amp import make_grad_scaler
+from metamixer.train.checkpoint import (
     CHECKPOINT_FORMAT,
     extract_state_dict,
     load_checkpoint,
@@ -23,8 +23,8 @@ from metamixer.checkpoint import (
     restore_checkpoint,
     save_checkpoint,
 )
-from metamixer.ema import ModelEMA
-from metamixer.errors import FFNetError
+from metamixer.train.ema import ModelEMA
+from metamixer.train.errors import FFNetError
 
 
 # ------------------------------------------------------------------------------------- exact resume

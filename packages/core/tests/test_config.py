@@ -9,8 +9,8 @@ from typing import Literal
 
 import pytest
 
-from metamixer.cli import build_parser, config_from_args
-from metamixer.config import (
+from metamixer.train.cli import build_parser, config_from_args
+from metamixer.train.config import (
     ConfigError,
     apply_overrides,
     config_from_dict,
@@ -18,7 +18,7 @@ from metamixer.config import (
     load_config,
     save_config,
 )
-from metamixer.errors import FFNetError, run_cli
+from metamixer.train.errors import FFNetError, run_cli
 
 
 @dataclass

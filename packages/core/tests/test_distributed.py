@@ -13,7 +13,7 @@ import pytest
 import torch
 from torch import nn
 
-from metamixer.distributed import (
+from metamixer.train.distributed import (
     all_gather_object,
     all_reduce_mean,
     barrier,
@@ -25,14 +25,14 @@ from metamixer.distributed import (
     unwrap_model,
     wrap_ddp,
 )
-from metamixer.errors import FFNetError
+from metamixer.train.errors import FFNetError
 
 WORKER = textwrap.dedent(
     """
     import sys
     import torch
     from torch import nn
-    from metamixer.distributed import (all_gather_object, all_reduce_mean, barrier, cleanup_distributed,
+    from metamixer.train.distributed import (all_gather_object, all_reduce_mean, barrier, cleanup_distributed,
                                        get_rank, get_world_size, init_distributed, is_main_process,
                                        unwrap_model, wrap_ddp)
 

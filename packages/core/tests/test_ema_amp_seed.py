@@ -10,11 +10,11 @@ import pytest
 import torch
 from torch import nn
 
-from metamixer import amp
-from metamixer.amp import autocast, cpu_runs_fast, make_grad_scaler, precision_dtype
-from metamixer.ema import ModelEMA
-from metamixer.errors import FFNetError
-from metamixer.seed import make_generator, seed_everything, seed_worker
+from metamixer.train import amp
+from metamixer.train.amp import autocast, cpu_runs_fast, make_grad_scaler, precision_dtype
+from metamixer.train.ema import ModelEMA
+from metamixer.train.errors import FFNetError
+from metamixer.train.seed import make_generator, seed_everything, seed_worker
 
 
 # ------------------------------------------------------------------------------------------------ EMA

@@ -1,11 +1,11 @@
-"""metamixer.layers.fast_dropout: an unbiased inverted dropout with p quantized to 1/65536, seeded by torch."""
+"""metamixer.kernels.dropout.fast_dropout: an unbiased inverted dropout with p quantized to 1/65536, seeded by torch."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from metamixer.layers import FastDropout, fast_dropout
+from metamixer.kernels.dropout import FastDropout, fast_dropout
 
 
 @pytest.mark.parametrize("p", [0.1, 0.3, 0.7, 0.85])

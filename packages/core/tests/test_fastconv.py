@@ -1,4 +1,4 @@
-"""metamixer.fastconv: depthwise conv1d as per-channel Toeplitz matmuls equals F.conv1d, forward and backward."""
+"""metamixer.kernels.fastconv: depthwise conv1d as per-channel Toeplitz matmuls equals F.conv1d, forward and backward."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from metamixer.fastconv import (
+from metamixer.kernels.fastconv import (
     DepthwiseConv1dToeplitz,
     depthwise_conv1d_cbl,
     prefer_toeplitz,
@@ -83,7 +83,7 @@ def test_channel_major_depthwise_equals_conv1d(length: int, kernel: int, mode: s
 
 def _avx512_kernel_or_skip(source: str = "small_bmm.c") -> None:
     """Skip only where no compiler exists or it does not target AVX-512; a build that fails is a test failure."""
-    from metamixer import native
+    from metamixer.kernels import native
 
     if native._compiler() is None:
         pytest.skip("no C compiler")
@@ -135,7 +135,7 @@ def test_c_product_kernel_is_not_used_for_other_dtypes() -> None:
 def test_direct_c_loop_equals_conv1d(batch: int, length: int, kernel: int, with_bias: bool) -> None:
     """The short-kernel C loop (forward; input gradient as the reversed kernel; weight and bias gradients) on a
     channel-major view with strided channels == F.conv1d on [B, C, L]; rows shorter than the kernel included."""
-    from metamixer.fastconv import direct_depthwise_conv1d_cbl
+    from metamixer.kernels.fastconv import direct_depthwise_conv1d_cbl
 
     _avx512_kernel_or_skip("dwconv_small.c")
     torch.manual_seed(0)
@@ -155,7 +155,7 @@ def test_direct_c_loop_equals_conv1d(batch: int, length: int, kernel: int, with_
 
 
 def test_direct_c_loop_declines_long_or_even_kernels_and_long_rows() -> None:
-    from metamixer.fastconv import DIRECT_MAX_KERNEL, direct_depthwise_conv1d_cbl
+    from metamixer.kernels.fastconv import DIRECT_MAX_KERNEL, direct_depthwise_conv1d_cbl
 
     x = torch.randn(3, 4, 48)
     assert direct_depthwise_conv1d_cbl(x, torch.randn(3, 1, DIRECT_MAX_KERNEL + 2), None) is None

@@ -8,9 +8,9 @@ import pytest
 import torch
 from torch import nn
 
-from metamixer.errors import FFNetError
-from metamixer.flops import count_macs, count_params
-from metamixer.paths import data_path, data_root, find_repo_root
+from metamixer.nn.flops import count_macs, count_params
+from metamixer.train.datadir import data_path, data_root, find_repo_root
+from metamixer.train.errors import FFNetError
 
 
 def test_count_params_hand_computed() -> None:
@@ -91,7 +91,7 @@ def test_default_root_found_from_cwd(tmp_path: Path, monkeypatch: pytest.MonkeyP
     monkeypatch.chdir(repo / "apps" / "sub")
     assert find_repo_root(Path.cwd()) == repo.resolve()
     monkeypatch.delenv("FFNET_DATA", raising=False)
-    import metamixer.paths as paths
+    import metamixer.train.datadir as paths
 
     monkeypatch.setattr(paths, "__file__", str(tmp_path / "site-packages" / "metamixer" / "paths.py"))
     assert data_root() == (tmp_path / "shared" / "data").resolve()
@@ -99,7 +99,7 @@ def test_default_root_found_from_cwd(tmp_path: Path, monkeypatch: pytest.MonkeyP
 
 def test_count_macs_counts_cpu_attention():
     """F.scaled_dot_product_attention on CPU: QK^T (n*n*d) and AV (n*n*d) MACs per head and batch."""
-    from metamixer.flops import count_macs
+    from metamixer.nn.flops import count_macs
 
     class Attn(torch.nn.Module):
         def forward(self, q, k, v):
@@ -113,7 +113,7 @@ def test_count_macs_counts_cpu_attention():
 def test_write_json_is_atomic_and_creates_folders(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import json
 
-    from metamixer.paths import write_json
+    from metamixer.train.results import write_json
 
     target = tmp_path / "a" / "b" / "result.json"
     assert write_json(target, {"mse": 0.5}) == target

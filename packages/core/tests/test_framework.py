@@ -3,8 +3,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from metamixer.blocks import FFNifiedAttention
-from metamixer.framework import (
+from metamixer.nn.blocks import FFNifiedAttention
+from metamixer.nn.framework import (
     MetaMixer,
     convnext_block,
     ffn,

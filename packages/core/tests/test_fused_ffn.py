@@ -1,4 +1,4 @@
-"""metamixer.fused_ffn.grouped_ffn: the cache-sliced FFN equals the whole-tensor FFN, forward and backward."""
+"""metamixer.kernels.fused_ffn.grouped_ffn: the cache-sliced FFN equals the whole-tensor FFN, forward and backward."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import pytest
 import torch
 from torch import nn
 
-from metamixer import native
-from metamixer.fused_ffn import grouped_ffn, grouped_ffn_reference, slice_length
-from metamixer.layers import dropout_keep_mask
+from metamixer.kernels import native
+from metamixer.kernels.dropout import dropout_keep_mask
+from metamixer.kernels.fused_ffn import grouped_ffn, grouped_ffn_reference, slice_length
 
 # (G1 groups of conv1, C1 channels per group, P groups of conv2, Q hidden units per (group, p), C2, regroup)
 LAYOUTS = {

@@ -10,7 +10,7 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from metamixer.logger import RunLogger
+from metamixer.train.logger import RunLogger
 
 
 def _events(run_dir: Path) -> EventAccumulator:

@@ -1,4 +1,4 @@
-"""metamixer.malloc.keep_freed_memory: active on Linux/glibc, idempotent, and opt-out by environment."""
+"""metamixer.train.allocator.keep_freed_memory: active on Linux/glibc, idempotent, and opt-out by environment."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from metamixer.malloc import keep_freed_memory
+from metamixer.train.allocator import keep_freed_memory
 
 GLIBC = sys.platform.startswith("linux") and os.confstr("CS_GNU_LIBC_VERSION") is not None
 
@@ -16,7 +16,7 @@ GLIBC = sys.platform.startswith("linux") and os.confstr("CS_GNU_LIBC_VERSION") i
 @pytest.mark.skipif(not GLIBC, reason="mallopt tuning exists only on glibc")
 def test_active_on_glibc_idempotent_and_opt_out() -> None:
     assert keep_freed_memory() is True and keep_freed_memory() is True
-    code = "from metamixer.malloc import keep_freed_memory as k; print(k())"
+    code = "from metamixer.train.allocator import keep_freed_memory as k; print(k())"
     env = {**os.environ, "FFNET_KEEP_FREED_MEMORY": "0"}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
@@ -24,7 +24,7 @@ def test_active_on_glibc_idempotent_and_opt_out() -> None:
 
 _STEP_FAULTS = """
 import resource, sys, torch
-from metamixer.malloc import keep_freed_memory
+from metamixer.train.allocator import keep_freed_memory
 if sys.argv[1] == "tuned":
     assert keep_freed_memory()
 torch.set_num_threads(1)

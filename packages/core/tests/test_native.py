@@ -1,4 +1,4 @@
-"""metamixer.native: the fused C kernels are accurate, thread-split safe, built once, and fail soft."""
+"""metamixer.kernels.native: the fused C kernels are accurate, thread-split safe, built once, and fail soft."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from metamixer import native
-from metamixer.native import NativeBuildError, build_library, ffn_gelu_kernels, small_bmm_kernel
+from metamixer.kernels import native
+from metamixer.kernels.native import NativeBuildError, build_library, ffn_gelu_kernels, small_bmm_kernel
 
 SOURCE = Path(native.__file__).parent / "csrc" / "ffn_gelu.c"
 kernels = ffn_gelu_kernels()
@@ -245,7 +245,7 @@ def test_first_use_in_a_fresh_process_under_no_grad_or_inference_mode(mode: str)
 
     code = (
         "import json, torch\n"
-        "from metamixer import native\n"
+        "from metamixer.kernels import native\n"
         "getters = (native.ffn_gelu_kernels, native.small_bmm_kernel, native.dwconv_kernels)\n"
         f"with {mode}:\n"
         "    under = [g() is not None for g in getters]\n"

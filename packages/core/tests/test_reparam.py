@@ -5,8 +5,8 @@ import pytest
 import torch
 from torch import nn
 
-from metamixer.blocks import ConvFFN, FFNifiedAttention, ffnet_block
-from metamixer.reparam import (
+from metamixer.nn.blocks import ConvFFN, FFNifiedAttention, ffnet_block
+from metamixer.nn.reparam import (
     BNConv,
     ConvBN,
     RepDWConv,
@@ -114,7 +114,7 @@ def test_fused_kernel_math_on_known_weights():
 
 
 def test_bnconv_rejects_padded_conv():
-    from metamixer.reparam import fuse_bn_conv
+    from metamixer.nn.reparam import fuse_bn_conv
 
     with pytest.raises(ValueError, match="unpadded"):
         fuse_bn_conv(nn.BatchNorm2d(4), nn.Conv2d(4, 4, 3, padding=1))

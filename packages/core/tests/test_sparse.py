@@ -1,4 +1,4 @@
-"""metamixer.sparse: spconv wrappers checked against dense conv3d references, the sparse FFNet block against a
+"""metamixer.nn.sparse: spconv wrappers checked against dense conv3d references, the sparse FFNet block against a
 dense re-implementation, the CPU patches (stream, Native algo, thread race) and the missing-spconv error."""
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import metamixer.sparse as ms
-from metamixer.errors import FFNetError
+import metamixer.nn.sparse as ms
+from metamixer.train.errors import FFNetError
 
 HAS_SPCONV = ms.spconv_available()
 needs_spconv = pytest.mark.skipif(
@@ -58,8 +58,8 @@ def test_require_spconv_missing_gives_install_hint() -> None:
         import sys
         sys.modules["spconv"] = None
         sys.modules["spconv.pytorch"] = None
-        import metamixer.sparse as ms
-        from metamixer.errors import FFNetError
+        import metamixer.nn.sparse as ms
+        from metamixer.train.errors import FFNetError
         assert ms.spconv_available() is False
         for get in (ms.require_spconv, lambda: ms.SubMConv3d, lambda: ms.SparseFFNetBlock(8)):
             try:

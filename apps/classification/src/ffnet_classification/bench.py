@@ -20,9 +20,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from metamixer.errors import FFNetError, run_cli
-from metamixer.flops import count_macs, count_params
-from metamixer.paths import write_json
+from metamixer.nn.flops import count_macs, count_params
+from metamixer.train.errors import FFNetError, run_cli
+from metamixer.train.results import write_json
 
 from .models import create_model, list_models
 from .models.cpu_opt import optimize_for_cpu

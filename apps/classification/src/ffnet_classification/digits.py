@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from metamixer.errors import FFNetError
+from metamixer.train.errors import FFNetError
 
 
 def write_digits_imagefolder(root: str | os.PathLike, size: int = 32, val_fraction: float = 0.2,

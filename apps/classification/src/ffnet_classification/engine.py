@@ -9,9 +9,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from metamixer.amp import autocast
-from metamixer.distributed import all_gather_object
-from metamixer.errors import FFNetError
+from metamixer.train.amp import autocast
+from metamixer.train.distributed import all_gather_object
+from metamixer.train.errors import FFNetError
 
 
 def topk_correct(logits: torch.Tensor, target: torch.Tensor, ks: tuple[int, ...] = (1, 5)) -> list[int]:

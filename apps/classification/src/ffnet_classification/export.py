@@ -16,8 +16,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from metamixer.errors import FFNetError, run_cli
-from metamixer.paths import write_json
+from metamixer.train.errors import FFNetError, run_cli
+from metamixer.train.results import write_json
 
 from .models.registry import load_model
 

@@ -6,7 +6,7 @@ import math
 import torch
 from torch import nn
 
-from metamixer.errors import FFNetError
+from metamixer.train.errors import FFNetError
 
 from .config import OptimConfig
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from metamixer.errors import FFNetError, run_cli
+from metamixer.train.errors import FFNetError, run_cli
 
 from .data import IMAGE_EXTENSIONS, build_transforms, load_rgb
 from .models.registry import load_model

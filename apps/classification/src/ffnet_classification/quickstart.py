@@ -20,9 +20,9 @@ from typing import Any
 import torch
 import yaml
 
-from metamixer.config import config_from_dict
-from metamixer.errors import run_cli
-from metamixer.paths import write_json
+from metamixer.train.config import config_from_dict
+from metamixer.train.errors import run_cli
+from metamixer.train.results import write_json
 
 from .config import TrainConfig
 from .digits import write_digits_imagefolder

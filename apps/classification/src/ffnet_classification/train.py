@@ -16,11 +16,12 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 
-from metamixer.amp import make_grad_scaler
-from metamixer.checkpoint import load_checkpoint, restore_checkpoint, save_checkpoint
-from metamixer.cli import build_parser, config_from_args
-from metamixer.config import save_config
-from metamixer.distributed import (
+from metamixer.train.allocator import keep_freed_memory
+from metamixer.train.amp import make_grad_scaler
+from metamixer.train.checkpoint import load_checkpoint, restore_checkpoint, save_checkpoint
+from metamixer.train.cli import build_parser, config_from_args
+from metamixer.train.config import save_config
+from metamixer.train.distributed import (
     DistInfo,
     all_gather_object,
     barrier,
@@ -28,12 +29,11 @@ from metamixer.distributed import (
     init_distributed,
     wrap_ddp,
 )
-from metamixer.ema import ModelEMA
-from metamixer.errors import FFNetError, run_cli
-from metamixer.logger import RunLogger
-from metamixer.malloc import keep_freed_memory
-from metamixer.paths import write_json
-from metamixer.seed import make_generator, seed_everything, seed_worker
+from metamixer.train.ema import ModelEMA
+from metamixer.train.errors import FFNetError, run_cli
+from metamixer.train.logger import RunLogger
+from metamixer.train.results import write_json
+from metamixer.train.seed import make_generator, seed_everything, seed_worker
 
 from .config import TrainConfig
 from .data import Mixup, build_dataset, build_transforms

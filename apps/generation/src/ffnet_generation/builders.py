@@ -6,9 +6,9 @@ from pathlib import Path
 
 import torch
 
-from metamixer.checkpoint import load_checkpoint, load_state_dict_checked
-from metamixer.config import config_from_dict
-from metamixer.errors import FFNetError
+from metamixer.train.checkpoint import load_checkpoint, load_state_dict_checked
+from metamixer.train.config import config_from_dict
+from metamixer.train.errors import FFNetError
 
 from .config import GenerationConfig, ModelConfig
 from .diffusion import GaussianDiffusion, create_diffusion

@@ -1,4 +1,4 @@
-"""Configuration dataclasses of the generation app (YAML recipes + dotted overrides via ``metamixer.config``)."""
+"""Configuration dataclasses of the generation app (YAML recipes + dotted overrides via ``metamixer.train.config``)."""
 
 from __future__ import annotations
 

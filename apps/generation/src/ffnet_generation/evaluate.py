@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from metamixer.errors import FFNetError, run_cli
-from metamixer.flops import count_macs, count_params
-from metamixer.paths import write_json
+from metamixer.nn.flops import count_macs, count_params
+from metamixer.train.errors import FFNetError, run_cli
+from metamixer.train.results import write_json
 
 from .data.images import list_images, load_image
 from .metrics.fid import FeatureStats, frechet_distance, inception_score, load_reference_stats, save_stats

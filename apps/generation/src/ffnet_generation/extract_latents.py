@@ -14,9 +14,9 @@ from pathlib import Path
 
 import torch
 
-from metamixer.distributed import barrier, cleanup_distributed, init_distributed
-from metamixer.errors import FFNetError, run_cli
-from metamixer.paths import write_json
+from metamixer.train.distributed import barrier, cleanup_distributed, init_distributed
+from metamixer.train.errors import FFNetError, run_cli
+from metamixer.train.results import write_json
 
 from .builders import resolve_device
 from .data.images import ImageFolderDataset

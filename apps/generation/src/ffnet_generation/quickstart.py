@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from metamixer.errors import FFNetError, run_cli
-from metamixer.paths import write_json
+from metamixer.train.errors import FFNetError, run_cli
+from metamixer.train.results import write_json
 
 from .config import DataConfig, DiffusionConfig, GenerationConfig, ModelConfig, TrainConfig
 from .data.images import digits_arrays

@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from metamixer.distributed import barrier, cleanup_distributed, init_distributed
-from metamixer.errors import FFNetError, run_cli
-from metamixer.paths import write_json
+from metamixer.train.distributed import barrier, cleanup_distributed, init_distributed
+from metamixer.train.errors import FFNetError, run_cli
+from metamixer.train.results import write_json
 
 from .builders import build_diffusion, load_trained_model, resolve_device
 from .data.images import make_grid, save_png, to_uint8

@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import torch
 
-from metamixer.errors import FFNetError
+from metamixer.train.errors import FFNetError
 
 from .diffusion import GaussianDiffusion, GuidedModel, check_guidance_scale
 

@@ -1,4 +1,4 @@
-"""Run configuration (dataclasses -> YAML recipes + dotted CLI overrides via metamixer.config).
+"""Run configuration (dataclasses -> YAML recipes + dotted CLI overrides via metamixer.train.config).
 
 Defaults are the official ScanNet recipe's pipeline (fact sheet §4.2) with the CPU-sized synthetic dataset and
 ``ffnet3d_tiny``; the recipes in ``recipes/`` set the paper values per dataset.

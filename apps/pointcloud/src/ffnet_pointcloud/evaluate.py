@@ -16,11 +16,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from metamixer.checkpoint import extract_state_dict, load_checkpoint, load_state_dict_checked
-from metamixer.cli import build_parser
-from metamixer.config import apply_overrides, config_from_dict, config_to_dict, load_config
-from metamixer.errors import FFNetError, run_cli
-from metamixer.paths import write_json
+from metamixer.train.checkpoint import extract_state_dict, load_checkpoint, load_state_dict_checked
+from metamixer.train.cli import build_parser
+from metamixer.train.config import apply_overrides, config_from_dict, config_to_dict, load_config
+from metamixer.train.errors import FFNetError, run_cli
+from metamixer.train.results import write_json
 
 from .config import Config
 from .data.datasets import SceneDataset

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from metamixer.errors import FFNetError, run_cli
+from metamixer.train.errors import FFNetError, run_cli
 
 from .data.datasets import S3DIS_CLASSES
 from .data.ply import read_ply

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import torch
 
-from metamixer.errors import run_cli
-from metamixer.paths import write_json
+from metamixer.train.errors import run_cli
+from metamixer.train.results import write_json
 
 from .config import Config, DataConfig, EvalConfig, ModelConfig, TrainConfig
 from .data.synthetic import SYNTH_CLASSES

@@ -9,8 +9,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from metamixer.distributed import barrier, is_main_process
-from metamixer.errors import FFNetError
+from metamixer.train.distributed import barrier, is_main_process
+from metamixer.train.errors import FFNetError
 
 from .config import Config
 from .data.datasets import SceneDataset, dataset_info

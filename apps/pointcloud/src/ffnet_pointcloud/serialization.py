@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import torch
 
-from metamixer.errors import FFNetError
+from metamixer.train.errors import FFNetError
 
 __all__ = [
     "ORDERS",

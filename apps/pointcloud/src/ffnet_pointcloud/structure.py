@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from metamixer.errors import FFNetError
+from metamixer.train.errors import FFNetError
 
 from .serialization import ORDERS, encode, grid_depth
 
@@ -89,7 +89,7 @@ class Point(dict):
         The spatial shape is ``max(grid_coord) + pad`` as in the official code; the pad has no effect on
         submanifold convs and leaves room for strided ones.
         """
-        from metamixer.sparse import sparse_tensor
+        from metamixer.nn.sparse import sparse_tensor
 
         grid = self["grid_coord"].int()
         indices = torch.cat([self["batch"].int().unsqueeze(1), grid], 1)

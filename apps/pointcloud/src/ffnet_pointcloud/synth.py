@@ -10,7 +10,7 @@ import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
-from metamixer.errors import FFNetError, run_cli
+from metamixer.train.errors import FFNetError, run_cli
 
 from .data.datasets import load_scene
 from .data.ply import write_ply

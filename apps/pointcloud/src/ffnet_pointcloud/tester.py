@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from metamixer.amp import autocast
+from metamixer.train.amp import autocast
 
 from .data.collate import collate_scenes
 from .data.transforms import GridSample, build_transforms

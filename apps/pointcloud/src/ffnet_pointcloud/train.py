@@ -18,11 +18,13 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
-from metamixer.amp import autocast, make_grad_scaler
-from metamixer.checkpoint import restore_checkpoint, save_checkpoint
-from metamixer.cli import build_parser, config_from_args
-from metamixer.config import save_config
-from metamixer.distributed import (
+from metamixer.nn.flops import count_params
+from metamixer.train.allocator import keep_freed_memory
+from metamixer.train.amp import autocast, make_grad_scaler
+from metamixer.train.checkpoint import restore_checkpoint, save_checkpoint
+from metamixer.train.cli import build_parser, config_from_args
+from metamixer.train.config import save_config
+from metamixer.train.distributed import (
     all_reduce_mean,
     barrier,
     cleanup_distributed,
@@ -30,11 +32,9 @@ from metamixer.distributed import (
     unwrap_model,
     wrap_ddp,
 )
-from metamixer.errors import FFNetError, run_cli
-from metamixer.flops import count_params
-from metamixer.logger import RunLogger
-from metamixer.malloc import keep_freed_memory
-from metamixer.seed import make_generator, seed_everything, seed_worker
+from metamixer.train.errors import FFNetError, run_cli
+from metamixer.train.logger import RunLogger
+from metamixer.train.seed import make_generator, seed_everything, seed_worker
 
 from .config import Config
 from .data.collate import collate_scenes

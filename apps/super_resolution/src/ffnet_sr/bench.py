@@ -32,10 +32,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from metamixer.amp import autocast
-from metamixer.errors import FFNetError, run_cli
-from metamixer.flops import count_macs, count_params
-from metamixer.paths import write_json
+from metamixer.nn.flops import count_macs, count_params
+from metamixer.train.amp import autocast
+from metamixer.train.errors import FFNetError, run_cli
+from metamixer.train.results import write_json
 
 from .evaluate import resolve_device
 from .imresize import imresize

@@ -1,4 +1,4 @@
-"""Typed training config for FFNetSR (YAML recipe + dotted overrides via :mod:`metamixer.config`).
+"""Typed training config for FFNetSR (YAML recipe + dotted overrides via :mod:`metamixer.train.config`).
 
 Defaults are the official FFNetSR-light x2 recipe (official_architecture.md §2.4): Adam lr 1e-3, betas
 (0.9, 0.99), cosine to 1e-5 over 500k iterations, L1 + 0.02·FFT, batch 16 per GPU x 4 GPUs, LR patches of 96,
@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from metamixer.errors import FFNetError
+from metamixer.train.errors import FFNetError
 
 __all__ = ["ModelConfig", "DataConfig", "OptimConfig", "LossConfig", "TrainConfig", "SRConfig", "resolve_data_dir"]
 
@@ -85,7 +85,7 @@ class SRConfig:
 
 def resolve_data_dir(path: str) -> Path:
     """A folder as given, or relative to the data root (``$FFNET_DATA``) — recipes stay machine-independent."""
-    from metamixer.paths import data_root
+    from metamixer.train.datadir import data_root
 
     p = Path(path).expanduser()
     if p.is_dir():

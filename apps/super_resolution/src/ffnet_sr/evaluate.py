@@ -18,8 +18,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from metamixer.errors import FFNetError, run_cli
-from metamixer.paths import write_json
+from metamixer.train.errors import FFNetError, run_cli
+from metamixer.train.results import write_json
 
 from .data.dataset import BenchmarkPair, load_benchmark, to_rgb
 from .data.io import write_png
@@ -80,7 +80,7 @@ def model_upscaler(
 ) -> Upscaler:
     """Wrap a model as an :data:`Upscaler`. Grey inputs are replicated to RGB and mapped back with the luma
     weights (grey in, grey out), so a greyscale test image is scored on the same footing as for bicubic."""
-    from metamixer.amp import autocast
+    from metamixer.train.amp import autocast
 
     def run(lr: np.ndarray) -> np.ndarray:
         grey = lr.ndim == 2 or lr.shape[2] == 1
@@ -158,7 +158,7 @@ def format_table(label: str, scale: int, results: dict[str, Any]) -> str:
 def load_model_for_inference(checkpoint: str | Path, device: torch.device) -> nn.Module:
     """Any FFNetSR weights (our checkpoint, EMA preferred; or the authors' ``params`` file), architecture
     inferred from the tensor shapes, in eval mode on ``device``."""
-    from metamixer.checkpoint import load_state_dict_checked
+    from metamixer.train.checkpoint import load_state_dict_checked
 
     from .models import model_from_state_dict, read_weights
 

@@ -21,9 +21,9 @@ from typing import Any
 
 import torch
 
-from metamixer.config import load_config
-from metamixer.errors import FFNetError, run_cli
-from metamixer.paths import write_json
+from metamixer.train.config import load_config
+from metamixer.train.errors import FFNetError, run_cli
+from metamixer.train.results import write_json
 
 from .config import SRConfig
 from .data.dataset import load_benchmark

@@ -23,23 +23,23 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from metamixer.amp import autocast, make_grad_scaler
-from metamixer.checkpoint import restore_checkpoint, save_checkpoint
-from metamixer.cli import build_parser, config_from_args
-from metamixer.config import config_to_dict, save_config
-from metamixer.distributed import (
+from metamixer.nn.flops import count_params
+from metamixer.train.allocator import keep_freed_memory
+from metamixer.train.amp import autocast, make_grad_scaler
+from metamixer.train.checkpoint import restore_checkpoint, save_checkpoint
+from metamixer.train.cli import build_parser, config_from_args
+from metamixer.train.config import config_to_dict, save_config
+from metamixer.train.distributed import (
     all_reduce_mean,
     barrier,
     cleanup_distributed,
     init_distributed,
     wrap_ddp,
 )
-from metamixer.ema import ModelEMA
-from metamixer.errors import FFNetError, run_cli
-from metamixer.flops import count_params
-from metamixer.logger import RunLogger
-from metamixer.malloc import keep_freed_memory
-from metamixer.seed import seed_everything, seed_worker
+from metamixer.train.ema import ModelEMA
+from metamixer.train.errors import FFNetError, run_cli
+from metamixer.train.logger import RunLogger
+from metamixer.train.seed import seed_everything, seed_worker
 
 from .config import SRConfig, resolve_data_dir
 from .data.dataset import BenchmarkPair, SRTrainDataset, StepBatchSampler, load_benchmark

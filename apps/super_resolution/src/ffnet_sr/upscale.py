@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from metamixer.errors import FFNetError, run_cli
+from metamixer.train.errors import FFNetError, run_cli
 
 from .data.io import IMAGE_EXTENSIONS, LoadedImage, read_image, write_png
 from .evaluate import load_model_for_inference, resolve_device
@@ -105,7 +105,7 @@ def upscale_loaded(
     if model is None:
         out = imresize(color, float(scale))
     else:
-        from metamixer.amp import autocast
+        from metamixer.train.amp import autocast
 
         grey = color.ndim == 2
         x = image_to_tensor(np.repeat(color[:, :, None], 3, 2) if grey else color, max_value).to(device)

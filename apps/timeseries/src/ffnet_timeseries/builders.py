@@ -9,8 +9,8 @@ import torch
 from ffnet_timeseries.config import DataConfig, ModelConfig, TSConfig
 from ffnet_timeseries.data import DATASETS, ForecastData, load_forecast_data
 from ffnet_timeseries.models import FFNetTS
-from metamixer.errors import FFNetError
-from metamixer.paths import data_path, data_root
+from metamixer.train.datadir import data_path, data_root
+from metamixer.train.errors import FFNetError
 
 __all__ = ["resolve_data_file", "build_data", "build_model", "model_memory_report"]
 

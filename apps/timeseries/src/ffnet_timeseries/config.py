@@ -1,4 +1,4 @@
-"""Run configuration (dataclasses -> YAML recipes + dotted CLI overrides via ``metamixer.config``)."""
+"""Run configuration (dataclasses -> YAML recipes + dotted CLI overrides via ``metamixer.train.config``)."""
 
 from __future__ import annotations
 

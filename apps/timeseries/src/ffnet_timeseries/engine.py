@@ -24,15 +24,15 @@ from ffnet_timeseries.config import TSConfig
 from ffnet_timeseries.data import ForecastData, WindowDataset, WindowLoader
 from ffnet_timeseries.metrics import MetricAccumulator
 from ffnet_timeseries.schedule import lr_at_epoch
-from metamixer.amp import autocast, make_grad_scaler
-from metamixer.checkpoint import load_checkpoint, restore_checkpoint, save_checkpoint
-from metamixer.config import config_to_dict, save_config
-from metamixer.distributed import DistInfo, init_distributed, unwrap_model, wrap_ddp
-from metamixer.errors import FFNetError
-from metamixer.logger import RunLogger
-from metamixer.malloc import keep_freed_memory
-from metamixer.paths import write_json
-from metamixer.seed import seed_everything
+from metamixer.train.allocator import keep_freed_memory
+from metamixer.train.amp import autocast, make_grad_scaler
+from metamixer.train.checkpoint import load_checkpoint, restore_checkpoint, save_checkpoint
+from metamixer.train.config import config_to_dict, save_config
+from metamixer.train.distributed import DistInfo, init_distributed, unwrap_model, wrap_ddp
+from metamixer.train.errors import FFNetError
+from metamixer.train.logger import RunLogger
+from metamixer.train.results import write_json
+from metamixer.train.seed import seed_everything
 
 __all__ = ["TrainResult", "evaluate_split", "predict", "train", "repeat_last_metrics", "pick_device"]
 

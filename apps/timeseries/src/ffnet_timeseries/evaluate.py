@@ -19,9 +19,9 @@ from ffnet_timeseries.builders import build_data, build_model
 from ffnet_timeseries.config import TSConfig
 from ffnet_timeseries.engine import evaluate_split, pick_device, predict, repeat_last_metrics
 from ffnet_timeseries.weights import load_official_weights
-from metamixer.checkpoint import load_checkpoint, load_state_dict_checked
-from metamixer.config import apply_overrides, config_from_dict, config_to_dict, load_config
-from metamixer.errors import FFNetError, run_cli
+from metamixer.train.checkpoint import load_checkpoint, load_state_dict_checked
+from metamixer.train.config import apply_overrides, config_from_dict, config_to_dict, load_config
+from metamixer.train.errors import FFNetError, run_cli
 
 __all__ = ["main", "cli", "evaluate_checkpoint", "plot_forecasts"]
 

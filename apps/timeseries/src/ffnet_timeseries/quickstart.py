@@ -17,8 +17,8 @@ import torch
 
 from ffnet_timeseries.engine import train
 from ffnet_timeseries.recipes import recipe_config
-from metamixer.errors import run_cli
-from metamixer.paths import write_json
+from metamixer.train.errors import run_cli
+from metamixer.train.results import write_json
 
 __all__ = ["main", "cli"]
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ffnet_timeseries.config import DataConfig, ModelConfig, TrainConfig, TSConfig
-from metamixer.config import save_config
+from metamixer.train.config import save_config
 
 __all__ = ["HORIZONS", "RECIPES", "Recipe", "recipe_config"]
 
@@ -49,7 +49,7 @@ RECIPES: dict[str, Recipe] = {
 
 def recipe_config(dataset: str, pred_len: int, seed: int = 2021, output_dir: str | None = None) -> TSConfig:
     """The full run config of the authors' script for ``dataset`` at horizon ``pred_len``."""
-    from metamixer.errors import FFNetError
+    from metamixer.train.errors import FFNetError
 
     if dataset not in RECIPES:
         raise FFNetError(f"no recipe for dataset {dataset!r}; known: {', '.join(RECIPES)}")

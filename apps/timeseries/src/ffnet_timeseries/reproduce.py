@@ -33,10 +33,10 @@ from typing import Any
 
 from ffnet_timeseries.config import TSConfig
 from ffnet_timeseries.recipes import HORIZONS, RECIPES, recipe_config
-from metamixer.cli import build_parser
-from metamixer.config import apply_overrides, config_from_dict, config_to_dict
-from metamixer.errors import FFNetError, run_cli
-from metamixer.paths import write_json
+from metamixer.train.cli import build_parser
+from metamixer.train.config import apply_overrides, config_from_dict, config_to_dict
+from metamixer.train.errors import FFNetError, run_cli
+from metamixer.train.results import write_json
 
 __all__ = ["main", "cli", "plan_jobs", "plan_paper_jobs", "claim_job", "collect_results", "summarize", "render_markdown", "PAPER"]
 
@@ -333,7 +333,9 @@ def job_state(root: Path, archive: Path | None, tabled: set[tuple[str, int, int]
         return f"running ({holder})"
     last = job_dir / "last.pth"
     if last.exists():
-        from metamixer.checkpoint import load_checkpoint  # only here: the plan listing itself needs no torch
+        from metamixer.train.checkpoint import (
+            load_checkpoint,  # only here: the plan listing itself needs no torch
+        )
 
         try:
             epoch = load_checkpoint(last).get("epoch")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 
-from metamixer.errors import FFNetError
+from metamixer.train.errors import FFNetError
 
 __all__ = ["SCHEDULES", "lr_at_epoch"]
 

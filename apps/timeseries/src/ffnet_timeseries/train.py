@@ -1,6 +1,6 @@
 """``ffnet-ts-train --config recipes/ETTh1_96.yaml [key=value ...] [--resume runs/x/last.pth]``
 
-Also: ``torchrun --nproc_per_node N -m ffnet_timeseries.train ...`` (DDP through ``metamixer.distributed``).
+Also: ``torchrun --nproc_per_node N -m ffnet_timeseries.train ...`` (DDP through ``metamixer.train.distributed``).
 """
 
 from __future__ import annotations
@@ -9,9 +9,9 @@ from collections.abc import Sequence
 
 from ffnet_timeseries.config import TSConfig
 from ffnet_timeseries.engine import train
-from metamixer.cli import build_parser, config_from_args
-from metamixer.distributed import cleanup_distributed
-from metamixer.errors import run_cli
+from metamixer.train.cli import build_parser, config_from_args
+from metamixer.train.distributed import cleanup_distributed
+from metamixer.train.errors import run_cli
 
 __all__ = ["main", "cli"]
 

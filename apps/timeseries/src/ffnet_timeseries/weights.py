@@ -15,8 +15,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from metamixer.checkpoint import extract_state_dict, load_state_dict_checked
-from metamixer.errors import FFNetError
+from metamixer.train.checkpoint import extract_state_dict, load_state_dict_checked
+from metamixer.train.errors import FFNetError
 
 __all__ = ["DEAD_OFFICIAL_KEY", "load_official_weights", "split_dead_keys"]
 

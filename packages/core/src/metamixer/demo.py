@@ -15,10 +15,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .blocks import ffnet_block
-from .flops import count_macs, count_params
-from .reparam import ConvBN, count_fusable, reparameterize
-from .seed import seed_everything
+from metamixer.nn.blocks import ffnet_block
+from metamixer.nn.flops import count_macs, count_params
+from metamixer.nn.reparam import ConvBN, count_fusable, reparameterize
+from metamixer.train.seed import seed_everything
 
 
 class TinyFFNet(nn.Module):

@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image, ImageFile, UnidentifiedImageError
 from torch.utils.data import Dataset
 
-from metamixer.errors import FFNetError
+from metamixer.train.errors import FFNetError
 
 log = logging.getLogger(__name__)
 

@@ -21,9 +21,9 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from metamixer.blocks import ConvFFN, FFNetBlock, FFNifiedAttention, Residual
-from metamixer.layers import linear_ramp
-from metamixer.reparam import ConvBN, RepDWConv, ResidualConv1x1, reparameterize
+from metamixer.nn.blocks import ConvFFN, FFNetBlock, FFNifiedAttention, Residual
+from metamixer.nn.layers import linear_ramp
+from metamixer.nn.reparam import ConvBN, RepDWConv, ResidualConv1x1, reparameterize
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

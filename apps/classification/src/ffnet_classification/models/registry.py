@@ -4,7 +4,7 @@ Checkpoints accepted by ``pretrained=<path>``:
 
 * the authors' ``.pth.tar`` (timm trainer): ``{"state_dict": ..., "state_dict_ema": ..., "args": Namespace}``,
   possibly with ``module.`` prefixes (DDP) — train form or fused (deploy) form;
-* our own ``metamixer.checkpoint`` files (``model`` / ``ema``);
+* our own ``metamixer.train.checkpoint`` files (``model`` / ``ema``);
 * a bare state_dict.
 
 The form (train vs fused) is detected from the keys, so a deploy-form checkpoint yields a fused model.
@@ -19,8 +19,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from metamixer.checkpoint import extract_state_dict, load_state_dict_checked, load_weights_file
-from metamixer.errors import FFNetError
+from metamixer.train.checkpoint import extract_state_dict, load_state_dict_checked, load_weights_file
+from metamixer.train.errors import FFNetError
 
 from .ffnet import FFNet, FFNetFeatures, FFNetSpec, PretrainedCfg
 

@@ -15,7 +15,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
-from metamixer.errors import FFNetError
+from metamixer.train.errors import FFNetError
 
 __all__ = ["IMAGE_EXTENSIONS", "ImageFolderDataset", "DigitsDataset", "center_crop_arr", "list_images",
            "load_image", "to_uint8", "make_grid", "save_png"]

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from metamixer.errors import FFNetError
+from metamixer.train.errors import FFNetError
 
 __all__ = ["SD_VAE_SCALE", "load_vae", "VAE", "LatentDataset", "write_latent_shard", "read_latent_meta"]
 

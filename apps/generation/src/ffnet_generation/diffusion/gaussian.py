@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable
 import numpy as np
 import torch
 
-from metamixer.errors import FFNetError
+from metamixer.train.errors import FFNetError
 
 from .likelihood import discretized_gaussian_log_likelihood, mean_flat, normal_kl
 from .schedules import get_named_beta_schedule, respaced_betas, space_timesteps

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from metamixer.errors import FFNetError
+from metamixer.train.errors import FFNetError
 
 __all__ = ["GuidedModel", "mix_guidance", "MAX_GUIDANCE_SCALE"]
 

@@ -12,7 +12,7 @@ import math
 
 import numpy as np
 
-from metamixer.errors import FFNetError
+from metamixer.train.errors import FFNetError
 
 __all__ = ["get_named_beta_schedule", "betas_for_alpha_bar", "space_timesteps", "respaced_betas"]
 

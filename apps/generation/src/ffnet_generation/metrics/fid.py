@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from metamixer.errors import FFNetError
+from metamixer.train.errors import FFNetError
 
 __all__ = ["FeatureStats", "frechet_distance", "trace_sqrt_product", "psd_sqrt", "inception_score",
            "load_reference_stats", "save_stats"]

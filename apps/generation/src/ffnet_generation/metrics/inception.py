@@ -18,8 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from metamixer.checkpoint import extract_state_dict, load_weights_file
-from metamixer.errors import FFNetError
+from metamixer.train.checkpoint import extract_state_dict, load_weights_file
+from metamixer.train.errors import FFNetError
 
 __all__ = ["FIDInceptionV3", "load_fid_inception", "FID_WEIGHTS_URL", "FID_WEIGHTS_NAME"]
 

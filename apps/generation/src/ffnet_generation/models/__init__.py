@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from metamixer.errors import FFNetError
+from metamixer.train.errors import FFNetError
 
 from .unet import TOKEN_MIXERS, DiffusionBlock, UShapedDiffusionTransformer
 

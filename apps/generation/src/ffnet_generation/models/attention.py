@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from metamixer.blocks import MultiHeadSelfAttention
+from metamixer.nn.blocks import MultiHeadSelfAttention
 
 __all__ = ["TokenAttention", "DownsampledTokenAttention", "rope_2d_tables", "apply_rope"]
 

@@ -19,9 +19,9 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from metamixer.blocks import FFNifiedAttention
-from metamixer.errors import FFNetError
-from metamixer.reparam import reparameterize
+from metamixer.nn.blocks import FFNifiedAttention
+from metamixer.nn.reparam import reparameterize
+from metamixer.train.errors import FFNetError
 
 from .attention import DownsampledTokenAttention
 from .conditioning import AdaLNModulation, LabelEmbedder, ParameterFreeLayerNorm2d, TimestepEmbedder, modulate

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from metamixer.errors import FFNetError
+from metamixer.train.errors import FFNetError
 
 from ..structure import Point
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from metamixer.errors import FFNetError
+from metamixer.train.errors import FFNetError
 
 from .ply import read_ply
 from .synthetic import SYNTH_CLASSES

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from metamixer.errors import FFNetError
+from metamixer.train.errors import FFNetError
 
 __all__ = ["read_ply", "write_ply"]
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from metamixer.errors import FFNetError
+from metamixer.train.errors import FFNetError
 
 __all__ = ["TRANSFORMS", "Compose", "build_transforms", "point_keys", "subset", "voxelize"]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from metamixer.errors import FFNetError
+from metamixer.train.errors import FFNetError
 
 from .ffnet3d import FFNet3D, FFNet3DConfig, FFNet3DSegmentor
 

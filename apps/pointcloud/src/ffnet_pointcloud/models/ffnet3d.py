@@ -1,4 +1,4 @@
-"""FFNet 3D: the sparse-voxel U-Net of the official code (fact sheet §4.1) built from ``metamixer.sparse``.
+"""FFNet 3D: the sparse-voxel U-Net of the official code (fact sheet §4.1) built from ``metamixer.nn.sparse``.
 
 ``FFNet3D`` is the backbone (Point in, 64-channel full-resolution Point features out); ``FFNet3DSegmentor`` adds
 the linear segmentation head (``forward_features`` / ``forward_head`` / ``forward`` as in timm).
@@ -17,8 +17,8 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import nn
 
-from metamixer.errors import FFNetError
-from metamixer.sparse import SparseFFNetBlock, init_sparse_weights, require_spconv, sparse_bn
+from metamixer.nn.sparse import SparseFFNetBlock, init_sparse_weights, require_spconv, sparse_bn
+from metamixer.train.errors import FFNetError
 
 from ..serialization import ORDERS
 from ..structure import Point
@@ -76,7 +76,7 @@ def _ramp(total: int, rate: float) -> list[float]:
 class _Stem(nn.Module):
     def __init__(self, in_channels: int, out_channels: int, kernel: int, act: str) -> None:
         super().__init__()
-        import metamixer.sparse as ms
+        import metamixer.nn.sparse as ms
 
         self.conv = ms.SubMConv3d(in_channels, out_channels, kernel, padding=1, bias=False, indice_key="stem")
         self.norm = sparse_bn(out_channels)

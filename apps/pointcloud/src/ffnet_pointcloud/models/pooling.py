@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from metamixer.sparse import sparse_bn
+from metamixer.nn.sparse import sparse_bn
 
 from ..structure import Point
 

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from metamixer.errors import FFNetError
+from metamixer.train.errors import FFNetError
 
 from ..imresize import imresize
 from .io import list_images, read_rgb_or_grey
@@ -246,7 +246,7 @@ class BenchmarkPair:
 
 def resolve_set_dir(name_or_path: str | Path) -> Path:
     """A benchmark set given as a path, or as a name under ``<data_root>/sr`` (``Set5``, ``B100``, ...)."""
-    from metamixer.paths import data_root
+    from metamixer.train.datadir import data_root
 
     p = Path(name_or_path).expanduser()
     if p.is_dir():

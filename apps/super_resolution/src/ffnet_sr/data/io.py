@@ -5,7 +5,7 @@
 - 16-bit PNGs keep their 16-bit values (``uint16``) instead of being truncated to 8 bits by PIL's mode "I".
 - EXIF orientation is applied for user-facing upscaling (phones store portrait photos sideways), but is optional
   because benchmark files have none and must be read byte-exact.
-- Anything PIL cannot decode raises :class:`~metamixer.errors.FFNetError` naming the file.
+- Anything PIL cannot decode raises :class:`~metamixer.train.errors.FFNetError` naming the file.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from metamixer.errors import FFNetError
+from metamixer.train.errors import FFNetError
 
 from .png16 import png_info, read_png16, write_png16
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from metamixer.errors import FFNetError
+from metamixer.train.errors import FFNetError
 
 from .ffnetsr import FFNetSR, ffnetsr_block
 
@@ -31,7 +31,7 @@ def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
     Both the checkpoints written by ``ffnet-sr-train`` (``model``/``ema``) and the authors' release
     (``params`` / ``params_ema``) are accepted; EMA weights are preferred when present, as BasicSR does at test time.
     """
-    from metamixer.checkpoint import CHECKPOINT_FORMAT, extract_state_dict, load_weights_file
+    from metamixer.train.checkpoint import CHECKPOINT_FORMAT, extract_state_dict, load_weights_file
 
     obj = load_weights_file(path)
     if isinstance(obj, dict) and obj.get("format") == CHECKPOINT_FORMAT:
@@ -42,7 +42,7 @@ def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
 
 def load_pretrained(model: torch.nn.Module, path: str | Path) -> None:
     """Strictly load :func:`read_weights` of ``path`` into ``model`` (mismatches are named in the error)."""
-    from metamixer.checkpoint import load_state_dict_checked
+    from metamixer.train.checkpoint import load_state_dict_checked
 
     load_state_dict_checked(model, read_weights(path), str(path))
 

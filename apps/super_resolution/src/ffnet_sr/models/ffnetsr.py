@@ -5,7 +5,7 @@ Layout (matches the authors' BasicSR checkpoints key for key, see ``official_arc
 - ``proj``: 3x3 conv, 3 -> dim (the whole shallow feature extractor);
 - ``body``: ``depth`` FFNet blocks without any normalisation, each ``x + TokenMixer(x)`` then ``x + ConvFFN(x)``;
   token mixer = 1x1 -> DW3x3 -> GELU -> DW3x3 (FFNified attention), channel mixer = DW3x3 -> 1x1 (x2) -> GELU
-  -> 1x1. They are the core :class:`metamixer.blocks.FFNifiedAttention` / :class:`~metamixer.blocks.ConvFFN`
+  -> 1x1. They are the core :class:`metamixer.nn.blocks.FFNifiedAttention` / :class:`~metamixer.nn.blocks.ConvFFN`
   with index child names, so the keys read ``body.<i>.token_mixer.<0|1|3>`` / ``body.<i>.channel_mixer.<0|1|3>``;
 - ``conv_bef_up``: 3x3 conv, dim -> 3·s², added to the "anchor" (the LR input with each channel repeated s²
   times, which after PixelShuffle is nearest-neighbour upsampling), then ``PixelShuffle(s)``.
@@ -21,8 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from metamixer.blocks import ConvFFN, FFNetBlock, FFNifiedAttention
-from metamixer.reparam import reparameterize
+from metamixer.nn.blocks import ConvFFN, FFNetBlock, FFNifiedAttention
+from metamixer.nn.reparam import reparameterize
 
 __all__ = ["FFNetSR", "ffnetsr_block"]
 

@@ -20,7 +20,7 @@ from typing import Literal
 import numpy as np
 import torch
 
-from metamixer.errors import FFNetError
+from metamixer.train.errors import FFNetError
 
 __all__ = [
     "DATASETS",

@@ -11,7 +11,7 @@ from ffnet_timeseries.models.ffnet_ts import (
     TokenMixer,
 )
 from ffnet_timeseries.models.revin import RevIN
-from metamixer.fastconv import (
+from metamixer.kernels.fastconv import (
     DepthwiseConv1dToeplitz,
     swap_depthwise_convs,
     toeplitz_depthwise_conv1d,

@@ -24,10 +24,10 @@ import torch
 from torch import nn
 
 from ffnet_timeseries.models.revin import RevIN
-from metamixer.fastconv import DepthwiseConv1dToeplitz, depthwise_conv1d_cbl, swap_depthwise_convs
-from metamixer.fused_ffn import grouped_ffn
-from metamixer.layers import FastDropout
-from metamixer.reparam import ConvBN, RepDWConv, fuse_bn_conv, reparameterize
+from metamixer.kernels.dropout import FastDropout
+from metamixer.kernels.fastconv import DepthwiseConv1dToeplitz, depthwise_conv1d_cbl, swap_depthwise_convs
+from metamixer.kernels.fused_ffn import grouped_ffn
+from metamixer.nn.reparam import ConvBN, RepDWConv, fuse_bn_conv, reparameterize
 
 __all__ = ["FFNetTS", "FFNetTSBackbone", "TokenMixer", "ChannelMixer", "FFNetTSBlock", "FlattenHead", "Mixing"]
 
@@ -49,7 +49,7 @@ def _pointwise(x: torch.Tensor, conv: nn.Conv1d) -> torch.Tensor:
 def _ffn(x: torch.Tensor, conv1: nn.Conv1d, drop: nn.Dropout, act: nn.Module, conv2: nn.Conv1d,
          regroup: bool) -> torch.Tensor | None:
     """The block's FFN core ``conv2(regroup(act(drop(conv1(x)))))`` through core's cache-sliced
-    :func:`~metamixer.fused_ffn.grouped_ffn` where it applies (CPU, exact GELU); None means: run it op by op."""
+    :func:`~metamixer.kernels.fused_ffn.grouped_ffn` where it applies (CPU, exact GELU); None means: run it op by op."""
     if x.device.type != "cpu" or not isinstance(act, nn.GELU) or act.approximate != "none":
         return None
     return grouped_ffn(x, conv1, conv2, drop.p, drop.training, regroup=regroup)

@@ -30,9 +30,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from metamixer.config import config_to_dict
-from metamixer.distributed import unwrap_model
-from metamixer.errors import FFNetError
+from metamixer.train.config import config_to_dict
+from metamixer.train.distributed import unwrap_model
+from metamixer.train.errors import FFNetError
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -200,7 +200,7 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
         found = f"keys {sorted(map(str, obj))[:8]}" if isinstance(obj, Mapping) else type(obj).__name__
         raise FFNetError(
             f"{path}: not an FFNet checkpoint (no format={CHECKPOINT_FORMAT!r}; found {found}); "
-            "to load plain model weights use metamixer.checkpoint.extract_state_dict"
+            "to load plain model weights use metamixer.train.checkpoint.extract_state_dict"
         )
     version = obj.get("version")
     if not isinstance(version, int) or version > CHECKPOINT_VERSION:

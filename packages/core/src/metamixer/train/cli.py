@@ -1,7 +1,7 @@
 """The one command-line shape shared by every app's console scripts.
 
 ``ffnet-<app>-train --config recipes/x.yaml train.lr=3e-4 model.depths=[2,2,6,2]``: a YAML recipe plus dotted
-overrides, parsed into the app's config dataclass by :mod:`metamixer.config`. Apps add their own flags
+overrides, parsed into the app's config dataclass by :mod:`metamixer.train.config`. Apps add their own flags
 (``--resume``, ``--checkpoint``) to the parser returned by :func:`build_parser`.
 """
 
@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 from typing import TypeVar
 
-from metamixer.config import load_config
+from metamixer.train.config import load_config
 
 __all__ = ["OverrideParser", "build_parser", "config_from_args"]
 

@@ -3,7 +3,7 @@
 spconv is an optional dependency (``pip install metamixer[sparse]`` for the CPU build, ``metamixer[sparse-cu12]``
 on a CUDA machine), so this module imports without it; the spconv-backed classes (``SubMConv3d``,
 ``SparseConv3d``, ``SparseInverseConv3d``, ``SparseConvTensor``) are resolved lazily on first attribute access
-and :func:`require_spconv` turns a missing install into one clear :class:`~metamixer.errors.FFNetError`.
+and :func:`require_spconv` turns a missing install into one clear :class:`~metamixer.train.errors.FFNetError`.
 
 Three things about spconv's CPU build are handled here once so no app has to know them:
 
@@ -27,8 +27,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from metamixer.errors import FFNetError
-from metamixer.layers import DropPath
+from metamixer.nn.layers import DropPath
+from metamixer.train.errors import FFNetError
 
 __all__ = [
     "SPCONV_INSTALL_HINT",
@@ -174,7 +174,7 @@ def _make_conv_class(base_name: str) -> type:
 
 
 def __getattr__(name: str) -> Any:
-    """Resolve the spconv-backed names lazily so ``import metamixer.sparse`` works without spconv."""
+    """Resolve the spconv-backed names lazily so ``import metamixer.nn.sparse`` works without spconv."""
     if name in ("SubMConv3d", "SparseConv3d", "SparseInverseConv3d"):
         if name not in _LAZY_CLASSES:
             _LAZY_CLASSES[name] = _make_conv_class(name)

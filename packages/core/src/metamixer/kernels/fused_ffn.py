@@ -6,10 +6,10 @@ memory about fifteen times (matmul output, dropout mask, scale, GELU, regroup co
 and on a CPU core that memory traffic, not arithmetic, is most of the training step. Here the positions are
 processed in slices whose hidden block fits in the L2 cache: the forward pass keeps only the input and a 1-byte
 dropout mask, and the backward pass recomputes each slice's hidden block (one extra matmul) while it is still in
-cache. Same math, same parameters, same dropout distribution as :func:`metamixer.layers.fast_dropout`.
+cache. Same math, same parameters, same dropout distribution as :func:`metamixer.kernels.dropout.fast_dropout`.
 For float32 CPU inputs, the element-wise work between the two matmuls (GELU, mask, regroup; backward: GELU's
 derivative, mask, ungroup, the bias gradient) runs as one fused C loop per slice
-(:func:`metamixer.native.ffn_gelu_kernels`) where a C compiler is available, and as PyTorch ops otherwise.
+(:func:`metamixer.kernels.native.ffn_gelu_kernels`) where a C compiler is available, and as PyTorch ops otherwise.
 
 Layout (channel-major, what FFNet-TS keeps inside its blocks): input ``[G1, C1, S]`` (G1 groups of the first conv,
 S = batch x positions); the first conv maps each group's C1 channels to ``P*Q`` hidden channels; the hidden
@@ -23,9 +23,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from metamixer.amp import autocast_dtype
-from metamixer.layers import apply_keep_mask_, dropout_keep_mask, dropout_scale
-from metamixer.native import SmallBmmKernel, ffn_gelu_kernels, select, small_bmm_kernel
+from metamixer.kernels.autocast import autocast_dtype
+from metamixer.kernels.dropout import apply_keep_mask_, dropout_keep_mask, dropout_scale
+from metamixer.kernels.native import SmallBmmKernel, ffn_gelu_kernels, select, small_bmm_kernel
 
 __all__ = ["grouped_ffn", "grouped_ffn_reference", "slice_length"]
 
@@ -188,7 +188,7 @@ def grouped_ffn(
     ``conv2.groups == P``); their own parameters are used, so state_dicts and fusion code are unaffected.
     ``regroup=False``: the second conv has the first's groups (``P == G1``) and takes each group's hidden
     channels as they are. Dropout (probability ``p_drop``, only when ``training``) follows
-    :func:`~metamixer.layers.fast_dropout`'s rule. The result equals :func:`grouped_ffn_reference` for the same
+    :func:`~metamixer.kernels.dropout.fast_dropout`'s rule. The result equals :func:`grouped_ffn_reference` for the same
     dropout mask; gradients agree to float rounding. ``slice_len`` (positions per slice) defaults to
     :func:`slice_length` (which picks longer slices for the fused kernels). ``native``: use the fused C kernels (True: required, error if unavailable), never
     (False), or where available (None: float32 CPU inputs and parameters, a C compiler, ``FFNET_NATIVE`` not 0).

@@ -425,7 +425,7 @@ def select(native: bool | None, getter, name: str, *tensors: torch.Tensor | None
     kernel = getter() if fits else None
     if native and kernel is None:
         raise RuntimeError(f"native=True: {name} needs float32 CPU tensors and a C build that works here (see "
-                           "metamixer.native); " + ("it is not available" if fits else "got other tensors"))
+                           "metamixer.kernels.native); " + ("it is not available" if fits else "got other tensors"))
     return kernel
 
 

@@ -14,9 +14,9 @@ from typing import Literal
 
 import torch
 
-from metamixer.errors import FFNetError
+from metamixer.train.errors import FFNetError
 
-__all__ = ["Precision", "PRECISIONS", "precision_dtype", "autocast", "autocast_dtype", "cpu_runs_fast",
+__all__ = ["Precision", "PRECISIONS", "precision_dtype", "autocast", "cpu_runs_fast",
            "make_grad_scaler"]
 
 Precision = Literal["fp32", "bf16", "fp16"]
@@ -48,19 +48,6 @@ def autocast(device: str | torch.device, precision: str = "fp32") -> Iterator[No
         return
     with torch.autocast(device_type=_device_type(device), dtype=dtype):
         yield
-
-
-def autocast_dtype(x: torch.Tensor) -> torch.dtype | None:
-    """The dtype autocast would compute ``x``'s matmuls in right now, or None where autocast is off for its device.
-
-    Custom autograd functions need this: their backward runs outside autocast, so one that let autocast pick the
-    forward's dtypes op by op would meet mixed operands (fp32 weights, bf16 activations) in backward. Casting all
-    operands to this dtype up front, as autocast does for a conv, keeps forward and backward in one dtype.
-    """
-    device_type = x.device.type
-    if not x.is_floating_point() or not torch.is_autocast_enabled(device_type):
-        return None
-    return torch.get_autocast_dtype(device_type)
 
 
 def cpu_runs_fast(precision: str) -> bool:

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from metamixer.distributed import is_main_process
+from metamixer.train.distributed import is_main_process
 
 __all__ = ["RunLogger"]
 

@@ -24,10 +24,11 @@ from typing import Any, Literal, TypeVar, Union, get_args, get_origin
 
 import yaml
 
-from metamixer.errors import FFNetError
+from metamixer.train.errors import FFNetError
 
 __all__ = [
     "ConfigError",
+    "bounded",
     "load_config",
     "config_to_dict",
     "config_from_dict",
@@ -310,9 +311,51 @@ def config_from_dict(cls: type[T], d: Mapping[str, Any] | None, source: str = ""
             f"{_where(source)}: missing required key(s) {', '.join(_prefix + m for m in missing)}"
         )
     try:
-        return cls(**kwargs)
+        built = cls(**kwargs)
     except (ValueError, TypeError) as exc:  # __post_init__ validation in user dataclasses
         raise ConfigError(f"{_where(source)}: invalid {cls.__name__}{' ' + _prefix[:-1] if _prefix else ''}: {exc}") from None
+    _check_ranges(built, source, _prefix)
+    return built
+
+
+def bounded(default: Any, *, ge: float | None = None, gt: float | None = None, le: float | None = None,
+            lt: float | None = None) -> Any:
+    """A dataclass field whose numeric value must lie in the given range (``None`` passes: it means "off").
+
+    Checked when the config is built (:func:`config_from_dict`), so ``train.batch_size=0`` or ``optim.lr: nan``
+    stops at once with the dotted key named, not as a traceback in the middle of a run. NaN and infinities never
+    pass a bounded field.
+    """
+    rule = {"ge": ge, "gt": gt, "le": le, "lt": lt}
+    factory = (lambda: list(default)) if isinstance(default, list) else None
+    metadata = {"bounds": {k: v for k, v in rule.items() if v is not None}}
+    if factory is not None:
+        return dataclasses.field(default_factory=factory, metadata=metadata)
+    return dataclasses.field(default=default, metadata=metadata)
+
+
+_BOUND_WORDS = {"ge": ">=", "gt": ">", "le": "<=", "lt": "<"}
+
+
+def _in_bounds(value: float, bounds: Mapping[str, float]) -> bool:
+    import math
+
+    if isinstance(value, bool) or not math.isfinite(value):
+        return False
+    return all({"ge": value >= b, "gt": value > b, "le": value <= b, "lt": value < b}[k] for k, b in bounds.items())
+
+
+def _check_ranges(obj: Any, source: str, prefix: str) -> None:
+    for f in dataclasses.fields(obj):
+        bounds = f.metadata.get("bounds")
+        value = getattr(obj, f.name)
+        if not bounds or value is None:
+            continue
+        for item in value if isinstance(value, (list, tuple)) else [value]:
+            if not isinstance(item, (int, float)) or not _in_bounds(item, bounds):
+                rule = " and ".join(f"{_BOUND_WORDS[k]} {b:g}" for k, b in bounds.items())
+                raise ConfigError(f"{_where(source)}: field '{prefix}{f.name}' must be a finite number {rule}, "
+                                  f"got {_describe(value)}")
 
 
 # -------------------------------------------------------------------------------------------- overrides

@@ -232,7 +232,7 @@ def convnext_block(dim: int, kernel_size: int = 7, expansion: float = 4.0, ndim:
 
 def ffnified_attention(dim: int, kernel_size: int = 7, ndim: int = 2, act: str = "gelu") -> MetaMixer:
     """FFNified attention: 1x1 query projection, static depthwise keys/values, conv interactions, GELU.
-    Numerically the same function as :class:`metamixer.blocks.FFNifiedAttention` without BN/re-param."""
+    Numerically the same function as :class:`metamixer.nn.blocks.FFNifiedAttention` without BN/re-param."""
     return MetaMixer(
         conv_nd(ndim)(dim, dim, 1),
         StaticConvKeyValue(dim, kernel_size, ndim),

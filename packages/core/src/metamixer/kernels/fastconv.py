@@ -5,7 +5,7 @@ Why: PyTorch's CPU depthwise ``conv1d`` with a long kernel (k=51) over a short s
 the kernel, the same convolution is, per channel, an ``L x L`` Toeplitz matrix; building it from the kernel and
 running one batched matmul over channels gives the identical result (forward and backward) at matmul speed.
 On CPU (float32, AVX-512) the products run through core's register-blocked C kernel
-(:func:`metamixer.native.small_bmm_kernel`), 2.5-4x faster than ``torch.bmm`` at these 48 x 48 shapes. Short
+(:func:`metamixer.kernels.native.small_bmm_kernel`), 2.5-4x faster than ``torch.bmm`` at these 48 x 48 shapes. Short
 kernels (FFNet-TS's k=5 re-param branch) would still pay the full L x L product; on channel-major input they run
 as a direct AVX-512 loop instead (:func:`direct_depthwise_conv1d_cbl`, 2.5-3x faster than the product).
 
@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.autograd.function import once_differentiable
 
-from metamixer.native import dwconv_kernels, select, small_bmm_kernel
+from metamixer.kernels.native import dwconv_kernels, select, small_bmm_kernel
 
 __all__ = [
     "DepthwiseConv1dToeplitz", "toeplitz_depthwise_conv1d", "toeplitz_depthwise_conv1d_cbl", "depthwise_conv1d_cbl",
@@ -92,7 +92,7 @@ def direct_depthwise_conv1d_cbl(
 ) -> torch.Tensor | None:
     """A depthwise stride-1 'same' conv with a short odd kernel (``<= DIRECT_MAX_KERNEL`` taps) over short rows
     (``<= DIRECT_MAX_LENGTH``) on channel-major ``[C, B, L]`` through core's AVX-512 C loop
-    (:func:`metamixer.native.dwconv_kernels`), or None where that does not apply (no AVX-512 build, other
+    (:func:`metamixer.kernels.native.dwconv_kernels`), or None where that does not apply (no AVX-512 build, other
     dtype/device, long kernel or rows; ``native=True``: an error instead). Rows must be contiguous."""
     k = weight.shape[-1]
     applies = (k % 2 == 1 and k <= DIRECT_MAX_KERNEL and x.shape[-1] <= DIRECT_MAX_LENGTH

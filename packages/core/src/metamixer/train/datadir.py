@@ -1,4 +1,4 @@
-"""Where the real datasets live.
+"""Where the real datasets live (for the apps' command lines, tests and benchmarks; library code never looks).
 
 Data is never committed or downloaded at test time; it sits in a ``shared/data`` folder next to the repository
 (``<parent>/shared/data`` when the repo is ``<parent>/<repo>``), or wherever the ``FFNET_DATA`` environment
@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from metamixer.errors import FFNetError
+from metamixer.train.errors import FFNetError
 
 __all__ = ["DATA_ENV_VAR", "data_root", "data_path", "find_repo_root"]
 
@@ -75,27 +75,4 @@ def data_path(*parts: str | os.PathLike[str], what: str = "") -> Path:
             f"{label}not found at {path} (data root {root}, from {source}); "
             f"put the data there or set {DATA_ENV_VAR} to the folder that contains it"
         )
-    return path
-
-
-def write_json(path: str | os.PathLike[str], obj: object) -> Path:
-    """Write ``obj`` as indented JSON, creating parent folders, atomically (temp file + rename).
-
-    Every app writes its results (eval metrics, benchmark tables) through this, so an interrupted run never
-    leaves a truncated results file behind.
-    """
-    import json
-    import tempfile
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=2)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return path

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from metamixer.distributed import unwrap_model
+from metamixer.train.distributed import unwrap_model
 
 __all__ = ["ModelEMA"]
 
