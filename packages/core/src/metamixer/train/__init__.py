@@ -14,7 +14,10 @@ _EXPORTS = {
     "save_checkpoint": "checkpoint", "load_checkpoint": "checkpoint", "restore_checkpoint": "checkpoint",
     "RunLogger": "logger", "ModelEMA": "ema", "seed_everything": "seed", "write_json": "results",
     "data_root": "datadir", "data_path": "datadir", "build_parser": "cli", "autocast": "amp",
-    "make_grad_scaler": "amp",
+    "make_grad_scaler": "amp", "write_results": "results", "build_train_parser": "cli",
+    "build_eval_parser": "cli", "Task": "loop", "Trainer": "loop", "FitResult": "loop", "RunContext": "loop",
+    "prepare_run": "loop", "build_optimizer": "loop", "RunConfig": "sections", "OptimConfig": "sections",
+    "TrainConfig": "sections", "resolve_device": "device", "build_schedule": "schedules", "bounded": "config",
 }
 __all__ = sorted(_EXPORTS)
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())

@@ -1,8 +1,10 @@
 """The one command-line shape shared by every app's console scripts.
 
-``ffnet-<app>-train --config recipes/x.yaml train.lr=3e-4 model.depths=[2,2,6,2]``: a YAML recipe plus dotted
-overrides, parsed into the app's config dataclass by :mod:`metamixer.train.config`. Apps add their own flags
-(``--resume``, ``--checkpoint``) to the parser returned by :func:`build_parser`.
+* ``ffnet-<app>-train CONFIG [key.sub=value ...] [--resume last.pth]`` (:func:`build_train_parser`): a YAML
+  recipe (a path, or the name of one of the app's shipped recipes) plus dotted overrides, parsed into the app's
+  config dataclass by :mod:`metamixer.train.config`.
+* ``ffnet-<app>-eval --checkpoint CKPT [--output results.json] [key.sub=value ...]`` (:func:`build_eval_parser`).
+* every command takes ``--debug`` (a failure shows its full traceback instead of the one-line message).
 """
 
 from __future__ import annotations
@@ -11,17 +13,20 @@ import argparse
 import re
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TypeVar
 
 from metamixer.train.config import load_config
+from metamixer.train.errors import FFNetError
 
-__all__ = ["OverrideParser", "build_parser", "config_from_args"]
+__all__ = ["OverrideParser", "build_parser", "build_train_parser", "build_eval_parser", "resolve_recipe",
+           "config_from_args"]
 
 T = TypeVar("T")
 
 _EPILOG = (
-    "overrides: dotted keys with YAML values, e.g.  train.lr=3e-4  model.depths=[2,2,6,2]  "
-    "train.amp=bf16  model.drop_path=null"
+    "overrides: dotted keys with YAML values (null = off), e.g.  optim.lr=3e-4  run.precision=bf16  "
+    "run.output_dir=runs/try1  run.max_steps=null"
 )
 
 
@@ -52,15 +57,64 @@ def build_parser(prog: str, description: str = "", config: bool = True) -> Overr
     knowing it; :func:`config_from_args` validates them against the dataclass. They may stand anywhere on the
     command line (see :class:`OverrideParser`).
     """
-    parser = OverrideParser(prog=prog, description=description, epilog=_EPILOG)
+    parser = _bare_parser(prog, description)
     if config:
         parser.add_argument("--config", "-c", metavar="PATH", default=None,
                             help="YAML recipe; omitted keys keep their defaults")
+    return _add_overrides(parser)
+
+
+def _add_overrides(parser: OverrideParser) -> OverrideParser:
     parser.add_argument("overrides", nargs="*", metavar="key.sub=value",
                         help="config overrides applied after the recipe (values parsed as YAML)")
     return parser
 
 
-def config_from_args(cls: type[T], args: argparse.Namespace) -> T:
-    """Build config ``cls`` from parsed ``args`` (``args.config`` + ``args.overrides``), raising ConfigError."""
-    return load_config(cls, getattr(args, "config", None), getattr(args, "overrides", None) or ())
+def _bare_parser(prog: str, description: str) -> OverrideParser:
+    parser = OverrideParser(prog=prog, description=description, epilog=_EPILOG)
+    parser.add_argument("--debug", action="store_true", help="on failure show the full traceback")
+    return parser
+
+
+def build_train_parser(prog: str, description: str = "") -> OverrideParser:
+    """``PROG CONFIG [key.sub=value ...] [--resume PATH] [--debug]``; CONFIG may be omitted (defaults)."""
+    parser = _bare_parser(prog, description)
+    parser.add_argument("config", nargs="?", metavar="CONFIG", default=None,
+                        help="YAML recipe: a path, or the name of a shipped recipe (see the app's recipes/)")
+    parser.add_argument("--resume", metavar="PATH", default=None,
+                        help="continue a run exactly from its last.pth (same config, same results)")
+    return _add_overrides(parser)
+
+
+def build_eval_parser(prog: str, description: str = "", checkpoint_required: bool = True) -> OverrideParser:
+    """``PROG --checkpoint CKPT [--output FILE] [key.sub=value ...] [--debug]``."""
+    parser = _bare_parser(prog, description)
+    parser.add_argument("--checkpoint", metavar="CKPT", required=checkpoint_required, default=None,
+                        help="a checkpoint of ours (best.pth / last.pth) or an official weights file")
+    parser.add_argument("--output", metavar="FILE", default=None,
+                        help="results.json to write (metrics, data, checkpoint, protocol, versions, wall time)")
+    return _add_overrides(parser)
+
+
+def resolve_recipe(config: str | None, recipes_dir: Path | None) -> Path | None:
+    """A recipe argument as a path: as given (relative to the working directory), else ``recipes_dir/NAME`` or
+    ``recipes_dir/NAME.yaml``; an FFNetError listing the shipped recipes when neither exists."""
+    if config is None:
+        return None
+    path = Path(config).expanduser()
+    if path.is_file():
+        return path
+    if recipes_dir is not None:
+        for candidate in (recipes_dir / path.name, recipes_dir / f"{path.name}.yaml", recipes_dir / path):
+            if candidate.is_file():
+                return candidate
+    shipped = sorted(p.stem for p in recipes_dir.glob("*.yaml")) if recipes_dir is not None and recipes_dir.is_dir() else []
+    hint = f"; shipped recipes: {', '.join(shipped)}" if shipped else ""
+    raise FFNetError(f"config file not found: {config}{hint}")
+
+
+def config_from_args(cls: type[T], args: argparse.Namespace, recipes_dir: Path | None = None) -> T:
+    """Build config ``cls`` from parsed ``args`` (``args.config`` + ``args.overrides``), raising ConfigError;
+    a recipe name is looked up in ``recipes_dir`` (:func:`resolve_recipe`)."""
+    recipe = resolve_recipe(getattr(args, "config", None), recipes_dir)
+    return load_config(cls, recipe, getattr(args, "overrides", None) or ())

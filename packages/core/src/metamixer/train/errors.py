@@ -13,12 +13,14 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-__all__ = ["FFNetError", "run_cli", "EXIT_USER_ERROR", "EXIT_INTERRUPTED"]
+__all__ = ["FFNetError", "RunInterrupted", "run_cli", "EXIT_USER_ERROR", "EXIT_INTERRUPTED", "EXIT_TERMINATED"]
 
 #: exit status for bad user input (same as argparse's usage errors)
 EXIT_USER_ERROR = 2
 #: conventional exit status for SIGINT (128 + 2)
 EXIT_INTERRUPTED = 130
+#: conventional exit status for SIGTERM (128 + 15)
+EXIT_TERMINATED = 143
 
 
 class FFNetError(Exception):
@@ -27,6 +29,15 @@ class FFNetError(Exception):
     The message must name the offending file/field and say what was expected, because it is the only thing the
     user will see (:func:`run_cli` prints it without a traceback).
     """
+
+
+class RunInterrupted(Exception):
+    """A training run stopped on SIGINT/SIGTERM after writing a resumable checkpoint; ``message`` says how to
+    resume and ``exit_code`` is 130 or 143 (what a shell reports for those signals)."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
 
 
 def _one_line(msg: str) -> str:
@@ -69,6 +80,9 @@ def run_cli(main: Callable[[Sequence[str] | None], Any]) -> Callable[[Sequence[s
 
     @functools.wraps(main)
     def wrapper(argv: Sequence[str] | None = None) -> int:
+        if "--debug" in (sys.argv[1:] if argv is None else argv):
+            result = main(argv)  # no translation: the full traceback of any failure
+            return 0 if result is None else result
         try:
             result = main(argv)
         except FFNetError as exc:
@@ -77,6 +91,10 @@ def run_cli(main: Callable[[Sequence[str] | None], Any]) -> Callable[[Sequence[s
         except (FileNotFoundError, PermissionError) as exc:
             _report(_os_error_message(exc))
             raise SystemExit(EXIT_USER_ERROR) from None
+        except RunInterrupted as exc:
+            _close_progress_bars()
+            print(str(exc), file=sys.stderr)
+            raise SystemExit(exc.exit_code) from None
         except KeyboardInterrupt:
             _report("interrupted")
             raise SystemExit(EXIT_INTERRUPTED) from None

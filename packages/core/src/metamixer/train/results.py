@@ -11,7 +11,7 @@ import os
 import tempfile
 from pathlib import Path
 
-__all__ = ["write_json"]
+__all__ = ["write_json", "write_results", "environment"]
 
 
 def write_json(path: str | os.PathLike[str], obj: object) -> Path:
@@ -35,3 +35,32 @@ def write_json(path: str | os.PathLike[str], obj: object) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def environment() -> dict[str, str]:
+    """Versions a result depends on: Python, torch, metamixer, the installed FFNet apps, the CPU."""
+    import platform
+    import sys
+    from importlib import metadata
+
+    import torch
+
+    versions = {"python": platform.python_version(), "torch": torch.__version__}
+    for dist in ("metamixer", "ffnet-classification", "ffnet-sr", "ffnet-timeseries", "ffnet-pointcloud",
+                 "ffnet-generation"):
+        try:
+            versions[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            continue
+    versions["platform"] = f"{sys.platform} {platform.machine()}"
+    versions["device"] = torch.cuda.get_device_name() if torch.cuda.is_available() else platform.processor() or "cpu"
+    return versions
+
+
+def write_results(path: str | os.PathLike[str], *, metrics: dict, data: object = None, checkpoint: object = None,
+                  protocol: object = None, wall_s: float | None = None, **extra: object) -> Path:
+    """The one ``results.json`` shape every evaluation and quick start writes: ``metrics``, ``data`` (what was
+    scored), ``checkpoint``, ``protocol`` (how it was scored), ``versions``, ``wall_s`` and any app extras."""
+    record = {"metrics": metrics, "data": data, "checkpoint": None if checkpoint is None else str(checkpoint),
+              "protocol": protocol, "versions": environment(), "wall_s": wall_s, **extra}
+    return write_json(path, record)
