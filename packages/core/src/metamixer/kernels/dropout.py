@@ -30,19 +30,44 @@ def apply_keep_mask_(x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
     return x.mul_(keep)
 
 
-class _KeepMaskScale(torch.autograd.Function):
-    """``x * keep * scale`` saving only the bool mask (1 byte per element) for the backward pass."""
+@torch.library.custom_op("metamixer::masked_scale", mutates_args=())
+def _masked_scale(x: torch.Tensor, keep: torch.Tensor, scale: float) -> torch.Tensor:
+    """``x * keep * scale`` as one operator (its backward is the same operator on the gradient), so autograd
+    saves only the 1-byte mask and ``torch.compile`` sees one opaque node instead of a NumPy call."""
+    if keep.dtype != torch.bool or keep.shape != x.shape or keep.device != x.device:
+        raise ValueError(f"masked_scale: keep must be a bool tensor of shape {tuple(x.shape)} on {x.device}, "
+                         f"got {keep.dtype} {tuple(keep.shape)} on {keep.device}")
+    return apply_keep_mask_(x.mul(scale).contiguous(), keep.contiguous())
 
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, keep: torch.Tensor, scale: float) -> torch.Tensor:  # noqa: ANN001
-        ctx.save_for_backward(keep)
-        ctx.scale = scale
-        return apply_keep_mask_(x.mul(scale), keep)
 
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:  # noqa: ANN001
-        (keep,) = ctx.saved_tensors
-        return apply_keep_mask_(grad.mul(ctx.scale), keep), None, None
+@_masked_scale.register_fake
+def _(x: torch.Tensor, keep: torch.Tensor, scale: float) -> torch.Tensor:
+    return torch.empty_like(x, memory_format=torch.contiguous_format)
+
+
+def _masked_scale_context(ctx, inputs, output) -> None:  # noqa: ANN001
+    ctx.save_for_backward(inputs[1])
+    ctx.scale = inputs[2]
+
+
+def _masked_scale_backward(ctx, grad: torch.Tensor):  # noqa: ANN001, ANN202
+    (keep,) = ctx.saved_tensors
+    return _masked_scale(grad, keep, ctx.scale), None, None
+
+
+_masked_scale.register_autograd(_masked_scale_backward, setup_context=_masked_scale_context)
+
+
+@torch.library.custom_op("metamixer::keep_mask", mutates_args=())
+def _keep_mask(x: torch.Tensor, p: float) -> torch.Tensor:
+    """:func:`dropout_keep_mask` for ``x``'s shape and device as an operator (it draws from NumPy's SFC64 seeded by
+    torch's generator, which ``torch.compile`` cannot trace)."""
+    return dropout_keep_mask(x.shape, p, x.device)[0]
+
+
+@_keep_mask.register_fake
+def _(x: torch.Tensor, p: float) -> torch.Tensor:
+    return torch.empty(x.shape, dtype=torch.bool, device=x.device)
 
 
 def fast_dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:
@@ -58,17 +83,17 @@ def fast_dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tens
         return x
     if x.device.type != "cpu" or p >= 1.0:
         return torch.nn.functional.dropout(x, p, training)
-    keep, scale = dropout_keep_mask(x.shape, p, x.device)
-    return _KeepMaskScale.apply(x, keep, scale)
+    return _masked_scale(x, _keep_mask(x, p), dropout_scale(p))
 
 
-def dropout_keep_mask(shape: torch.Size | tuple[int, ...], p: float, device: torch.device | str = "cpu") -> tuple[torch.Tensor, float]:
+def dropout_keep_mask(shape: torch.Size | tuple[int, ...], p: float, device: torch.device | str = "cpu",
+                      out: torch.Tensor | None = None) -> tuple[torch.Tensor, float]:
     """:func:`fast_dropout`'s mask: a bool ``keep`` tensor of ``shape`` (kept with probability ``1 - p'``) and the
     inverted-dropout scale ``1 / (1 - p')``, where ``p' = round(p * 65536) / 65536`` (``0 <= p < 1``).
 
     Each element compares one 16-bit uniform with the threshold. On CPU the uniforms come from NumPy's SFC64
     (four per 64-bit output) seeded by one draw of torch's default generator, so ``torch.manual_seed`` still fixes
-    the mask; SFC64 plus NumPy's vectorized compare cost ~0.9 ns per element against ~3 ns for torch's
+    the mask; ``out`` (CPU) receives the mask in place. SFC64 plus NumPy's vectorized compare cost ~0.9 ns per element against ~3 ns for torch's
     Mersenne-Twister ``random_`` and its scalar int16 compare (measured on one Xeon core)."""
     level = round(p * _DROPOUT_LEVELS) - _DROPOUT_LEVELS // 2
     numel = math.prod(shape)
@@ -76,6 +101,9 @@ def dropout_keep_mask(shape: torch.Size | tuple[int, ...], p: float, device: tor
     if torch.device(device).type == "cpu":
         seed = int(torch.randint(0, 2**62, (1,)).item())
         bits = np.random.SFC64(seed).random_raw(words).view(np.int16)[:numel]
+        if out is not None:  # a contiguous bool CPU tensor of ``numel`` values (the fused FFN's mask buffer)
+            np.greater_equal(bits, level, out=out.numpy().reshape(-1))
+            return out.view(shape), dropout_scale(p)
         return torch.from_numpy(np.greater_equal(bits, level)).view(shape), dropout_scale(p)
     bits = torch.empty(words, dtype=torch.int64, device=device).random_(-(2**63), None)
     return (bits.view(torch.int16)[:numel] >= level).view(shape), dropout_scale(p)

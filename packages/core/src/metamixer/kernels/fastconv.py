@@ -20,7 +20,6 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.autograd.function import once_differentiable
 
 from metamixer.kernels.native import dwconv_kernels, select, small_bmm_kernel
 
@@ -40,48 +39,107 @@ def _toeplitz_index(length: int, kernel_size: int, padding: int, device: torch.d
     return tap.clamp(0, kernel_size - 1), valid
 
 
-class _ToeplitzProduct(torch.autograd.Function):
-    """``x @ toeplitz (+ bias)`` per channel, forward and both gradients through the C kernel (first-order only)."""
-
-    @staticmethod
-    def forward(ctx, x, toeplitz, bias, kernel):  # noqa: ANN001, ANN205
-        toeplitz = toeplitz.contiguous()
-        ctx.save_for_backward(x, toeplitz)
-        ctx.kernel, ctx.has_bias = kernel, bias is not None
-        return kernel(x, toeplitz, bias)
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad):  # noqa: ANN001, ANN205
-        x, toeplitz = ctx.saved_tensors
-        kernel, grad = ctx.kernel, grad.contiguous()
-        grad_x = kernel(grad, toeplitz.transpose(1, 2).contiguous()) if ctx.needs_input_grad[0] else None
-        grad_t = kernel(x.transpose(1, 2), grad) if ctx.needs_input_grad[1] else None  # x^T @ grad
-        grad_bias = grad.sum((1, 2)) if ctx.has_bias and ctx.needs_input_grad[2] else None
-        return grad_x, grad_t, grad_bias, None
+@torch.library.custom_op("metamixer::toeplitz_product", mutates_args=())
+def _toeplitz_product(x: torch.Tensor, toeplitz: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """``x @ toeplitz (+ bias)`` per channel through the C product kernel, as one operator (first-order
+    gradients registered below)."""
+    return _product_kernel()(x, toeplitz.contiguous(), bias)
 
 
-class _DirectDepthwise(torch.autograd.Function):
-    """A short-kernel depthwise conv on channel-major ``[C, B, L]`` through core's C loop (first-order only)."""
+@_toeplitz_product.register_fake
+def _(x: torch.Tensor, toeplitz: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    return x.new_empty(x.shape[0], x.shape[1], toeplitz.shape[2])
 
-    @staticmethod
-    def forward(ctx, x, weight, bias, kernels):  # noqa: ANN001, ANN205
-        w = weight.reshape(weight.shape[0], -1).contiguous()
-        ctx.save_for_backward(x, w)
-        ctx.kernels, ctx.has_bias, ctx.weight_shape = kernels, bias is not None, weight.shape
-        return kernels.forward(x, w, bias)
 
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad):  # noqa: ANN001, ANN205
-        x, w = ctx.saved_tensors
-        kernels, grad = ctx.kernels, grad.contiguous()
-        grad_x = kernels.forward(grad, w.flip(-1).contiguous()) if ctx.needs_input_grad[0] else None
-        grad_w = grad_b = None
-        if ctx.needs_input_grad[1] or (ctx.has_bias and ctx.needs_input_grad[2]):
-            grad_w, grad_b = kernels.grad_weight(x, grad, w.shape[1], ctx.has_bias and ctx.needs_input_grad[2])
-            grad_w = grad_w.view(ctx.weight_shape) if ctx.needs_input_grad[1] else None
-        return grad_x, grad_w, grad_b, None
+@torch.library.custom_op("metamixer::toeplitz_product_backward", mutates_args=())
+def _toeplitz_product_backward(grad: torch.Tensor, x: torch.Tensor, toeplitz: torch.Tensor, need_x: bool,
+                               need_t: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    kernel, grad, toeplitz = _product_kernel(), grad.contiguous(), toeplitz.contiguous()
+    grad_x = kernel(grad, toeplitz.transpose(1, 2).contiguous()) if need_x else x.new_empty(0)
+    grad_t = kernel(x.transpose(1, 2), grad) if need_t else x.new_empty(0)  # x^T @ grad
+    return grad_x, grad_t
+
+
+@_toeplitz_product_backward.register_fake
+def _(grad, x, toeplitz, need_x, need_t):  # noqa: ANN001, ANN202
+    return (torch.empty_like(x) if need_x else x.new_empty(0)), (torch.empty_like(toeplitz) if need_t else x.new_empty(0))
+
+
+def _toeplitz_context(ctx, inputs, output) -> None:  # noqa: ANN001
+    ctx.save_for_backward(inputs[0], inputs[1])
+    ctx.has_bias = inputs[2] is not None
+
+
+def _toeplitz_grad(ctx, grad: torch.Tensor):  # noqa: ANN001, ANN202
+    x, toeplitz = ctx.saved_tensors
+    need_x, need_t, need_b = ctx.needs_input_grad
+    grad_x, grad_t = _toeplitz_product_backward(grad, x, toeplitz, need_x, need_t)
+    grad_bias = grad.sum((1, 2)) if ctx.has_bias and need_b else None
+    return (grad_x if need_x else None), (grad_t if need_t else None), grad_bias
+
+
+_toeplitz_product.register_autograd(_toeplitz_grad, setup_context=_toeplitz_context)
+
+
+def _product_kernel():  # noqa: ANN202
+    kernel = small_bmm_kernel()
+    if kernel is None:
+        raise RuntimeError("metamixer::toeplitz_product needs the C product kernel, which is not available here")
+    return kernel
+
+
+def _dw_kernels():  # noqa: ANN202
+    kernels = dwconv_kernels()
+    if kernels is None:
+        raise RuntimeError("metamixer::dwconv_cbl needs the C depthwise-conv loop, which is not available here")
+    return kernels
+
+
+@torch.library.custom_op("metamixer::dwconv_cbl", mutates_args=())
+def _dwconv_cbl(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """A short-kernel depthwise conv on channel-major ``[C, B, L]`` through core's C loop, as one operator."""
+    return _dw_kernels().forward(x, weight.reshape(weight.shape[0], -1).contiguous(), bias)
+
+
+@_dwconv_cbl.register_fake
+def _(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    return x.new_empty(x.shape)
+
+
+@torch.library.custom_op("metamixer::dwconv_cbl_backward", mutates_args=())
+def _dwconv_cbl_backward(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, need_x: bool, need_w: bool,
+                         need_b: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    kernels, grad = _dw_kernels(), grad.contiguous()
+    w = weight.reshape(weight.shape[0], -1).contiguous()
+    grad_x = kernels.forward(grad, w.flip(-1).contiguous()) if need_x else x.new_empty(0)
+    grad_w, grad_b = x.new_empty(0), x.new_empty(0)
+    if need_w or need_b:
+        gw, gb = kernels.grad_weight(x, grad, w.shape[1], need_b)
+        grad_w = gw.view(weight.shape) if need_w else grad_w
+        grad_b = gb if need_b else grad_b
+    return grad_x, grad_w, grad_b
+
+
+@_dwconv_cbl_backward.register_fake
+def _(grad, x, weight, need_x, need_w, need_b):  # noqa: ANN001, ANN202
+    return ((torch.empty_like(x) if need_x else x.new_empty(0)), (torch.empty_like(weight) if need_w else x.new_empty(0)),
+            (x.new_empty(weight.shape[0]) if need_b else x.new_empty(0)))
+
+
+def _dwconv_context(ctx, inputs, output) -> None:  # noqa: ANN001
+    ctx.save_for_backward(inputs[0], inputs[1])
+    ctx.has_bias = inputs[2] is not None
+
+
+def _dwconv_grad(ctx, grad: torch.Tensor):  # noqa: ANN001, ANN202
+    x, weight = ctx.saved_tensors
+    need_x, need_w, need_b = ctx.needs_input_grad
+    need_b = need_b and ctx.has_bias
+    grad_x, grad_w, grad_b = _dwconv_cbl_backward(grad, x, weight, need_x, need_w, need_b)
+    return (grad_x if need_x else None), (grad_w if need_w else None), (grad_b if need_b else None)
+
+
+_dwconv_cbl.register_autograd(_dwconv_grad, setup_context=_dwconv_context)
 
 
 DIRECT_MAX_KERNEL, DIRECT_MAX_LENGTH = 15, 64  # the C loop's limits (a row in 4 AVX-512 registers)
@@ -97,12 +155,12 @@ def direct_depthwise_conv1d_cbl(
     k = weight.shape[-1]
     applies = (k % 2 == 1 and k <= DIRECT_MAX_KERNEL and x.shape[-1] <= DIRECT_MAX_LENGTH
                and (x.stride(-1) == 1 or x.shape[-1] == 1))
-    kernels = select(native if applies else False, dwconv_kernels, "the C depthwise-conv loop", x, weight, bias)
+    use = select(native if applies else False, dwconv_kernels, "the C depthwise-conv loop", x, weight, bias)
     if native and not applies:
         raise RuntimeError(f"native=True: the C depthwise-conv loop takes odd kernels of <= {DIRECT_MAX_KERNEL} taps "
                            f"and rows of <= {DIRECT_MAX_LENGTH} positions with stride 1; got kernel {k}, shape "
                            f"{tuple(x.shape)}, strides {x.stride()}")
-    return None if kernels is None else _DirectDepthwise.apply(x, weight, bias, kernels)
+    return _dwconv_cbl(x, weight, bias) if use else None
 
 
 def toeplitz_depthwise_conv1d(
@@ -130,9 +188,8 @@ def toeplitz_depthwise_conv1d_cbl(
     tap, valid = _toeplitz_index(length, kernel_size, padding, x.device)
     w = weight.reshape(channels, kernel_size)
     toeplitz = w[:, tap] * valid.to(w.dtype)  # [C, L_in, L_out]
-    kernel = select(native, small_bmm_kernel, "the C product kernel (AVX-512 builds only)", x, weight, bias)
-    if kernel is not None:
-        return _ToeplitzProduct.apply(x, toeplitz, bias, kernel)
+    if select(native, small_bmm_kernel, "the C product kernel (AVX-512 builds only)", x, weight, bias):
+        return _toeplitz_product(x, toeplitz, bias)
     if bias is None:
         return torch.bmm(x, toeplitz)
     return torch.baddbmm(bias.view(channels, 1, 1), x, toeplitz)

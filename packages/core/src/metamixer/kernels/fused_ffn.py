@@ -36,16 +36,22 @@ _CACHE_BYTES = 1 << 21  # the hidden block of one slice: 2 MiB, the L2 of one cu
 _NATIVE_BLOCK_BYTES, _NATIVE_MIN_POSITIONS, _NATIVE_MAX_BLOCK_BYTES = 1 << 24, 1024, 1 << 28
 
 
+@torch.compiler.assume_constant_result
+def _threads() -> int:
+    """The intra-op thread count as a trace-time constant (``torch.get_num_threads`` breaks a compiled graph)."""
+    return torch.get_num_threads()
+
+
 def slice_length(hidden_channels: int, total: int, cache_bytes: int | None = None, native: bool = False) -> int:
     """Positions per slice so that ``hidden_channels`` fp32 values per position fill about ``cache_bytes``
     (default: 2 MiB per intra-op thread, as each core has its own L2; at least 64 positions so the matmuls stay
     efficient; a multiple of 16). ``native`` (the fused C kernels run the element-wise work): blocks of 16 MiB
     per thread and at least 1024 positions, but no block above 256 MiB."""
     if native:
-        block = (cache_bytes or _NATIVE_BLOCK_BYTES * torch.get_num_threads()) // (4 * hidden_channels)
+        block = (cache_bytes or _NATIVE_BLOCK_BYTES * _threads()) // (4 * hidden_channels)
         length = min(max(_NATIVE_MIN_POSITIONS, block), _NATIVE_MAX_BLOCK_BYTES // (4 * hidden_channels))
         return min(max(64, length // 16 * 16), total)
-    cache_bytes = cache_bytes or _CACHE_BYTES * torch.get_num_threads()
+    cache_bytes = cache_bytes or _CACHE_BYTES * _threads()
     length = max(64, (cache_bytes // (4 * hidden_channels)) // 16 * 16)
     return min(length, total)
 
@@ -79,85 +85,127 @@ def _matmul(products: SmallBmmKernel | None, w: torch.Tensor, x: torch.Tensor, b
     return y if out is None else out.copy_(y)
 
 
-class _GroupedFFN(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x, w1, b1, w2, b2, p_drop, slice_len, regroup, kernels, products):  # noqa: ANN001, ANN205
-        if products is not None and x.stride(-1) != 1:
-            x = x.contiguous()  # the product kernel reads rows of positions
-        g1, _, total = x.shape
-        p_groups, c2, _ = w2.shape
-        pq = w1.shape[1]
-        q, rp = pq // p_groups, (p_groups if regroup else 0)
-        scale, keeps = (dropout_scale(p_drop) if p_drop > 0.0 else 1.0), []
-        out = x.new_empty(p_groups, c2, total)
-        w1s, b1s = w1 * scale, (b1 * scale).view(g1, pq, 1)  # scale * h computed by the matmul itself
-        b2v = b2.view(p_groups, c2, 1)
-        for start in range(0, total, slice_len):
-            stop = min(total, start + slice_len)
-            # dropout before GELU: GELU(keep * scale * h) == keep * GELU(scale * h) because GELU(0) == 0
-            h = _matmul(products, w1s, x[:, :, start:stop], b1s)
-            keep = dropout_keep_mask(h.shape, p_drop, x.device)[0] if p_drop > 0.0 else None
-            if keep is not None:
-                keeps.append(keep)
-            if kernels is not None:
-                a = kernels.forward(h, keep, x.new_empty(p_groups, w2.shape[2], stop - start), rp, q)
-            else:
-                a = F.gelu(h)
-                if keep is not None:
-                    apply_keep_mask_(a, keep)
-                a = _regroup(a, g1, rp, q)
-            _matmul(products, w2, a, b2v, out=out[:, :, start:stop])
-        ctx.save_for_backward(x, w1, b1, w2, b2)
-        ctx.keeps, ctx.scale, ctx.slice_len, ctx.rp, ctx.kernels = keeps, scale, slice_len, rp, kernels
-        ctx.products = products
-        return out
-
-    @staticmethod
-    def backward(ctx, grad_out):  # noqa: ANN001, ANN205
-        x, w1, b1, w2, b2 = ctx.saved_tensors
-        g1, _, total = x.shape
-        p_groups, c2, _ = w2.shape
-        pq = w1.shape[1]
-        q, rp = pq // p_groups, ctx.rp
-        scale, slice_len, keeps, kernels, products = ctx.scale, ctx.slice_len, ctx.keeps, ctx.kernels, ctx.products
-        if products is not None and grad_out.stride(-1) != 1:
-            grad_out = grad_out.contiguous()  # the product kernel reads rows of positions
-        need_x = ctx.needs_input_grad[0]
-        grad_x = torch.empty_like(x) if need_x else None
-        grad_w1, grad_w2 = torch.zeros_like(w1), torch.zeros_like(w2)
-        grad_b1 = torch.zeros(g1, pq, dtype=x.dtype, device=x.device)
-        grad_b2 = torch.zeros(p_groups, c2, dtype=x.dtype, device=x.device)
-        grad_b1_raw = torch.zeros(g1 * pq, dtype=x.dtype, device=x.device)  # the kernels' unscaled row sums
-        # d/dh of GELU(scale * h): the factor `scale` is folded into the (small) weights and the accumulations
-        w1s, b1s = w1 * scale, (b1 * scale).view(g1, pq, 1)
-        w1t, w2t = w1s.transpose(1, 2), w2.transpose(1, 2)
-        for index, start in enumerate(range(0, total, slice_len)):
-            stop = min(total, start + slice_len)
-            xs, gs = x[:, :, start:stop], grad_out[:, :, start:stop]
-            h = _matmul(products, w1s, xs, b1s)  # recomputed, now in cache
-            keep = keeps[index] if keeps else None
-            if kernels is not None:
-                grad_a = _matmul(products, w2t, gs)  # regrouped layout
-                a, grad_h = torch.empty_like(grad_a), torch.empty_like(h)  # grad_h: d loss / d (scale * h)
-                kernels.backward(h, keep, grad_a, a, grad_h, grad_b1_raw, rp, q)
-                grad_w2.baddbmm_(gs, a.transpose(1, 2))
-            else:
-                a = F.gelu(h)
-                if keep is not None:
-                    apply_keep_mask_(a, keep)
-                grad_w2.baddbmm_(gs, _regroup(a, g1, rp, q).transpose(1, 2))
-                grad_a = _ungroup(torch.bmm(w2t, gs), g1, rp, q)
-                if keep is not None:
-                    apply_keep_mask_(grad_a, keep)
-                grad_h = torch.ops.aten.gelu_backward(grad_a, h)  # d loss / d (scale * h)
-                grad_b1.add_(grad_h.sum(-1), alpha=scale)
-            grad_b2 += gs.sum(-1)
-            grad_w1.baddbmm_(grad_h, xs.transpose(1, 2), alpha=scale)
-            if need_x:
-                _matmul(products, w1t, grad_h, out=grad_x[:, :, start:stop])
+@torch.library.custom_op("metamixer::grouped_ffn", mutates_args=())
+def _grouped_ffn_forward(x: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor, w2: torch.Tensor, b2: torch.Tensor,
+                         p_drop: float, slice_len: int, regroup: bool, native: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """The sliced FFN's forward as one operator: ``(out, keeps)``, where ``keeps`` holds every slice's dropout mask
+    back to back (empty without dropout), the only activation-sized state the backward needs."""
+    kernels = ffn_gelu_kernels() if native else None
+    products = small_bmm_kernel() if kernels is not None else None  # AVX-512 builds only
+    if products is not None and x.stride(-1) != 1:
+        x = x.contiguous()  # the product kernel reads rows of positions
+    g1, _, total = x.shape
+    p_groups, c2, _ = w2.shape
+    pq = w1.shape[1]
+    q, rp = pq // p_groups, (p_groups if regroup else 0)
+    scale = dropout_scale(p_drop) if p_drop > 0.0 else 1.0
+    keeps = torch.empty(g1 * pq * total if p_drop > 0.0 else 0, dtype=torch.bool, device=x.device)
+    out = x.new_empty(p_groups, c2, total)
+    w1s, b1s = w1 * scale, (b1 * scale).view(g1, pq, 1)  # scale * h computed by the matmul itself
+    b2v = b2.view(p_groups, c2, 1)
+    for start in range(0, total, slice_len):
+        stop = min(total, start + slice_len)
+        # dropout before GELU: GELU(keep * scale * h) == keep * GELU(scale * h) because GELU(0) == 0
+        h = _matmul(products, w1s, x[:, :, start:stop], b1s)
+        keep = None
+        if p_drop > 0.0:
+            chunk = keeps[g1 * pq * start:g1 * pq * stop]
+            keep = dropout_keep_mask(h.shape, p_drop, x.device, out=chunk if x.device.type == "cpu" else None)[0]
+            if keep.data_ptr() != chunk.data_ptr():
+                chunk.copy_(keep.reshape(-1))
         if kernels is not None:
-            grad_b1 = grad_b1_raw.mul_(scale)
-        return grad_x, grad_w1, grad_b1.view(-1), grad_w2, grad_b2.view(-1), None, None, None, None, None
+            a = kernels.forward(h, keep, x.new_empty(p_groups, w2.shape[2], stop - start), rp, q)
+        else:
+            a = F.gelu(h)
+            if keep is not None:
+                apply_keep_mask_(a, keep)
+            a = _regroup(a, g1, rp, q)
+        _matmul(products, w2, a, b2v, out=out[:, :, start:stop])
+    return out, keeps
+
+
+@_grouped_ffn_forward.register_fake
+def _(x, w1, b1, w2, b2, p_drop, slice_len, regroup, native):  # noqa: ANN001, ANN202
+    g1, pq, total = w1.shape[0], w1.shape[1], x.shape[-1]
+    keeps = x.new_empty(g1 * pq * total if p_drop > 0.0 else 0, dtype=torch.bool)
+    return x.new_empty(w2.shape[0], w2.shape[1], total), keeps
+
+
+@torch.library.custom_op("metamixer::grouped_ffn_backward", mutates_args=())
+def _grouped_ffn_backward(grad_out: torch.Tensor, x: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor,
+                          w2: torch.Tensor, keeps: torch.Tensor, p_drop: float, slice_len: int, regroup: bool,
+                          native: bool, need_x: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
+                                                               torch.Tensor]:
+    """Gradients of :func:`_grouped_ffn_forward` for (x, w1, b1, w2, b2), recomputing each slice's hidden block
+    while it is in cache; ``grad_x`` is empty when ``need_x`` is False."""
+    kernels = ffn_gelu_kernels() if native else None
+    products = small_bmm_kernel() if kernels is not None else None
+    if products is not None and x.stride(-1) != 1:
+        x = x.contiguous()
+    g1, _, total = x.shape
+    p_groups, c2, _ = w2.shape
+    pq = w1.shape[1]
+    q, rp = pq // p_groups, (p_groups if regroup else 0)
+    scale = dropout_scale(p_drop) if p_drop > 0.0 else 1.0
+    if products is not None and grad_out.stride(-1) != 1:
+        grad_out = grad_out.contiguous()  # the product kernel reads rows of positions
+    grad_x = torch.empty_like(x) if need_x else x.new_empty(0)
+    grad_w1, grad_w2 = torch.zeros_like(w1), torch.zeros_like(w2)
+    grad_b1 = torch.zeros(g1, pq, dtype=x.dtype, device=x.device)
+    grad_b2 = torch.zeros(p_groups, c2, dtype=x.dtype, device=x.device)
+    grad_b1_raw = torch.zeros(g1 * pq, dtype=x.dtype, device=x.device)  # the kernels' unscaled row sums
+    # d/dh of GELU(scale * h): the factor `scale` is folded into the (small) weights and the accumulations
+    w1s, b1s = w1 * scale, (b1 * scale).view(g1, pq, 1)
+    w1t, w2t = w1s.transpose(1, 2), w2.transpose(1, 2)
+    for start in range(0, total, slice_len):
+        stop = min(total, start + slice_len)
+        xs, gs = x[:, :, start:stop], grad_out[:, :, start:stop]
+        h = _matmul(products, w1s, xs, b1s)  # recomputed, now in cache
+        keep = keeps[g1 * pq * start:g1 * pq * stop].view(h.shape) if keeps.numel() else None
+        if kernels is not None:
+            grad_a = _matmul(products, w2t, gs)  # regrouped layout
+            a, grad_h = torch.empty_like(grad_a), torch.empty_like(h)  # grad_h: d loss / d (scale * h)
+            kernels.backward(h, keep, grad_a, a, grad_h, grad_b1_raw, rp, q)
+            grad_w2.baddbmm_(gs, a.transpose(1, 2))
+        else:
+            a = F.gelu(h)
+            if keep is not None:
+                apply_keep_mask_(a, keep)
+            grad_w2.baddbmm_(gs, _regroup(a, g1, rp, q).transpose(1, 2))
+            grad_a = _ungroup(torch.bmm(w2t, gs), g1, rp, q)
+            if keep is not None:
+                apply_keep_mask_(grad_a, keep)
+            grad_h = torch.ops.aten.gelu_backward(grad_a, h)  # d loss / d (scale * h)
+            grad_b1.add_(grad_h.sum(-1), alpha=scale)
+        grad_b2 += gs.sum(-1)
+        grad_w1.baddbmm_(grad_h, xs.transpose(1, 2), alpha=scale)
+        if need_x:
+            _matmul(products, w1t, grad_h, out=grad_x[:, :, start:stop])
+    if kernels is not None:
+        grad_b1 = grad_b1_raw.mul_(scale)
+    return grad_x, grad_w1, grad_b1.view(-1), grad_w2, grad_b2.view(-1)
+
+
+@_grouped_ffn_backward.register_fake
+def _(grad_out, x, w1, b1, w2, keeps, p_drop, slice_len, regroup, native, need_x):  # noqa: ANN001, ANN202
+    grad_x = torch.empty_like(x) if need_x else x.new_empty(0)
+    return grad_x, torch.empty_like(w1), x.new_empty(b1.numel()), torch.empty_like(w2), x.new_empty(w2.shape[0] * w2.shape[1])
+
+
+def _grouped_ffn_context(ctx, inputs, output) -> None:  # noqa: ANN001
+    x, w1, b1, w2, _b2, p_drop, slice_len, regroup, native = inputs
+    ctx.save_for_backward(x, w1, b1, w2, output[1])
+    ctx.options = (p_drop, slice_len, regroup, native)
+
+
+def _grouped_ffn_grad(ctx, grad_out: torch.Tensor, _grad_keeps: torch.Tensor):  # noqa: ANN001, ANN202
+    x, w1, b1, w2, keeps = ctx.saved_tensors
+    need_x = ctx.needs_input_grad[0]
+    grads = _grouped_ffn_backward(grad_out, x, w1, b1, w2, keeps, *ctx.options, need_x)
+    return (grads[0] if need_x else None), *grads[1:], None, None, None, None
+
+
+_grouped_ffn_forward.register_autograd(_grouped_ffn_grad, setup_context=_grouped_ffn_context)
 
 
 def _weights(x: torch.Tensor, conv1: nn.Conv1d, conv2: nn.Conv1d, regroup: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -206,10 +254,9 @@ def grouped_ffn(
 
 def _grouped_ffn(x: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor, w2: torch.Tensor, b2: torch.Tensor,
                  drop: float, regroup: bool, slice_len: int | None, native: bool | None) -> torch.Tensor:
-    kernels = select(native, ffn_gelu_kernels, "grouped_ffn's fused C kernels", x, w1, w2)
-    products = small_bmm_kernel() if kernels is not None else None  # AVX-512 builds only
-    length = slice_len or slice_length(w1.shape[0] * w1.shape[1], x.shape[-1], native=kernels is not None)
-    return _GroupedFFN.apply(x, w1, b1, w2, b2, drop, length, regroup, kernels, products)
+    use_native = select(native, ffn_gelu_kernels, "grouped_ffn's fused C kernels", x, w1, w2)
+    length = slice_len or slice_length(w1.shape[0] * w1.shape[1], x.shape[-1], native=use_native)
+    return _grouped_ffn_forward(x, w1, b1, w2, b2, drop, length, regroup, use_native)[0]
 
 
 def grouped_ffn_reference(

@@ -242,6 +242,8 @@ class SmallBmmKernel:
                 bs_c, bs_m = m, 1
             else:
                 raise ValueError(f"small_bmm: bias must have {channels} (per product) or {channels * m} (per row) values")
+        if out.numel() == 0:  # an empty batch: nothing to compute (and empty tensors share the null pointer)
+            return out
         if out.data_ptr() in (x.data_ptr(), t.data_ptr()):
             raise ValueError("small_bmm: out must not share memory with x or t")
         xs_c, xs_m, xs_k = x.stride()
@@ -415,18 +417,19 @@ def _load(source: str, wrapper, self_check):  # noqa: ANN001, ANN202
         return result
 
 
-def select(native: bool | None, getter, name: str, *tensors: torch.Tensor | None):  # noqa: ANN001, ANN201
-    """The one rule for a caller's ``native=`` argument: False -> None; None -> ``getter()`` when every given tensor
-    is float32 on CPU (None entries ignored), else None; True -> the same, but an error naming ``name`` where that
-    gives None."""
+def select(native: bool | None, getter, name: str, *tensors: torch.Tensor | None) -> bool:  # noqa: ANN001
+    """The one rule for a caller's ``native=`` argument, answering whether to run ``getter``'s kernels: False ->
+    False; None -> whether every given tensor is float32 on CPU (None entries ignored) and the kernels are
+    available; True -> the same, but an error naming ``name`` where the answer is no. Traceable by
+    ``torch.compile`` (the availability is a constant of the process)."""
     if native is False:
-        return None
+        return False
     fits = all(t is None or (t.dtype == torch.float32 and t.device.type == "cpu") for t in tensors)
-    kernel = getter() if fits else None
-    if native and kernel is None:
+    ok = fits and _AVAILABLE[getter.__name__]()
+    if native and not ok:
         raise RuntimeError(f"native=True: {name} needs float32 CPU tensors and a C build that works here (see "
                            "metamixer.kernels.native); " + ("it is not available" if fits else "got other tensors"))
-    return kernel
+    return ok
 
 
 def ffn_gelu_kernels() -> FFNGeluKernels | None:
@@ -447,3 +450,24 @@ def dwconv_kernels() -> DwConvKernels | None:
     vectorized (see the module docstring)."""
     kernels = _load("dwconv_small.c", DwConvKernels, _dwconv_self_check)
     return kernels if kernels is not None and kernels.vectorized else None
+
+
+# Availability as constants for torch.compile: evaluated once while tracing, so a compiled graph neither traces
+# the build/self-check nor breaks on it (a graph keeps the choice it was compiled with, even inside disabled()).
+@torch.compiler.assume_constant_result
+def _ffn_gelu_available() -> bool:
+    return ffn_gelu_kernels() is not None
+
+
+@torch.compiler.assume_constant_result
+def _small_bmm_available() -> bool:
+    return small_bmm_kernel() is not None
+
+
+@torch.compiler.assume_constant_result
+def _dwconv_available() -> bool:
+    return dwconv_kernels() is not None
+
+
+_AVAILABLE = {"ffn_gelu_kernels": _ffn_gelu_available, "small_bmm_kernel": _small_bmm_available,
+              "dwconv_kernels": _dwconv_available}
