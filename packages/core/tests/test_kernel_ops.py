@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from metamixer.kernels import fastconv, fused_ffn, native
+from metamixer.kernels import fastconv, native
 from metamixer.kernels.fastconv import direct_depthwise_conv1d_cbl, toeplitz_depthwise_conv1d_cbl
 from metamixer.kernels.fused_ffn import grouped_ffn, grouped_ffn_reference
 
@@ -29,21 +29,11 @@ def _build(source: str):  # noqa: ANN202
 
 
 @pytest.fixture
-def every_kernel(monkeypatch: pytest.MonkeyPatch) -> None:
+def every_kernel() -> None:
     """Make the product kernel and the depthwise loop available whether or not this CPU has AVX-512."""
-    bmm, dw = _build("small_bmm.c"), _build("dwconv_small.c")
-
-    def small_bmm_kernel() -> native.SmallBmmKernel:
-        return bmm
-
-    def dwconv_kernels() -> native.DwConvKernels:
-        return dw
-
-    for module in (fastconv, fused_ffn):
-        monkeypatch.setattr(module, "small_bmm_kernel", small_bmm_kernel)
-    monkeypatch.setattr(fastconv, "dwconv_kernels", dwconv_kernels)
-    monkeypatch.setitem(native._AVAILABLE, "small_bmm_kernel", lambda: True)
-    monkeypatch.setitem(native._AVAILABLE, "dwconv_kernels", lambda: True)
+    with native.plain_builds():
+        assert native.small_bmm_kernel() is not None and native.dwconv_kernels() is not None
+        yield
 
 
 def _grads(out: torch.Tensor, *tensors: torch.Tensor | None, seed: int = 0) -> list[torch.Tensor]:

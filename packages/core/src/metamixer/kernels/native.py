@@ -37,7 +37,7 @@ import torch
 
 __all__ = [
     "NativeBuildError", "build_library", "cache_dir", "dwconv_kernels", "DwConvKernels", "ffn_gelu_kernels",
-    "FFNGeluKernels", "small_bmm_kernel", "SmallBmmKernel", "select", "disabled",
+    "FFNGeluKernels", "small_bmm_kernel", "SmallBmmKernel", "select", "disabled", "plain_builds",
 ]
 
 _LOG = logging.getLogger(__name__)
@@ -378,6 +378,7 @@ _load_lock = threading.Lock()
 
 
 _disabled = 0
+_plain = 0
 
 
 @contextlib.contextmanager
@@ -391,6 +392,19 @@ def disabled() -> Iterator[None]:
         yield
     finally:
         _disabled -= 1
+
+
+@contextlib.contextmanager
+def plain_builds() -> Iterator[None]:
+    """Inside, the AVX-512-only kernels are offered even where the build has no AVX-512 (their plain C loops): slow,
+    but the same operators, so their plumbing (autograd, tracing, validation) can be checked on any CPU. For tests;
+    process-wide, nestable; compiled graphs keep the choice they were traced with."""
+    global _plain
+    _plain += 1
+    try:
+        yield
+    finally:
+        _plain -= 1
 
 
 def _load(source: str, wrapper, self_check):  # noqa: ANN001, ANN202
@@ -442,14 +456,14 @@ def small_bmm_kernel() -> SmallBmmKernel | None:
     """The register-blocked small-matrix product, built on first call; None where it is not available or not
     vectorized (see the module docstring)."""
     kernel = _load("small_bmm.c", SmallBmmKernel, _small_bmm_self_check)
-    return kernel if kernel is not None and kernel.vectorized else None
+    return kernel if kernel is not None and (kernel.vectorized or _plain) else None
 
 
 def dwconv_kernels() -> DwConvKernels | None:
     """The short-kernel depthwise conv kernels, built on first call; None where they are not available or not
     vectorized (see the module docstring)."""
     kernels = _load("dwconv_small.c", DwConvKernels, _dwconv_self_check)
-    return kernels if kernels is not None and kernels.vectorized else None
+    return kernels if kernels is not None and (kernels.vectorized or _plain) else None
 
 
 # Availability as constants for torch.compile: evaluated once while tracing, so a compiled graph neither traces

@@ -1,0 +1,54 @@
+"""torch.compile sees whole graphs: FFNet-TS in train mode with every native kernel on, FFNetSR-light and fused
+FFNet-1 trace with 0 graph breaks, and their compiled outputs (and FFNet-TS's gradients) equal eager ones."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from metamixer.kernels import native
+
+pytestmark = pytest.mark.skipif(native._compiler() is None, reason="no C compiler: the native paths are off")
+
+
+def _no_breaks(model: torch.nn.Module, x: torch.Tensor) -> None:
+    explained = torch._dynamo.explain(model)(x)
+    assert explained.graph_break_count == 0, [str(b.reason)[:300] for b in explained.break_reasons]
+
+
+def test_ffnet_ts_train_mode_with_native_kernels() -> None:
+    from ffnet_timeseries.models.ffnet_ts import FFNetTS
+
+    torch.manual_seed(0)
+    model = FFNetTS(7, 96, 24, dims=[32], num_blocks=[1], large_kernel=51, small_kernel=5, dropout=0.1).train()
+    x = torch.randn(4, 96, 7)
+    with native.plain_builds():  # the AVX-512-only kernels too, on any CPU
+        assert native.ffn_gelu_kernels() is not None and native.dwconv_kernels() is not None
+        _no_breaks(model, x)
+        compiled = torch.compile(model, backend="aot_eager", fullgraph=True)
+        outputs = []
+        for run in (model, compiled):
+            torch.manual_seed(1)  # the same dropout masks in both runs
+            out = run(x)
+            outputs.append([out, *torch.autograd.grad(out.square().mean(), list(model.parameters()))])
+    for got, want in zip(outputs[1], outputs[0], strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+    torch._dynamo.reset()
+
+
+@pytest.mark.parametrize("which", ["ffnetsr_light", "ffnet_1"])
+def test_inference_models_trace_whole(which: str) -> None:
+    torch.manual_seed(0)
+    if which == "ffnetsr_light":
+        from ffnet_sr.models import create_model
+
+        model, x = create_model("ffnetsr_light", scale=2).eval(), torch.randn(1, 3, 24, 24)
+    else:
+        from ffnet_classification.models.registry import create_model
+
+        model, x = create_model("ffnet_1").eval().fuse(), torch.randn(1, 3, 64, 64)
+    _no_breaks(model, x)
+    with torch.no_grad():
+        torch.testing.assert_close(torch.compile(model, backend="aot_eager", fullgraph=True)(x), model(x),
+                                   rtol=1e-4, atol=1e-5)
+    torch._dynamo.reset()
