@@ -59,3 +59,15 @@ def test_timeseries_speed_claims_match_the_measurement():
         found = re.search(pattern, (ROOT / page).read_text())
         assert found, f"{page}: the speed/memory claim is gone or reworded (pattern {pattern!r})"
         assert list(found.groups()) == speed + memory, f"{page} quotes {found.groups()}, the measurement {speed + memory}"
+
+
+def test_core_api_page_is_generated_from_the_code() -> None:
+    """docs/core_api.md is rendered from the real signatures; a stale page (an argument that no longer exists)
+    fails here. Regenerate with `python scripts/gen_core_api.py`."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "gen_core_api.py"
+    spec = importlib.util.spec_from_file_location("gen_core_api", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.OUT.read_text() == module.render(), "docs/core_api.md is stale: run python scripts/gen_core_api.py"
