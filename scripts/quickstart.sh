@@ -20,6 +20,7 @@ declare -A MODULES=(
 ORDER=(core classification super_resolution timeseries pointcloud generation)
 [ "$#" -gt 0 ] && ORDER=("$@")
 summary=()
+failed=()
 for step in "${ORDER[@]}"; do
   mod="${MODULES[$step]:-}"
   [ -n "$mod" ] || { echo "unknown quick-start step '$step' (choose from: ${!MODULES[*]})" >&2; exit 2; }
@@ -28,8 +29,17 @@ for step in "${ORDER[@]}"; do
   fi
   echo; echo "================ quick start: $step ================"
   start=$(date +%s)
-  .venv/bin/python -m "$mod" --output "$OUT/$step"
-  summary+=("$step: $(( $(date +%s) - start )) s")
+  # one step's failure (say, its data folder is missing: the step names it) must not stop the others
+  if .venv/bin/python -m "$mod" --output "$OUT/$step"; then
+    summary+=("$step: ok, $(( $(date +%s) - start )) s, $OUT/$step/results.json")
+  else
+    summary+=("$step: FAILED after $(( $(date +%s) - start )) s (see its error line above)")
+    failed+=("$step")
+  fi
 done
 echo; echo "quick start finished; results in $OUT"
 printf '  %s\n' "${summary[@]}"
+if [ "${#failed[@]}" -gt 0 ]; then
+  echo "quick start: ${#failed[@]} step(s) failed: ${failed[*]}" >&2
+  exit 1
+fi

@@ -174,13 +174,18 @@ def test_missing_file_error_names_path(tmp_path: Path) -> None:
 def test_corrupt_and_truncated_files(tmp_path: Path) -> None:
     garbage = tmp_path / "garbage.pth"
     garbage.write_bytes(b"this is not a checkpoint at all" * 10)
-    with pytest.raises(FFNetError, match="garbage.pth"):
+    with pytest.raises(FFNetError, match=r"garbage.pth: not a PyTorch checkpoint \(it starts with b'this'"):
         load_checkpoint(garbage)
+    empty = tmp_path / "empty.pth"
+    empty.write_bytes(b"")
+    with pytest.raises(FFNetError, match="empty.pth: empty file"):
+        load_checkpoint(empty)
     good = save_checkpoint(tmp_path / "good.pth", model=nn.Linear(30, 30))
     truncated = tmp_path / "truncated.pth"
     truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
-    with pytest.raises(FFNetError, match="truncated.pth"):
+    with pytest.raises(FFNetError, match=r"truncated.pth: not a readable checkpoint \(\d+ bytes\): truncated") as info:
         load_checkpoint(truncated)
+    assert str(info.value).endswith("download?)")  # the whole message, not a cut-off library text
 
 
 def test_non_checkpoint_files(tmp_path: Path) -> None:
@@ -190,8 +195,9 @@ def test_non_checkpoint_files(tmp_path: Path) -> None:
         load_checkpoint(plain)
     pickled = tmp_path / "pickled.pth"
     torch.save({"args": fractions.Fraction(1, 3), "state_dict": {}}, pickled)  # an arbitrary pickled object
-    with pytest.raises(FFNetError, match="pickled.pth.*weights_only"):
+    with pytest.raises(FFNetError, match="pickled.pth: refused.*fractions.Fraction.*were not executed") as info:
         load_checkpoint(pickled)
+    assert "weights_only=False" not in str(info.value)  # never advise the unsafe load
     # the timm trainer's pickled argparse.Namespace is allowed: official .pth.tar files must load
     official = tmp_path / "official.pth.tar"
     torch.save({"args": argparse.Namespace(lr=1), "state_dict": {"w": torch.ones(2)}}, official)

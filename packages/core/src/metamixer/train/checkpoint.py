@@ -19,6 +19,7 @@ import contextlib
 import os
 import pickle
 import random
+import re
 import uuid
 import warnings
 from collections import OrderedDict
@@ -175,18 +176,35 @@ def load_weights_file(path: str | os.PathLike[str]) -> Any:
         raise FFNetError(f"checkpoint file not found: {path}")
     if path.is_dir():
         raise FFNetError(f"checkpoint path is a folder, expected a .pth file: {path}")
+    size = path.stat().st_size
+    if size == 0:
+        raise FFNetError(f"{path}: empty file, not a checkpoint")
+    with open(path, "rb") as handle:
+        head = handle.read(4)
+        handle.seek(max(0, size - (1 << 16) - 22))
+        tail = handle.read()
+    if not (head.startswith(b"PK") or head[:1] == b"\x80"):  # torch's zip format, or the legacy pickle format
+        raise FFNetError(f"{path}: not a PyTorch checkpoint (it starts with {head!r}, not a zip archive or pickle)")
+    if head.startswith(b"PK") and b"PK\x05\x06" not in tail:  # a zip ends with its central directory record
+        raise FFNetError(f"{path}: not a readable checkpoint ({size} bytes): truncated (the end of the archive is "
+                         "missing: an interrupted copy or download?)")
     try:
         with torch.serialization.safe_globals([argparse.Namespace]):
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(exc))
+        what = f" (it references {found.group(1)})" if found else ""
         raise FFNetError(
-            f"{path}: cannot be loaded safely (weights_only=True): it is not a checkpoint or it contains "
-            f"pickled Python objects ({first[:200]})"
+            f"{path}: refused: the file contains pickled Python code or objects{what}, which a checkpoint must not "
+            "carry and which were not executed; re-save only the tensors (model.state_dict()) from a trusted copy"
         ) from None
     except Exception as exc:  # torch raises many types on garbage (IndexError, EOFError, RuntimeError, ...)
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise FFNetError(f"{path}: not a readable checkpoint (corrupt or truncated?): {first[:200]}") from None
+        text = " ".join(str(exc).split())
+        if "central directory" in text or isinstance(exc, EOFError) or "end of" in text.lower():
+            reason = "truncated or corrupt (an interrupted copy or download?)"
+        else:
+            reason = f"corrupt ({type(exc).__name__}: {text[:120]})"
+        raise FFNetError(f"{path}: not a readable checkpoint ({size} bytes): {reason}") from None
 
 
 def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
