@@ -13,7 +13,7 @@ _EXPORTS = {
     "FFNetError": "errors", "run_cli": "errors", "load_config": "config", "save_config": "config",
     "save_checkpoint": "checkpoint", "load_checkpoint": "checkpoint", "restore_checkpoint": "checkpoint",
     "RunLogger": "logger", "ModelEMA": "ema", "seed_everything": "seed", "write_json": "results",
-    "data_root": "datadir", "data_path": "datadir", "build_parser": "cli", "autocast": "amp",
+    "data_root": "datadir", "data_path": "datadir", "build_parser": "cli", "autocast": "amp", "open_image": "images",
     "make_grad_scaler": "amp", "write_results": "results", "build_train_parser": "cli",
     "build_eval_parser": "cli", "Task": "loop", "Trainer": "loop", "FitResult": "loop", "RunContext": "loop",
     "prepare_run": "loop", "build_optimizer": "loop", "RunConfig": "sections", "OptimConfig": "sections",
