@@ -239,3 +239,23 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def test_folder_runs_go_on_past_bad_inputs_and_exit_1(capsys: pytest.CaptureFixture[str]) -> None:
+    from metamixer.train.errors import for_each_input, run_cli
+
+    def action(name: str) -> str:
+        if name.startswith("bad"):
+            raise FFNetError(f"{name}: not a readable image")
+        return name.upper()
+
+    def main(argv):  # noqa: ANN001, ANN202
+        return for_each_input(["a", "bad1", "b", "bad2"], action, "image")
+
+    with pytest.raises(SystemExit) as info:
+        run_cli(main)([])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert info.value.code == 1
+    assert err == ["error: bad1: not a readable image", "error: bad2: not a readable image",
+                   "error: 2 of 4 images failed: bad1, bad2"]
+    assert for_each_input(["x"], action) == ["X"]

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-__all__ = ["FFNetError", "RunInterrupted", "run_cli", "EXIT_USER_ERROR", "EXIT_INTERRUPTED", "EXIT_TERMINATED"]
+__all__ = ["FFNetError", "RunInterrupted", "SomeInputsFailed", "for_each_input", "run_cli", "EXIT_USER_ERROR", "EXIT_INTERRUPTED", "EXIT_TERMINATED"]
 
 #: exit status for bad user input (same as argparse's usage errors)
 EXIT_USER_ERROR = 2
@@ -29,6 +29,30 @@ class FFNetError(Exception):
     The message must name the offending file/field and say what was expected, because it is the only thing the
     user will see (:func:`run_cli` prints it without a traceback).
     """
+
+
+class SomeInputsFailed(FFNetError):
+    """A folder run finished, but some inputs could not be processed (each was already reported on its own line);
+    the console script exits 1 (not 2: the command itself was right, and everything else was written)."""
+
+    exit_code = 1
+
+
+def for_each_input(paths: Sequence[Any], action: Callable[[Any], Any], what: str = "file") -> list[Any]:
+    """Run ``action(path)`` for every input; a user error on one input (FFNetError, e.g. an unreadable image) is
+    printed as one ``error:`` line and the run goes on. Returns the results of the inputs that worked; raises
+    :class:`SomeInputsFailed` listing every failed input at the end if any failed."""
+    results, failed = [], []
+    for path in paths:
+        try:
+            results.append(action(path))
+        except FFNetError as exc:
+            _report(str(exc))
+            failed.append(str(path))
+    if failed:
+        listed = ", ".join(failed[:20]) + (f" and {len(failed) - 20} more" if len(failed) > 20 else "")
+        raise SomeInputsFailed(f"{len(failed)} of {len(paths)} {what}s failed: {listed}")
+    return results
 
 
 class RunInterrupted(Exception):
@@ -87,7 +111,7 @@ def run_cli(main: Callable[[Sequence[str] | None], Any]) -> Callable[[Sequence[s
             result = main(argv)
         except FFNetError as exc:
             _report(str(exc))
-            raise SystemExit(EXIT_USER_ERROR) from None
+            raise SystemExit(getattr(exc, "exit_code", EXIT_USER_ERROR)) from None
         except (FileNotFoundError, PermissionError) as exc:
             _report(_os_error_message(exc))
             raise SystemExit(EXIT_USER_ERROR) from None
