@@ -79,6 +79,7 @@ def _same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
 def test_resume_mid_epoch_equals_uninterrupted_bit_for_bit(tmp_path: Path) -> None:
     full, _ = _fit(tmp_path, "full")
     assert full.stopped == "completed" and full.step == 3 * 6 and full.epoch == 3
+    assert "step 2/18 (epoch 1): loss " in (tmp_path / "full" / "log.txt").read_text()
     part, _ = _fit(tmp_path, "split", max_steps=8)  # 8 steps = epoch 2, window 2 of 6: mid-epoch
     assert part.stopped == "max_steps" and part.step == 8
     assert load_checkpoint(tmp_path / "split" / "last.pth")["extra"]["loop"]["batch"] == 4
@@ -259,3 +260,21 @@ def test_folder_runs_go_on_past_bad_inputs_and_exit_1(capsys: pytest.CaptureFixt
     assert err == ["error: bad1: not a readable image", "error: bad2: not a readable image",
                    "error: 2 of 4 images failed: bad1, bad2"]
     assert for_each_input(["x"], action) == ["X"]
+
+
+def test_overrides_without_a_recipe_start_from_the_apps_section_defaults() -> None:
+    """An app's ``train`` default (here: a step run) is where a ``train.*`` override starts, not ``TrainConfig()``
+    (which has neither epochs nor steps)."""
+    from dataclasses import dataclass, field
+
+    from metamixer.train.config import load_config
+
+    @dataclass
+    class AppConfig:
+        run: RunConfig = field(default_factory=RunConfig)
+        train: TrainConfig = field(default_factory=lambda: TrainConfig(steps=100))
+
+    cfg = load_config(AppConfig, None, ["train.batch_size=4"])
+    assert (cfg.train.steps, cfg.train.batch_size) == (100, 4)
+    with pytest.raises(ConfigError, match="exactly one of train.epochs and train.steps"):
+        load_config(AppConfig, None, ["train.epochs=3"])

@@ -407,10 +407,18 @@ def _deep_merge(base: Any, update: Any) -> Any:
     return update
 
 
-def _default_dict(cls: type) -> dict[str, Any]:
+def _default_dict(cls: type, parent: type | None = None, name: str = "") -> dict[str, Any]:
+    """The default contents of section ``name`` (of dataclass ``cls``) in ``parent``: the parent's own default
+    for the field where it has one (``train: X = field(default_factory=lambda: X(steps=10))``), else ``cls()``."""
+    if parent is not None:
+        for f in _init_fields(parent):
+            if f.name == name and f.default_factory is not dataclasses.MISSING:
+                return config_to_dict(f.default_factory())
+            if f.name == name and f.default is not dataclasses.MISSING and f.default is not None:
+                return config_to_dict(f.default)
     try:
         return config_to_dict(cls())
-    except TypeError:  # required fields: start empty, config_from_dict reports what is missing
+    except (TypeError, ValueError):  # required or interdependent fields: start empty, validation reports them
         return {}
 
 
@@ -452,7 +460,7 @@ def apply_overrides(
                 )
             child = node.get(part)
             if not isinstance(child, dict):
-                child = _default_dict(sub_schema) if sub_schema is not None else {}
+                child = _default_dict(sub_schema, schema, part) if sub_schema is not None else {}
                 node[part] = child
             node = child
             schema = sub_schema

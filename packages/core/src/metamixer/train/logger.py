@@ -118,6 +118,14 @@ class RunLogger:
         kwargs.setdefault("dynamic_ncols", True)
         return iter(tqdm(iterable, total=total, desc=desc, disable=not self.enabled, **kwargs))
 
+    def bar(self, total: int, initial: int = 0, desc: str = "", **kwargs: Any) -> Any:
+        """A tqdm bar updated by hand (``.update(n)``, ``.set_postfix``, ``.close()``), with :meth:`progress`'s
+        settings; disabled off the main process."""
+        interactive = hasattr(sys.stderr, "isatty") and sys.stderr.isatty()
+        kwargs.setdefault("mininterval", 0.1 if interactive else 30.0)
+        kwargs.setdefault("dynamic_ncols", True)
+        return tqdm(total=total, initial=initial, desc=desc, disable=not self.enabled, **kwargs)
+
     def flush(self) -> None:
         """Push pending tensorboard events and log lines to disk."""
         if self._writer is not None:

@@ -383,20 +383,31 @@ class Trainer:
 
         self.log.info(f"training: {total} optimizer steps ({steps_per_epoch} per epoch, accum {cfg.accum_steps}) "
                       f"on {self.ctx.device}, {self.run_cfg.precision}")
+        # one bar per epoch in an epoch run, one bar for the whole run in a step run
+        run_bar = self.log.bar(total, state.step, desc="steps") if (cfg.progress and not epoch_run) else None
+        logged_at, logged_time = state.step, time.time()
         with _Signals() as signals:
             while stopped == "completed" and state.step < total:
                 if epoch_run and state.epoch >= cfg.epochs:
                     break
                 remaining = math.ceil((spe - state.batch) / cfg.accum_steps)
                 windows = self._windows(state, spe)
-                bar = self.log.progress(windows, total=remaining, desc=f"epoch {state.epoch + 1}") if cfg.progress else windows
+                epoch_bar = cfg.progress and epoch_run
+                bar = self.log.progress(windows, total=remaining, desc=f"epoch {state.epoch + 1}") if epoch_bar else windows
                 for window in bar:
                     values = self._step(window, state)
+                    if run_bar is not None:
+                        run_bar.update(1)
                     for k, v in values.items():
                         running[k] = running.get(k, 0.0) + v
                     if state.step % cfg.log_every == 0:
-                        self.log.scalars({k: v / cfg.log_every for k, v in running.items()}, state.step, prefix="train/")
-                        running = {}
+                        n = state.step - logged_at
+                        mean = {k: v / max(n, 1) for k, v in running.items()}
+                        self.log.scalars(mean, state.step, prefix="train/")
+                        per_step = (time.time() - logged_time) / max(n, 1)
+                        shown = " ".join(f"{k} {v:.4g}" for k, v in mean.items())
+                        self.log.info(f"step {state.step}/{total} (epoch {state.epoch + 1}): {shown} ({per_step:.3g} s/step)")
+                        running, logged_at, logged_time = {}, state.step, time.time()
                     if not epoch_run:
                         due_val = cfg.val_every is not None and (state.step % cfg.val_every == 0 or state.step == total)
                         if due_val and self._validate(state):
@@ -428,6 +439,8 @@ class Trainer:
                             last_path = checkpoint()
             if saved_at != state.step or last_path is None:
                 last_path = checkpoint()
+        if run_bar is not None:
+            run_bar.close()
         if stopped != "completed":
             self.log.info(f"stopped ({stopped}) at step {state.step} of {total}")
         best = self.ctx.output_dir / "best.pth"
