@@ -13,14 +13,9 @@ from pathlib import Path
 import torch
 
 from ffnet_sr.config import SRConfig
-from ffnet_sr.evaluate import (
-    bicubic_upscaler,
-    evaluate_sets,
-    format_table,
-    load_model_for_inference,
-    model_upscaler,
-)
+from ffnet_sr.inference import bicubic_upscaler, load_model_for_inference, model_upscaler
 from ffnet_sr.quickstart import quickstart_overrides
+from ffnet_sr.scoring import evaluate_sets, format_table
 from ffnet_sr.train import train
 from metamixer.train.config import load_config
 
@@ -34,7 +29,7 @@ def main() -> None:
     args = p.parse_args()
     out = Path(args.output)
     cfg = load_config(SRConfig, None, quickstart_overrides(out, args.steps, args.depth, args.threads)
-                      + [f"train.val_every={max(args.steps // 4, 1)}"])
+                         + [f"train.val_every={max(args.steps // 4, 1)}"])
     train(cfg)
     model = load_model_for_inference(out / "last.pth", torch.device("cpu"))
     sets = ["Set5", "Set14", "B100"]

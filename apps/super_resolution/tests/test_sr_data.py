@@ -6,7 +6,14 @@ import numpy as np
 import pytest
 import torch
 
-from ffnet_sr.data.dataset import SRTrainDataset, StepBatchSampler, find_lr_dir, mod_crop, to_rgb
+from ffnet_sr.data.dataset import (
+    EpochBatchSampler,
+    SRTrainDataset,
+    epoch_steps,
+    find_lr_dir,
+    mod_crop,
+    to_rgb,
+)
 from ffnet_sr.data.io import read_rgb_or_grey
 from ffnet_sr.imresize import imresize
 from metamixer.train.errors import FFNetError
@@ -56,14 +63,26 @@ def test_patch_pairs_are_aligned(sr_data):
         assert err < 1.0, err
 
 
-def test_step_batch_sampler_is_resumable_and_rank_disjoint():
-    full = list(StepBatchSampler(4, 0, 5))
-    resumed = list(StepBatchSampler(4, 3, 5))
-    assert resumed == full[3:]
-    r0 = list(StepBatchSampler(2, 0, 3, rank=0, world_size=2))
-    r1 = list(StepBatchSampler(2, 0, 3, rank=1, world_size=2))
+def _epoch(sampler, epoch, start=0):
+    sampler.set_position(epoch, start)
+    return list(sampler)
+
+
+def test_epoch_sampler_is_one_resumable_stream_and_rank_disjoint():
+    s = EpochBatchSampler(4, steps_per_epoch=3)
+    stream = [list(range(4 * t, 4 * t + 4)) for t in range(6)]
+    assert _epoch(s, 0) + _epoch(s, 1) == stream  # epochs are consecutive pieces of one sample stream
+    assert _epoch(s, 1, start=2) == stream[5:] and len(s) == 1  # mid-epoch resume
+    # the epoch length only moves the boundaries: step t gets the same batch for any steps_per_epoch
+    longer = EpochBatchSampler(4, steps_per_epoch=6)
+    assert _epoch(longer, 0) == stream
+    r0 = _epoch(EpochBatchSampler(2, 3, rank=0, world_size=2), 0)
+    r1 = _epoch(EpochBatchSampler(2, 3, rank=1, world_size=2), 0)
     flat0, flat1 = sum(r0, []), sum(r1, [])
     assert not set(flat0) & set(flat1) and sorted(flat0 + flat1) == list(range(12))
+    # an epoch = enlarge_ratio passes' worth of patches, rounded up, at least one batch
+    assert epoch_steps(100, 16) == 7 and epoch_steps(800, 16, 4, enlarge_ratio=100) == 1250
+    assert epoch_steps(3, 16, 2) == 1
 
 
 def test_layouts_and_errors(tmp_path, sr_data):

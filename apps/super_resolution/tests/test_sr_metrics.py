@@ -7,9 +7,10 @@ import pytest
 
 from ffnet_sr.data.dataset import load_benchmark, mod_crop
 from ffnet_sr.data.io import list_images, read_rgb_or_grey
-from ffnet_sr.evaluate import bicubic_upscaler, evaluate_pairs
 from ffnet_sr.imresize import imresize, resize_weights
+from ffnet_sr.inference import bicubic_upscaler
 from ffnet_sr.metrics import calculate_psnr, calculate_ssim, rgb_to_y
+from ffnet_sr.scoring import evaluate_pairs
 
 # Published bicubic rows (Y channel, crop = scale): (PSNR, SSIM)
 PUBLISHED = {

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from ffnet_sr import create_model
-from ffnet_sr.evaluate import load_model_for_inference
+from ffnet_sr.inference import load_model_for_inference
 from ffnet_sr.models import model_from_state_dict
 from metamixer.train.errors import FFNetError
 

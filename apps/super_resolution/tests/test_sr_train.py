@@ -1,4 +1,5 @@
-"""Training: exact resume, run-folder contents, CLI errors, and a short real run that beats bicubic on Set5."""
+"""Training on core's engine: exact resume, run-folder contents, loader determinism, CLI errors, and a short real
+run that beats bicubic on Set5."""
 
 from __future__ import annotations
 
@@ -8,30 +9,35 @@ import pytest
 import torch
 
 from ffnet_sr.config import SRConfig
+from ffnet_sr.task import SRTask
 from ffnet_sr.train import cli as train_cli
-from ffnet_sr.train import cosine_lr_lambda, train
+from ffnet_sr.train import train
 from metamixer.train.checkpoint import load_checkpoint
 from metamixer.train.config import load_config
+from metamixer.train.loop import prepare_run
 
 
 def _tiny_cfg(out, extra=()):
+    # Set5 (5 images) in batches of 2: 3 batches per epoch, so 4 steps cross an epoch and max_steps=2 stops mid-epoch
     return load_config(SRConfig, None, [
         "model.depth=1", "model.scale=2",
-        "data.train_dirs=[sr/Set14/HR]", "data.patch_size=16", "data.batch_size=2", "data.num_workers=0",
+        "data.train_dirs=[sr/Set5/HR]", "data.patch_size=16", "data.num_workers=0",
         "data.val_set=Set5", "data.val_max_images=1",
-        "train.total_steps=4", "train.val_every=2", "train.save_every=2", "train.log_every=1",
-        "train.device=cpu", "train.ema_decay=0.9", "optim.warmup_steps=1", f"train.output_dir={out}",
+        "train.steps=4", "train.batch_size=2", "train.val_every=2", "train.save_every=2", "train.log_every=1",
+        "train.ema_decay=0.9", "train.eval_weights=ema", "train.progress=false", "optim.name=adam",
+        "optim.warmup_steps=1", "run.device=cpu", f"run.output_dir={out}",
         *extra,
     ])
 
 
 def test_resume_equals_uninterrupted_bit_for_bit(tmp_path, sr_data):
-    full = train(_tiny_cfg(tmp_path / "full"))
-    assert full["step"] == 4 and not full["stopped_early"]
-    part = train(_tiny_cfg(tmp_path / "part", ["train.stop_at=2"]))
-    assert part["step"] == 2 and part["stopped_early"]
-    resumed = train(_tiny_cfg(tmp_path / "part"), resume=tmp_path / "part" / "last.pth")
-    assert resumed["step"] == 4
+    full = train(_tiny_cfg(tmp_path / "full"), quiet=True)
+    assert full.step == 4 and full.stopped == "completed" and full.epoch == 1
+    part = train(_tiny_cfg(tmp_path / "part", ["run.max_steps=2"]), quiet=True)
+    assert part.step == 2 and part.stopped == "max_steps"
+    assert load_checkpoint(tmp_path / "part" / "last.pth")["extra"]["loop"]["batch"] == 2  # mid-epoch
+    resumed = train(_tiny_cfg(tmp_path / "part"), resume=tmp_path / "part" / "last.pth", quiet=True)
+    assert resumed.step == 4 and resumed.history == full.history
     a = load_checkpoint(tmp_path / "full" / "last.pth")
     b = load_checkpoint(tmp_path / "part" / "last.pth")
     assert a["step"] == b["step"] == 4
@@ -39,43 +45,67 @@ def test_resume_equals_uninterrupted_bit_for_bit(tmp_path, sr_data):
         assert a[key].keys() == b[key].keys()
         for k in a[key]:
             assert torch.equal(a[key][k], b[key][k]), (key, k)
-    for sa, sb in zip(a["optimizer"]["state"].values(), b["optimizer"]["state"].values()):
+    for sa, sb in zip(a["optimizer"]["state"].values(), b["optimizer"]["state"].values(), strict=True):
         assert torch.equal(sa["exp_avg"], sb["exp_avg"]) and torch.equal(sa["exp_avg_sq"], sb["exp_avg_sq"])
-    assert a["scheduler"]["last_epoch"] == b["scheduler"]["last_epoch"] == 4
-    # run folder contents
+    # run folder contents: best.pth by validation PSNR-Y, the preview image in tensorboard
     run = tmp_path / "full"
     assert (run / "config.yaml").is_file() and (run / "best.pth").is_file() and (run / "log.txt").is_file()
+    assert full.best is not None and [h["step"] for h in full.history] == [2, 4]
     assert any(p.name.startswith("events.out.tfevents") for p in run.rglob("*"))
-    assert "PSNR-Y" in (run / "log.txt").read_text()
+    log = (run / "log.txt").read_text()
+    assert "bicubic psnr_y" in log and "validation at step 4" in log
 
 
-def test_cosine_schedule_endpoints():
-    fn = cosine_lr_lambda(100, 1e-3, 1e-5, warmup_steps=10)
-    assert fn(0) == pytest.approx(0.1)
-    assert fn(10) == pytest.approx(1.0)
-    assert fn(100) * 1e-3 == pytest.approx(1e-5)
+def test_loader_workers_and_positions_give_the_same_batches(tmp_path, sr_data):
+    """One persistent loader serves every epoch from any start; worker processes change nothing."""
+    def batches(workers, positions):
+        cfg = _tiny_cfg(tmp_path / f"w{workers}", [f"data.num_workers={workers}", "data.val_set=null"])
+        task = SRTask(cfg, prepare_run(cfg.run, cfg, quiet=True))
+        out = []
+        for epoch, start in positions:  # taken as the trainer does: exactly the epoch's batches, no StopIteration
+            it = iter(task.train_batches(epoch, start))
+            out.append([next(it)[0] for _ in range(task.steps_per_epoch() - start)])
+        return out
+
+    in_process = batches(0, [(0, 0), (1, 0)])
+    with_worker = batches(1, [(1, 1), (0, 0), (1, 0)])
+    assert len(in_process[0]) == 3 and len(with_worker[0]) == 2
+    for got, want in [(with_worker[0], in_process[1][1:]), (with_worker[1], in_process[0]),
+                      (with_worker[2], in_process[1])]:
+        assert all(torch.equal(g, w) for g, w in zip(got, want, strict=True))
+    assert not torch.equal(in_process[0][0], in_process[1][0])
 
 
 def test_train_cli_rejects_bad_config(tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
-        train_cli(["model.nmae=ffnetsr", f"train.output_dir={tmp_path}"])
+        train_cli(["model.nmae=ffnetsr", f"run.output_dir={tmp_path}"])
     assert exc.value.code == 2
     err = capsys.readouterr().err
     assert "model.nmae" in err and "Traceback" not in err
-    with pytest.raises(SystemExit):
-        train_cli(["data.train_dirs=[/no/such/folder]", f"train.output_dir={tmp_path}", "data.val_set=null"])
-    assert "/no/such/folder" in capsys.readouterr().err
+    for argv, expected in [
+        (["data.train_dirs=[/no/such/folder]", f"run.output_dir={tmp_path}", "data.val_set=null"], "/no/such/folder"),
+        (["no_such_recipe"], "cpu_b100_x2"),  # the error lists the shipped recipes
+        (["train.batch_size=0"], "train.batch_size"),
+        (["train.epochs=3"], "train.steps"),  # exactly one of epochs / steps
+    ]:
+        with pytest.raises(SystemExit):
+            train_cli(argv)
+        err = capsys.readouterr().err
+        assert expected in err and "Traceback" not in err, (argv, err)
 
 
 def test_short_real_training_beats_bicubic_on_set5(tmp_path, sr_data):
-    """The quick start at half its size (1 block, 80 steps; the quick start itself: 2 blocks, 100 steps, +0.68 dB):
-    reduced FFNetSR-light x2 trained on B100 HR on CPU, then Set5 PSNR-Y/SSIM-Y against MATLAB bicubic."""
+    """The quick start at half its size (1 block, 80 steps; the quick start itself: 2 blocks, 100 steps): reduced
+    FFNetSR-light x2 trained on B100 HR on CPU, then Set5 PSNR-Y/SSIM-Y against MATLAB bicubic."""
     from ffnet_sr.quickstart import run_quickstart
 
     result = run_quickstart(tmp_path, steps=80, depth=1, threads=2)
-    s5 = result["set5_x2"]
-    assert s5["bicubic"]["psnr_y"] == pytest.approx(33.674, abs=0.002)  # our protocol's bicubic on Set5 x2
-    assert s5["ffnetsr"]["psnr_y"] > s5["bicubic"]["psnr_y"] + 0.2, s5
-    assert s5["ffnetsr"]["ssim_y"] > s5["bicubic"]["ssim_y"], s5
-    assert json.loads((tmp_path / "summary.json").read_text())["beats_bicubic"] is True
+    ours, bic = result["metrics"]["set5_x2"], result["metrics"]["set5_x2_bicubic"]
+    assert bic["psnr"] == pytest.approx(33.674, abs=0.002)  # our protocol's bicubic on Set5 x2
+    assert ours["psnr"] > bic["psnr"] + 0.2, result
+    assert ours["ssim"] > bic["ssim"], result
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved["beats_bicubic"] is True and saved["metrics"] == result["metrics"]
+    assert saved["protocol"]["crop_border"] == 2 and saved["protocol"]["test_y_channel"] is True
+    assert saved["checkpoint"].endswith("last.pth") and "torch" in saved["versions"]
     assert (tmp_path / "butterfly_x2_ffnetsr.png").is_file()

@@ -2,7 +2,8 @@
 
 ``create_model("ffnetsr_light", scale=4)`` builds the published models (state_dict keys equal the authors'
 BasicSR checkpoints); :func:`imresize` is MATLAB-exact bicubic; :mod:`ffnet_sr.metrics` computes PSNR/SSIM the
-way SR papers report them. Training/evaluation/upscaling are in ``train``, ``evaluate``, ``upscale``.
+way SR papers report them. ``task`` is SR training on core's engine (``train`` is its CLI); ``inference`` and
+``scoring`` run and score upscalers (``evaluate`` and ``upscale`` are their CLIs).
 """
 
 from __future__ import annotations

@@ -34,10 +34,10 @@ import torch.nn.functional as F
 
 from metamixer.nn.flops import count_macs, count_params
 from metamixer.train.amp import autocast
+from metamixer.train.device import resolve_device
 from metamixer.train.errors import FFNetError, run_cli
 from metamixer.train.results import write_json
 
-from .evaluate import resolve_device
 from .imresize import imresize
 from .inference import forward_tiled
 from .models import create_model
@@ -214,7 +214,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise FFNetError("--scales must be positive integers")
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = resolve_device(args.device)
+    device = resolve_device(args.device, key="--device")
     env = {"device": str(device), "torch": torch.__version__, "threads": torch.get_num_threads(),
            "cpu": platform.processor() or platform.machine(),
            "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None}

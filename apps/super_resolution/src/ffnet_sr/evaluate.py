@@ -1,230 +1,132 @@
 """Benchmark evaluation: PSNR/SSIM (Y channel, crop = scale) of a model or of bicubic on SR test sets.
 
 ``ffnet-sr-eval --checkpoint runs/x/best.pth --sets Set5 Set14 B100 --output results.json`` prints a paper-style
-table and writes per-image and mean numbers as JSON. ``--bicubic --scale 4`` gives the baseline row (it
-reproduces the published bicubic table, see docs/super_resolution.md). Sets are names under ``<data_root>/sr``
-(Set5, Set14, B100, Urban100, Manga109, ...) or folders in the same ``HR`` + ``LR_bicubic/X<s>`` layout.
+table and writes the one results.json shape (:func:`metamixer.train.results.write_results`: set means under
+``metrics``, per-image scores under ``per_image``, the scoring choices under ``protocol``). ``--bicubic --scale 4``
+gives the baseline row (it reproduces the published bicubic table, see docs/super_resolution.md). Sets are names
+under ``<data_root>/sr`` (Set5, Set14, B100, Urban100, Manga109, ...) or folders in the same ``HR`` +
+``LR_bicubic/X<s>`` layout.
+
+The flags are shorthands for config keys (``--tile 256`` = ``eval.tile=256``, ``--device cpu`` =
+``run.device=cpu``); only the ``run`` and ``eval`` sections may be overridden here (the model comes from the
+checkpoint's weights).
 """
 
 from __future__ import annotations
 
-import argparse
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-from torch import nn
 
+from metamixer.train.cli import OverrideParser, build_eval_parser
+from metamixer.train.config import COMMAND_LINE, apply_overrides, config_from_dict, config_to_dict
+from metamixer.train.device import resolve_device
 from metamixer.train.errors import FFNetError, run_cli
-from metamixer.train.results import write_json
+from metamixer.train.results import write_results
+from metamixer.train.sections import RunConfig
 
-from .data.dataset import BenchmarkPair, load_benchmark, to_rgb
-from .data.io import write_png
-from .imresize import imresize
-from .inference import image_to_tensor, tensor_to_uint8, upscale_tensor
-from .metrics import calculate_psnr, calculate_ssim
+from .config import EvalConfig
+from .inference import bicubic_upscaler, load_model_for_inference, model_upscaler
+from .scoring import evaluate_sets, format_table, protocol
 
-__all__ = [
-    "Upscaler",
-    "bicubic_upscaler",
-    "model_upscaler",
-    "evaluate_pairs",
-    "evaluate_sets",
-    "format_table",
-    "load_model_for_inference",
-    "resolve_device",
-    "main",
-]
+__all__ = ["EvalSettings", "build_parser", "main"]
 
-#: ``Upscaler(lr)`` maps an ``HW``/``HWC`` uint8 LR image to the uint8 SR image of the same layout.
-Upscaler = Callable[[np.ndarray], np.ndarray]
-
-#: BT.601 luma weights (sum 1): turns an RGB network output back into one grey channel for grey inputs.
-_LUMA = np.array([65.481, 128.553, 24.966]) / 219.0
+#: flag -> key of the eval section (--device / --precision go to run.*)
+_EVAL_FLAGS = ("sets", "crop_border", "lr_source", "self_ensemble", "tile", "tile_pad", "pad_multiple", "save_images")
 
 
-def resolve_device(device: str) -> torch.device:
-    """``auto`` -> cuda if available else cpu; anything else must be a valid torch device string."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise FFNetError(f"unknown device {device!r} (expected auto, cpu, cuda, cuda:1, ...)") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise FFNetError(f"device {device!r} requested but CUDA is not available")
-    return dev
+@dataclass
+class EvalSettings:
+    """What ``ffnet-sr-eval`` reads from the command line: ``run.device`` / ``run.precision`` / ``run.threads``
+    and the ``eval`` section of :class:`~ffnet_sr.config.SRConfig`."""
+
+    run: RunConfig = field(default_factory=RunConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
 
 
-def bicubic_upscaler(scale: int) -> Upscaler:
-    """MATLAB-bicubic upscaling, rounded to uint8 (the literature's "Bicubic" row)."""
-
-    def run(lr: np.ndarray) -> np.ndarray:
-        return imresize(lr, float(scale))
-
-    return run
-
-
-def model_upscaler(
-    model: nn.Module,
-    scale: int,
-    device: torch.device,
-    tile: int | None = None,
-    tile_pad: int | None = None,
-    self_ensemble: bool = False,
-    precision: str = "fp32",
-    pad_multiple: int = 1,
-) -> Upscaler:
-    """Wrap a model as an :data:`Upscaler`. Grey inputs are replicated to RGB and mapped back with the luma
-    weights (grey in, grey out), so a greyscale test image is scored on the same footing as for bicubic."""
-    from metamixer.train.amp import autocast
-
-    def run(lr: np.ndarray) -> np.ndarray:
-        grey = lr.ndim == 2 or lr.shape[2] == 1
-        x = image_to_tensor(to_rgb(lr)).to(device)
-        y = upscale_tensor(
-            model, x, scale, tile, tile_pad, self_ensemble, pad_multiple,
-            autocast=lambda: autocast(device, precision), out_device=device,
-        )
-        if grey:
-            y = (y * torch.tensor(_LUMA, dtype=y.dtype, device=y.device).view(1, 3, 1, 1)).sum(1, keepdim=True)
-            return tensor_to_uint8(y)[:, :, 0]
-        return tensor_to_uint8(y)
-
-    return run
-
-
-def evaluate_pairs(
-    upscaler: Upscaler,
-    pairs: Sequence[BenchmarkPair],
-    scale: int,
-    crop_border: int | None = None,
-    y_channel: bool = True,
-    compute_ssim: bool = True,
-    save_dir: Path | None = None,
-) -> dict[str, Any]:
-    """Score ``upscaler`` on ``pairs``: per-image PSNR (and SSIM) plus their means (the paper's set average)."""
-    crop = scale if crop_border is None else crop_border
-    per_image: dict[str, dict[str, float]] = {}
-    for pair in pairs:
-        sr = upscaler(pair.lr)
-        if sr.shape != pair.hr.shape:
-            raise FFNetError(f"{pair.name}: upscaled shape {sr.shape} differs from HR {pair.hr.shape}")
-        scores = {"psnr": calculate_psnr(sr, pair.hr, crop, y_channel)}
-        if compute_ssim:
-            scores["ssim"] = calculate_ssim(sr, pair.hr, crop, y_channel)
-        per_image[pair.name] = scores
-        if save_dir is not None:
-            write_png(Path(save_dir) / f"{pair.name}x{scale}.png", sr)
-    result: dict[str, Any] = {"psnr": float(np.mean([v["psnr"] for v in per_image.values()]))}
-    if compute_ssim:
-        result["ssim"] = float(np.mean([v["ssim"] for v in per_image.values()]))
-    result["num_images"] = len(per_image)
-    result["per_image"] = per_image
-    return result
-
-
-def evaluate_sets(
-    upscaler: Upscaler,
-    sets: Sequence[str],
-    scale: int,
-    crop_border: int | None = None,
-    lr_source: str = "auto",
-    save_dir: Path | None = None,
-) -> dict[str, Any]:
-    """:func:`evaluate_pairs` over several benchmark sets (names or folders)."""
-    out: dict[str, Any] = {}
-    for name in sets:
-        pairs = load_benchmark(name, scale, lr_source)
-        set_name = Path(name).name
-        out[set_name] = evaluate_pairs(
-            upscaler, pairs, scale, crop_border, save_dir=(Path(save_dir) / set_name if save_dir else None)
-        )
-    return out
-
-
-def format_table(label: str, scale: int, results: dict[str, Any]) -> str:
-    """Paper-style row(s): ``method | scale | Set5 PSNR/SSIM | ...``."""
-    names = list(results)
-    header = "| method | scale | " + " | ".join(names) + " |"
-    sep = "|" + "---|" * (len(names) + 2)
-    cells = [f"{results[n]['psnr']:.2f}/{results[n]['ssim']:.4f}" for n in names]
-    return "\n".join([header, sep, f"| {label} | x{scale} | " + " | ".join(cells) + " |"])
-
-
-def load_model_for_inference(checkpoint: str | Path, device: torch.device) -> nn.Module:
-    """Any FFNetSR weights (our checkpoint, EMA preferred; or the authors' ``params`` file), architecture
-    inferred from the tensor shapes, in eval mode on ``device``."""
-    from metamixer.train.checkpoint import load_state_dict_checked
-
-    from .models import model_from_state_dict, read_weights
-
-    sd = read_weights(checkpoint)
-    model = model_from_state_dict(sd)
-    load_state_dict_checked(model, sd, str(checkpoint))
-    return model.to(device).eval()
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="ffnet-sr-eval",
-        description="PSNR/SSIM (Y channel, crop = scale, MATLAB protocol) of an FFNetSR checkpoint or bicubic.",
+def build_parser() -> OverrideParser:
+    p = build_eval_parser(
+        "ffnet-sr-eval",
+        "PSNR/SSIM (Y channel, crop = scale, MATLAB protocol) of an FFNetSR checkpoint or of bicubic.",
+        checkpoint_required=False,
     )
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--checkpoint", help="FFNet checkpoint (EMA weights preferred) or authors' BasicSR .pth")
-    src.add_argument("--bicubic", action="store_true", help="evaluate MATLAB-bicubic upscaling (baseline row)")
+    p.add_argument("--bicubic", action="store_true", help="evaluate MATLAB-bicubic upscaling (baseline row)")
     p.add_argument("--scale", type=int, default=None, help="required with --bicubic; checked against the model")
-    p.add_argument("--sets", nargs="+", default=["Set5", "Set14", "B100"], help="names under <data>/sr or folders")
-    p.add_argument("--crop-border", type=int, default=None, help="pixels shaved per side (default: the scale)")
-    p.add_argument("--lr-source", choices=["auto", "folder", "generate"], default="auto")
-    p.add_argument("--self-ensemble", action="store_true", help="x8 flips/rotations averaged (the '+' rows)")
-    p.add_argument("--tile", type=int, default=None, help="LR tile side for large images (exact, see upscale)")
-    p.add_argument("--pad-multiple", type=int, default=1,
-                   help="reflect-pad LR inputs to a multiple (window-based models) and crop the output back")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32")
-    p.add_argument("--output", default=None, help="JSON file for the results (default: print only)")
-    p.add_argument("--save-images", default=None, help="folder for the SR PNGs")
+    p.add_argument("--sets", nargs="+", default=None, help="eval.sets: names under <data>/sr or folders "
+                   "(default Set5 Set14 B100)")
+    p.add_argument("--crop-border", type=int, default=None, help="eval.crop_border: pixels shaved per side "
+                   "(default: the scale)")
+    p.add_argument("--lr-source", choices=["auto", "folder", "generate"], default=None, help="eval.lr_source")
+    p.add_argument("--self-ensemble", action="store_true", default=None,
+                   help="eval.self_ensemble: x8 flips/rotations averaged (the '+' rows)")
+    p.add_argument("--tile", type=int, default=None, help="eval.tile: LR tile side for large images (exact)")
+    p.add_argument("--tile-pad", type=int, default=None, help="eval.tile_pad: context per tile side "
+                   "(default: the receptive radius, i.e. exact)")
+    p.add_argument("--pad-multiple", type=int, default=None,
+                   help="eval.pad_multiple: reflect-pad LR inputs to a multiple and crop the output back")
+    p.add_argument("--save-images", default=None, help="eval.save_images: folder for the SR PNGs")
+    p.add_argument("--device", default=None, help="run.device (auto | cpu | cuda | cuda:N | mps)")
+    p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default=None, help="run.precision")
     return p
+
+
+def settings_from_args(args: Any) -> EvalSettings:
+    """Overrides first, then the flags that were given (a flag wins over an override of the same key)."""
+    merged = apply_overrides(config_to_dict(EvalSettings()), args.overrides, cls=EvalSettings, source=COMMAND_LINE)
+    for name in _EVAL_FLAGS:
+        if getattr(args, name) is not None:
+            merged["eval"][name] = getattr(args, name)
+    for name in ("device", "precision"):
+        if getattr(args, name) is not None:
+            merged["run"][name] = getattr(args, name)
+    return config_from_dict(EvalSettings, merged, source=COMMAND_LINE)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if (args.checkpoint is None) == (not args.bicubic):
+        raise FFNetError("give exactly one of --checkpoint CKPT and --bicubic (with --scale S)")
+    cfg = settings_from_args(args)
+    ev = cfg.eval
+    if cfg.run.threads is not None:
+        torch.set_num_threads(cfg.run.threads)
     if args.bicubic:
         if args.scale is None:
             raise FFNetError("--bicubic needs --scale")
         scale, label, upscaler = args.scale, "Bicubic", bicubic_upscaler(args.scale)
     else:
-        device = resolve_device(args.device)
+        device = resolve_device(cfg.run.device)
         model = load_model_for_inference(args.checkpoint, device)
         scale = model.scale
         if args.scale is not None and args.scale != scale:
             raise FFNetError(f"--scale {args.scale} does not match the checkpoint's x{scale} model")
-        label = Path(args.checkpoint).stem + ("+" if args.self_ensemble else "")
-        upscaler = model_upscaler(model, scale, device, args.tile, None, args.self_ensemble, args.precision,
-                                  args.pad_multiple)
+        label = Path(args.checkpoint).stem + ("+" if ev.self_ensemble else "")
+        upscaler = model_upscaler(model, scale, device, ev.tile, ev.tile_pad, ev.self_ensemble, cfg.run.precision,
+                                  ev.pad_multiple)
+    crop = scale if ev.crop_border is None else ev.crop_border
     start = time.perf_counter()
-    results = evaluate_sets(
-        upscaler, args.sets, scale, args.crop_border, args.lr_source,
-        Path(args.save_images) if args.save_images else None,
-    )
+    results = evaluate_sets(upscaler, ev.sets, scale, crop, ev.lr_source,
+                            Path(ev.save_images) if ev.save_images else None)
+    wall = time.perf_counter() - start
     print(format_table(label, scale, results))
-    print(f"({time.perf_counter() - start:.1f} s; Y channel, crop {args.crop_border or scale}, MATLAB bicubic LR)")
+    print(f"({wall:.1f} s; Y channel, crop {crop}, MATLAB bicubic LR)")
     if args.output:
-        out = Path(args.output)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        payload = {
-            "method": label,
-            "scale": scale,
-            "crop_border": args.crop_border or scale,
-            "y_channel": True,
-            "self_ensemble": bool(args.self_ensemble),
-            "results": results,
-        }
-        write_json(out, payload)
+        write_results(
+            args.output,
+            metrics={name: {"psnr": r["psnr"], "ssim": r["ssim"]} for name, r in results.items()},
+            data={"sets": list(results), "scale": scale, "num_images": {n: r["num_images"] for n, r in results.items()}},
+            checkpoint=args.checkpoint,
+            protocol=protocol(crop, ev.lr_source, self_ensemble=ev.self_ensemble, tile=ev.tile,
+                              tile_pad=ev.tile_pad, precision="fp64" if args.bicubic else cfg.run.precision),
+            wall_s=round(wall, 2),
+            method=label,
+            per_image={n: r["per_image"] for n, r in results.items()},
+        )
+        print(f"results: {args.output}")
     return 0
 
 

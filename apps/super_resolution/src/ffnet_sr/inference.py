@@ -1,4 +1,6 @@
-"""Running an SR model on whole images: exact tiling, x8 self-ensemble, padding, uint8 conversion.
+"""Running an SR model on whole images: exact tiling, x8 self-ensemble, padding, uint8 conversion, and the
+image-in/image-out :data:`Upscaler` s (model or MATLAB bicubic) that evaluation, training's validation and the
+quick start share.
 
 Tiling is exact, not blended: each LR tile of side ``tile`` is processed together with ``tile_pad`` pixels of
 real context on every side (clipped at the image border, where the model sees the same zero padding as on the
@@ -11,12 +13,20 @@ approximate (seams may become visible at very small values).
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
+from .data.dataset import to_rgb
+from .imresize import imresize
+
 __all__ = [
+    "Upscaler",
+    "bicubic_upscaler",
+    "model_upscaler",
+    "load_model_for_inference",
     "receptive_radius",
     "forward_tiled",
     "forward_self_ensemble",
@@ -170,3 +180,61 @@ def tensor_to_uint8(t: torch.Tensor, max_value: int = 255) -> np.ndarray:
         t = t[0]
     arr = t.detach().float().clamp(0, 1).mul(max_value).round().cpu().numpy().transpose(1, 2, 0)
     return arr.astype(np.uint16 if max_value > 255 else np.uint8)
+
+
+#: ``Upscaler(lr)`` maps an ``HW``/``HWC`` uint8 LR image to the uint8 SR image of the same layout.
+Upscaler = Callable[[np.ndarray], np.ndarray]
+
+#: BT.601 luma weights (sum 1): turns an RGB network output back into one grey channel for grey inputs.
+_LUMA = np.array([65.481, 128.553, 24.966]) / 219.0
+
+
+def bicubic_upscaler(scale: int) -> Upscaler:
+    """MATLAB-bicubic upscaling, rounded to uint8 (the literature's "Bicubic" row)."""
+
+    def run(lr: np.ndarray) -> np.ndarray:
+        return imresize(lr, float(scale))
+
+    return run
+
+
+def model_upscaler(
+    model: nn.Module,
+    scale: int,
+    device: torch.device,
+    tile: int | None = None,
+    tile_pad: int | None = None,
+    self_ensemble: bool = False,
+    precision: str = "fp32",
+    pad_multiple: int = 1,
+) -> Upscaler:
+    """Wrap a model as an :data:`Upscaler`. Grey inputs are replicated to RGB and mapped back with the luma
+    weights (grey in, grey out), so a greyscale test image is scored on the same footing as for bicubic."""
+    from metamixer.train.amp import autocast
+
+    def run(lr: np.ndarray) -> np.ndarray:
+        grey = lr.ndim == 2 or lr.shape[2] == 1
+        x = image_to_tensor(to_rgb(lr)).to(device)
+        y = upscale_tensor(
+            model, x, scale, tile, tile_pad, self_ensemble, pad_multiple,
+            autocast=lambda: autocast(device, precision), out_device=device,
+        )
+        if grey:
+            y = (y * torch.tensor(_LUMA, dtype=y.dtype, device=y.device).view(1, 3, 1, 1)).sum(1, keepdim=True)
+            return tensor_to_uint8(y)[:, :, 0]
+        return tensor_to_uint8(y)
+
+    return run
+
+
+def load_model_for_inference(checkpoint: str | Path, device: torch.device) -> nn.Module:
+    """Any FFNetSR weights (our checkpoint, EMA preferred; or the authors' ``params`` file), architecture
+    inferred from the tensor shapes, in eval mode on ``device``."""
+    from metamixer.train.checkpoint import load_state_dict_checked
+
+    from .models import model_from_state_dict, read_weights
+
+    sd = read_weights(checkpoint)
+    model = model_from_state_dict(sd)
+    load_state_dict_checked(model, sd, str(checkpoint))
+    return model.to(device).eval()

@@ -6,7 +6,8 @@
    This is a smoke-scale run, not the published model (which trains 500k steps on DIV2K with 4 GPUs).
 2. Evaluates it on Set5 x2 with the paper protocol (PSNR/SSIM on Y, crop 2) next to MATLAB bicubic.
 3. Upscales one Set5 LR image (butterfly) with the trained model and with bicubic.
-4. Writes ``DIR/summary.json`` and the run folder ``DIR/run`` (config.yaml, last.pth, best.pth, tensorboard).
+4. Writes ``DIR/results.json`` (the results shape every FFNet evaluation writes) and the run folder ``DIR/run``
+   (config.yaml, last.pth, best.pth, tensorboard).
 
 About 2 minutes on an idle 2-core CPU (slower on a shared machine; the numbers do not change).
 """
@@ -21,14 +22,16 @@ from typing import Any
 
 import torch
 
+from metamixer.train.allocator import keep_freed_memory
 from metamixer.train.config import load_config
 from metamixer.train.errors import FFNetError, run_cli
-from metamixer.train.results import write_json
+from metamixer.train.results import write_results
 
 from .config import SRConfig
 from .data.dataset import load_benchmark
 from .data.io import write_png
-from .evaluate import bicubic_upscaler, evaluate_pairs, load_model_for_inference, model_upscaler
+from .inference import bicubic_upscaler, load_model_for_inference, model_upscaler
+from .scoring import evaluate_pairs, protocol
 from .train import train
 
 __all__ = ["quickstart_overrides", "run_quickstart", "main"]
@@ -43,24 +46,25 @@ def quickstart_overrides(output_dir: Path, steps: int = 100, depth: int = 2, thr
         "data.train_dirs=[sr/B100/HR]",
         "data.lr_source=auto",
         "data.patch_size=32",
-        "data.batch_size=16",
         "data.num_workers=0",
         "data.cache_images=true",
         "data.val_set=Set5",
         "optim.name=adam",
         "optim.lr=2.0e-3",
         "optim.betas=[0.9,0.99]",
-        "optim.eta_min=2.0e-5",
+        "optim.min_lr=2.0e-5",
         "optim.warmup_steps=20",
-        "loss.fft_weight=0.02",
-        f"train.output_dir={output_dir}",
-        "train.seed=0",
-        f"train.total_steps={steps}",
-        "train.device=cpu",
-        f"train.threads={threads}",
+        "optim.warmup_lr=1.0e-4",
+        "train.fft_weight=0.02",
+        f"train.steps={steps}",
+        "train.batch_size=16",
         f"train.val_every={steps}",
         f"train.save_every={steps}",
         f"train.log_every={max(steps // 10, 1)}",
+        f"run.output_dir={output_dir}",
+        "run.seed=0",
+        "run.device=cpu",
+        f"run.threads={threads}",
     ]
 
 
@@ -70,7 +74,7 @@ def run_quickstart(output: Path, steps: int = 100, depth: int = 2, threads: int 
     output.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     cfg = load_config(SRConfig, None, quickstart_overrides(output / "run", steps, depth, threads))
-    summary = train(cfg)
+    fit = train(cfg)
     train_s = time.perf_counter() - t0
 
     device = torch.device("cpu")
@@ -84,45 +88,46 @@ def run_quickstart(output: Path, steps: int = 100, depth: int = 2, threads: int 
     write_png(output / "butterfly_x2_bicubic.png", bicubic_upscaler(2)(sample.lr))
     write_png(output / "butterfly_hr.png", sample.hr)
 
+    params = sum(p.numel() for p in model.parameters())
     result = {
+        "metrics": {"set5_x2": {"psnr": round(ours["psnr"], 3), "ssim": round(ours["ssim"], 4)},
+                    "set5_x2_bicubic": {"psnr": round(bicubic["psnr"], 3), "ssim": round(bicubic["ssim"], 4)}},
+        "data": {"train": "sr/B100/HR (100 images) with the provided x2 LR", "eval": "Set5 x2", "num_images": 5},
+        "beats_bicubic": bool(ours["psnr"] > bicubic["psnr"]),
         "task": "FFNetSR-light (reduced depth) x2, trained on B100 HR on CPU, evaluated on Set5",
         "model": {"name": "ffnetsr_light", "depth": depth, "published_depth": 36, "dim": 96, "scale": 2,
-                  "params": sum(p.numel() for p in model.parameters())},
-        "train": {"steps": summary["step"], "batch": 16, "lr_patch": 32, "seconds": round(train_s, 1)},
-        "set5_x2": {
-            "ffnetsr": {"psnr_y": round(ours["psnr"], 3), "ssim_y": round(ours["ssim"], 4)},
-            "bicubic": {"psnr_y": round(bicubic["psnr"], 3), "ssim_y": round(bicubic["ssim"], 4)},
-            "per_image_psnr_y": {k: round(v["psnr"], 3) for k, v in ours["per_image"].items()},
-        },
-        "beats_bicubic": bool(ours["psnr"] > bicubic["psnr"]),
-        "protocol": "Y channel (MATLAB rgb2ycbcr), crop 2, provided MATLAB-bicubic LR",
-        "files": {"checkpoint": str(output / "run" / "last.pth"), "sample": str(output / "butterfly_x2_ffnetsr.png")},
-        "total_seconds": round(time.perf_counter() - t0, 1),
+                  "params": params},
+        "train": {"steps": fit.step, "batch": 16, "lr_patch": 32, "seconds": round(train_s, 1)},
+        "per_image": {k: {"psnr": round(v["psnr"], 3), "ssim": round(v["ssim"], 4)} for k, v in ours["per_image"].items()},
+        "files": {"sample": str(output / "butterfly_x2_ffnetsr.png"), "bicubic": str(output / "butterfly_x2_bicubic.png")},
     }
-    write_json(output / "summary.json", result)
-    return result
+    checkpoint = output / "run" / "last.pth"
+    write_results(output / "results.json", checkpoint=checkpoint, protocol=protocol(2, "auto"),
+                  wall_s=round(time.perf_counter() - t0, 1), **result)
+    return {**result, "checkpoint": str(checkpoint)}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="ffnet-sr-quickstart", description=__doc__.splitlines()[0])
-    p.add_argument("--output", required=True, help="folder for the run, sample images and summary.json")
+    p.add_argument("--output", required=True, help="folder for the run, sample images and results.json")
     p.add_argument("--steps", type=int, default=100)
     p.add_argument("--depth", type=int, default=2, help="FFNet blocks (the published light model has 36)")
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args(argv)
     if args.steps < 1 or args.depth < 1:
         raise FFNetError("--steps and --depth must be >= 1")
+    keep_freed_memory()  # CPU training
     r = run_quickstart(Path(args.output), args.steps, args.depth, args.threads)
-    s5 = r["set5_x2"]
+    ours, bic = r["metrics"]["set5_x2"], r["metrics"]["set5_x2_bicubic"]
     print()
     print(f"FFNetSR-light, {args.depth} of 36 blocks, x2, {r['train']['steps']} CPU steps on B100 "
           f"({r['train']['seconds']:.0f} s)")
     print("| Set5 x2 (Y, crop 2) | PSNR | SSIM |\n|---|---|---|")
-    print(f"| Bicubic (MATLAB) | {s5['bicubic']['psnr_y']:.2f} | {s5['bicubic']['ssim_y']:.4f} |")
-    print(f"| FFNetSR quick start | {s5['ffnetsr']['psnr_y']:.2f} | {s5['ffnetsr']['ssim_y']:.4f} |")
+    print(f"| Bicubic (MATLAB) | {bic['psnr']:.2f} | {bic['ssim']:.4f} |")
+    print(f"| FFNetSR quick start | {ours['psnr']:.2f} | {ours['ssim']:.4f} |")
     verdict = "beats" if r["beats_bicubic"] else "does NOT beat"
-    print(f"-> the trained model {verdict} bicubic by {s5['ffnetsr']['psnr_y'] - s5['bicubic']['psnr_y']:+.2f} dB")
-    print(f"sample: {r['files']['sample']}; summary: {Path(args.output) / 'summary.json'}")
+    print(f"-> the trained model {verdict} bicubic by {ours['psnr'] - bic['psnr']:+.2f} dB")
+    print(f"sample: {r['files']['sample']}; results: {Path(args.output) / 'results.json'}")
     return 0 if r["beats_bicubic"] else 1
 
 

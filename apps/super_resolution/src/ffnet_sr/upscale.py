@@ -24,12 +24,12 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
+from metamixer.train.device import resolve_device
 from metamixer.train.errors import FFNetError, run_cli
 
 from .data.io import IMAGE_EXTENSIONS, LoadedImage, read_image, write_png
-from .evaluate import load_model_for_inference, resolve_device
 from .imresize import imresize
-from .inference import image_to_tensor, tensor_to_uint8, upscale_tensor
+from .inference import image_to_tensor, load_model_for_inference, tensor_to_uint8, upscale_tensor
 
 __all__ = ["collect_inputs", "plan_outputs", "upscale_loaded", "main"]
 
@@ -148,12 +148,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise FFNetError(f"--scale must be a positive integer, got {args.scale}")
     if args.tile is not None and args.tile < 1:
         raise FFNetError(f"--tile must be >= 1, got {args.tile}")
+    if args.tile_pad is not None and args.tile_pad < 0:
+        raise FFNetError(f"--tile-pad must be >= 0, got {args.tile_pad}")
     files = collect_inputs(args.inputs)
     output_dir = Path(args.output).expanduser()
     if output_dir.exists() and not output_dir.is_dir():
         raise FFNetError(f"--output {output_dir} exists and is not a folder")
     outs = plan_outputs(files, output_dir, args.scale, args.overwrite)
-    device = resolve_device(args.device)
+    device = resolve_device(args.device, key="--device")
     model = None
     if args.checkpoint:
         model = load_model_for_inference(args.checkpoint, device)

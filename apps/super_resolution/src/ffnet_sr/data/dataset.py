@@ -13,14 +13,15 @@ On-the-fly LR is EXACT, not an approximation: a training patch is cut from the L
 then behaves as on the full image). So ``lr_source`` choices give identical pixels where provided LR files are
 MATLAB downscales, and training costs one small resize per patch instead of a full-image resize.
 
-Determinism: sample ``k`` of the run (global index, see :class:`StepBatchSampler`) picks its image from a
-per-epoch permutation seeded by ``(seed, epoch)`` and its crop/augmentation from a generator seeded by
-``(seed, k)``. Batches therefore depend only on (seed, step), never on worker count or on whether the run was
-resumed, which is what makes resume == uninterrupted.
+Determinism: sample ``k`` of the run (global index, see :func:`sample_indices`) picks its image from a
+permutation of all images seeded by ``(seed, k // images)`` and its crop/augmentation from a generator seeded by
+``(seed, k)``. Batches therefore depend only on (seed, epoch, batch of the epoch), never on worker count or on
+whether the run was resumed, which is what makes resume == uninterrupted (:class:`EpochBatchSampler`).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,7 +40,9 @@ __all__ = [
     "mod_crop",
     "to_rgb",
     "SRTrainDataset",
-    "StepBatchSampler",
+    "EpochBatchSampler",
+    "epoch_steps",
+    "sample_indices",
     "BenchmarkPair",
     "load_benchmark",
     "resolve_set_dir",
@@ -211,28 +214,46 @@ class SRTrainDataset(Dataset):
         return uint8_to_tensor(lr_patch), uint8_to_tensor(hr_patch)
 
 
-class StepBatchSampler(Sampler[list[int]]):
-    """Yields the global sample indices of steps ``start_step .. total_steps-1`` for one rank.
+def epoch_steps(num_images: int, batch_size: int, world_size: int = 1, enlarge_ratio: int = 1) -> int:
+    """Micro-batches per epoch and process: one epoch is ``enlarge_ratio`` passes' worth of patches over the
+    training images (BasicSR's epoch), rounded up so that every epoch has at least one batch."""
+    return max(1, math.ceil(num_images * enlarge_ratio / (batch_size * world_size)))
 
-    Step ``t`` on rank ``r`` of ``world`` uses samples ``(t·world + r)·B .. +B-1``: the global batch of a step is
-    the same for any number of workers and after a resume from step ``t``.
+
+def sample_indices(batch: int, batch_size: int, rank: int = 0, world_size: int = 1) -> list[int]:
+    """Global sample indices of micro-batch ``batch`` (counted over the whole run) on ``rank`` of ``world_size``:
+    ``(batch·world + rank)·B .. +B-1``, disjoint between ranks and the same for any number of loader workers."""
+    first = (batch * world_size + rank) * batch_size
+    return list(range(first, first + batch_size))
+
+
+class EpochBatchSampler(Sampler[list[int]]):
+    """The micro-batches ``start .. steps_per_epoch-1`` of one epoch on one rank.
+
+    Micro-batch ``i`` of epoch ``e`` is run-wide micro-batch ``e·steps_per_epoch + i`` (:func:`sample_indices`),
+    so the epochs are consecutive pieces of one sample stream: which batch a step gets depends only on (seed,
+    epoch, i), not on where a run was resumed, and not on ``steps_per_epoch`` at all for a given step.
+    :meth:`set_position` moves it before each pass, so one DataLoader (persistent workers) serves all epochs.
     """
 
-    def __init__(self, batch_size: int, start_step: int, total_steps: int, rank: int = 0, world_size: int = 1) -> None:
+    def __init__(self, batch_size: int, steps_per_epoch: int, rank: int = 0, world_size: int = 1) -> None:
         self.batch_size = batch_size
-        self.start_step = start_step
-        self.total_steps = total_steps
+        self.steps_per_epoch = steps_per_epoch
         self.rank = rank
         self.world_size = world_size
+        self.epoch = 0
+        self.start = 0
+
+    def set_position(self, epoch: int, start: int = 0) -> None:
+        self.epoch, self.start = int(epoch), int(start)
 
     def __len__(self) -> int:
-        return max(self.total_steps - self.start_step, 0)
+        return max(self.steps_per_epoch - self.start, 0)
 
     def __iter__(self) -> Iterator[list[int]]:
-        b = self.batch_size
-        for t in range(self.start_step, self.total_steps):
-            first = (t * self.world_size + self.rank) * b
-            yield list(range(first, first + b))
+        first = self.epoch * self.steps_per_epoch
+        for i in range(self.start, self.steps_per_epoch):
+            yield sample_indices(first + i, self.batch_size, self.rank, self.world_size)
 
 
 @dataclass

@@ -1,0 +1,101 @@
+"""Scoring an :data:`~ffnet_sr.inference.Upscaler` on SR benchmark sets with the paper protocol.
+
+One place for the protocol, so training's validation, ``ffnet-sr-eval`` and the quick start score the same way
+and describe it with the same words in every ``results.json`` (:func:`protocol`; the facts are measured in
+``../shared/reference/sr_protocol.md`` and ``docs/super_resolution.md`` §2).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from metamixer.train.errors import FFNetError
+
+from .data.dataset import BenchmarkPair, load_benchmark
+from .data.io import write_png
+from .inference import Upscaler
+from .metrics import calculate_psnr, calculate_ssim
+
+__all__ = ["evaluate_pairs", "evaluate_sets", "format_table", "protocol"]
+
+#: how Y is computed (MATLAB rgb2ycbcr on doubles), worded as in sr_protocol.md
+Y_CHANNEL = ("Y = 16 + (65.481 R + 128.553 G + 24.966 B) / 255 (MATLAB rgb2ycbcr on doubles), not rounded; "
+             "greyscale images used directly as Y")
+
+
+def protocol(crop_border: int, lr_source: str = "auto", **extra: Any) -> dict[str, Any]:
+    """The ``protocol`` entry of a results.json: ``crop_border`` as actually used, BasicSR's ``test_y_channel``
+    and the rest of the choices that decide whether a number is comparable with the literature."""
+    return {
+        "crop_border": int(crop_border),
+        "test_y_channel": True,
+        "y_channel": Y_CHANNEL,
+        "psnr": "float64 on [0, 255] after shaving crop_border pixels per side; mean over the images of a set",
+        "ssim": "11x11 Gaussian window sigma 1.5, K1 0.01, K2 0.03, L 255, 'valid' filtering; mean over images",
+        "lr": {"auto": "provided LR files when present, else MATLAB-bicubic of the HR mod-crop (identical pixels)",
+               "folder": "provided MATLAB-bicubic LR files",
+               "generate": "MATLAB-bicubic (edge clamp, uint8 after each pass) of the HR mod-crop"}[lr_source],
+        **extra,
+    }
+
+
+def evaluate_pairs(
+    upscaler: Upscaler,
+    pairs: Sequence[BenchmarkPair],
+    scale: int,
+    crop_border: int | None = None,
+    y_channel: bool = True,
+    compute_ssim: bool = True,
+    save_dir: Path | None = None,
+) -> dict[str, Any]:
+    """Score ``upscaler`` on ``pairs``: per-image PSNR (and SSIM) plus their means (the paper's set average)."""
+    crop = scale if crop_border is None else crop_border
+    per_image: dict[str, dict[str, float]] = {}
+    for pair in pairs:
+        sr = upscaler(pair.lr)
+        if sr.shape != pair.hr.shape:
+            raise FFNetError(f"{pair.name}: upscaled shape {sr.shape} differs from HR {pair.hr.shape}")
+        scores = {"psnr": calculate_psnr(sr, pair.hr, crop, y_channel)}
+        if compute_ssim:
+            scores["ssim"] = calculate_ssim(sr, pair.hr, crop, y_channel)
+        per_image[pair.name] = scores
+        if save_dir is not None:
+            write_png(Path(save_dir) / f"{pair.name}x{scale}.png", sr)
+    result: dict[str, Any] = {"psnr": float(np.mean([v["psnr"] for v in per_image.values()]))}
+    if compute_ssim:
+        result["ssim"] = float(np.mean([v["ssim"] for v in per_image.values()]))
+    result["num_images"] = len(per_image)
+    result["per_image"] = per_image
+    return result
+
+
+def evaluate_sets(
+    upscaler: Upscaler,
+    sets: Sequence[str],
+    scale: int,
+    crop_border: int | None = None,
+    lr_source: str = "auto",
+    save_dir: Path | None = None,
+) -> dict[str, Any]:
+    """:func:`evaluate_pairs` over several benchmark sets (names or folders), keyed by set name."""
+    out: dict[str, Any] = {}
+    for name in sets:
+        pairs = load_benchmark(name, scale, lr_source)
+        set_name = Path(name).name
+        out[set_name] = evaluate_pairs(
+            upscaler, pairs, scale, crop_border, save_dir=(Path(save_dir) / set_name if save_dir else None)
+        )
+    return out
+
+
+def format_table(label: str, scale: int, results: dict[str, Any]) -> str:
+    """Paper-style row(s): ``method | scale | Set5 PSNR/SSIM | ...``."""
+    names = list(results)
+    header = "| method | scale | " + " | ".join(names) + " |"
+    sep = "|" + "---|" * (len(names) + 2)
+    cells = [f"{results[n]['psnr']:.2f}/{results[n]['ssim']:.4f}" for n in names]
+    return "\n".join([header, sep, f"| {label} | x{scale} | " + " | ".join(cells) + " |"])

@@ -1,0 +1,129 @@
+"""FFNetSR training as a core :class:`~metamixer.train.loop.Task`: what is SR-specific and nothing else.
+
+The task supplies the model, the random-patch batches, the L1 + FFT loss and the PSNR-Y validation (with a
+bicubic | SR | HR crop in tensorboard); core's :class:`~metamixer.train.loop.Trainer` does the optimizer, the
+cosine schedule, AMP, clipping, accumulation, EMA, DDP, limits, checkpoints, ``best.pth`` and exact resume.
+
+An *epoch* is ``data.enlarge_ratio`` passes' worth of patches over the training images, rounded up to whole
+batches (:func:`~ffnet_sr.data.dataset.epoch_steps`; BasicSR's epoch). Epochs are consecutive pieces of one
+run-wide sample stream (:class:`~ffnet_sr.data.dataset.EpochBatchSampler`): micro-batch ``t`` of the run uses
+samples ``(t·processes + rank)·B ..``, and sample ``k`` is a pure function of ``(seed, k)``. So the batches of an
+epoch are a pure function of (seed, epoch), a resumed run asks for exactly the batches it missed, and in a step
+run (``train.steps``) the epoch length changes nothing but where progress bars and loader passes restart.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from metamixer.train.distributed import all_gather_object
+from metamixer.train.logger import RunLogger
+from metamixer.train.loop import RunContext, Task
+from metamixer.train.seed import make_generator, seed_worker
+
+from .config import SRConfig, resolve_data_dir
+from .data.dataset import BenchmarkPair, EpochBatchSampler, SRTrainDataset, epoch_steps, load_benchmark
+from .inference import bicubic_upscaler, model_upscaler
+from .losses import SRLoss
+from .models import create_model
+from .scoring import evaluate_pairs
+
+__all__ = ["SRTask", "build_model", "side_by_side"]
+
+
+def build_model(cfg: SRConfig) -> nn.Module:
+    """The configured FFNetSR (published depth unless ``model.depth``), optionally initialised from weights."""
+    m = cfg.model
+    return create_model(m.name, m.scale, pretrained=m.pretrained, **({"depth": m.depth} if m.depth else {}))
+
+
+def side_by_side(pair: BenchmarkPair, sr: np.ndarray, scale: int, size: int = 192) -> np.ndarray:
+    """``bicubic | SR | HR`` centre crops as one HWC uint8 image for tensorboard."""
+    bic = bicubic_upscaler(scale)(pair.lr)
+    h, w = pair.hr.shape[:2]
+    top, left = max((h - size) // 2, 0), max((w - size) // 2, 0)
+    crops = []
+    for img in (bic, sr, pair.hr):
+        c = img[top : top + size, left : left + size]
+        crops.append(np.repeat(c[:, :, None], 3, 2) if c.ndim == 2 else c)
+    return np.concatenate(crops, axis=1)
+
+
+class SRTask(Task):
+    """Random LR/HR patches -> ``train.l1_weight``·L1 + ``train.fft_weight``·FFT-L1; validation PSNR-Y on
+    ``data.val_set`` (``best.pth`` = highest PSNR-Y; no validation and no best.pth when it is null)."""
+
+    monitor_mode = "max"
+
+    def __init__(self, cfg: SRConfig, ctx: RunContext) -> None:
+        model = build_model(cfg)
+        if cfg.train.compile:
+            model.compile()  # in place: the state_dict keys (and so checkpoints) stay those of the plain model
+        super().__init__(model)
+        self.cfg, self.ctx = cfg, ctx
+        self.scale = cfg.model.scale
+        self.criterion = SRLoss(cfg.train.l1_weight, cfg.train.fft_weight)
+        d = cfg.data
+        self.dataset = SRTrainDataset([resolve_data_dir(p) for p in d.train_dirs], self.scale, d.patch_size,
+                                      d.lr_source, d.augment, d.cache_images, cfg.run.seed)
+        info = ctx.info
+        self._steps = epoch_steps(len(self.dataset), cfg.train.batch_size, info.world_size, d.enlarge_ratio)
+        self.sampler = EpochBatchSampler(cfg.train.batch_size, self._steps, info.rank, info.world_size)
+        # one loader for the whole run (persistent workers keep their decoded-image caches between epochs); the
+        # patches do not depend on the workers' seeds, the generator only keeps loading off the global RNG
+        self.loader = DataLoader(self.dataset, batch_sampler=self.sampler, num_workers=d.num_workers,
+                                 worker_init_fn=seed_worker, generator=make_generator(cfg.run.seed),
+                                 pin_memory=ctx.device.type == "cuda", persistent_workers=d.num_workers > 0)
+        self.monitor = "psnr_y" if d.val_set else None
+        self.val_pairs: list[BenchmarkPair] = []
+        self._preview: np.ndarray | None = None
+        if d.val_set and info.is_main:
+            self.val_pairs = load_benchmark(d.val_set, self.scale, d.val_lr_source, d.val_max_images)
+            bic = evaluate_pairs(bicubic_upscaler(self.scale), self.val_pairs, self.scale, compute_ssim=False)
+            ctx.logger.info(f"validation set {d.val_set} x{self.scale} ({len(self.val_pairs)} images): bicubic "
+                            f"psnr_y {bic['psnr']:.3f} dB")
+
+    def steps_per_epoch(self) -> int:
+        return self._steps
+
+    def train_batches(self, epoch: int, start: int = 0) -> Iterable[Any]:
+        self.sampler.set_position(epoch, start)
+        return self.loader
+
+    def training_step(self, model: nn.Module, batch: Any) -> Mapping[str, torch.Tensor]:
+        lr, hr = (t.to(self.ctx.device, non_blocking=True) for t in batch)
+        total, parts = self.criterion(model(lr).float(), hr)
+        return {"loss": total, **{k: v for k, v in parts.items() if k != "total"}}
+
+    def evaluate(self, model: nn.Module) -> dict[str, float]:
+        """PSNR-Y (crop = scale) on the validation set, computed on the main process and shared with the others."""
+        if self.monitor is None:
+            return {}
+        metrics: dict[str, float] | None = None
+        if self.ctx.is_main:
+            upscaler = model_upscaler(model, self.scale, self.ctx.device, precision=self.cfg.run.precision)
+            first: list[np.ndarray] = []
+
+            def remember_first(lr: np.ndarray) -> np.ndarray:
+                sr = upscaler(lr)
+                if not first:
+                    first.append(sr)
+                return sr
+
+            res = evaluate_pairs(remember_first, self.val_pairs, self.scale, compute_ssim=False)
+            self._preview = side_by_side(self.val_pairs[0], first[0], self.scale)
+            metrics = {"psnr_y": float(res["psnr"])}
+        if self.ctx.info.is_distributed:
+            metrics = all_gather_object(metrics)[0]
+        assert metrics is not None
+        return metrics
+
+    def on_validation(self, model: nn.Module, metrics: Mapping[str, float], step: int, logger: RunLogger) -> None:
+        if self._preview is not None:
+            logger.image("val/bicubic_sr_hr", self._preview, step)
