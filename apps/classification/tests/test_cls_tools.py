@@ -9,9 +9,9 @@ import torch
 from PIL import Image
 
 from ffnet_classification import create_model
-from ffnet_classification.config import TrainConfig
+from ffnet_classification.config import ClsConfig
 from metamixer.train.checkpoint import save_checkpoint
-from metamixer.train.config import config_from_dict, load_config
+from metamixer.train.config import ConfigError, config_from_dict, config_to_dict, load_config
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 TINY = {"widths": [16, 32, 64, 128], "depths": [1, 1, 1, 1], "stem_dim": 8}
@@ -28,8 +28,8 @@ def run_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path
             arr[..., ci] = 60 * (j + 1)
             (root / "val" / name).mkdir(parents=True, exist_ok=True)
             Image.fromarray(arr.numpy()).save(root / "val" / name / f"{j}.png")
-    cfg = config_from_dict(TrainConfig, {"model": {"name": "ffnet_1", "spec": TINY},
-                                         "data": {"input_size": 32, "crop_pct": 1.0}})
+    cfg = config_from_dict(ClsConfig, {"model": {"name": "ffnet_1", "spec": TINY},
+                                       "data": {"input_size": 32, "crop_pct": 1.0}, "train": {"epochs": 1}})
     torch.manual_seed(0)
     model = create_model("ffnet_1", num_classes=3, **TINY)
     g = torch.Generator().manual_seed(1)
@@ -40,7 +40,7 @@ def run_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path
                 m.running_var.uniform_(0.5, 1.5, generator=g)
     ema = type("E", (), {"state_dict": lambda self: model.state_dict(), "updates": 3})()
     path = save_checkpoint(root / "best.pth", model=model, ema=ema, epoch=1, config=cfg,
-                           extra={"classes": classes, "model_name": "ffnet_1"})
+                           extra={"task": {"classes": classes, "model_name": "ffnet_1"}})
     return path, root / "val"
 
 
@@ -65,19 +65,26 @@ def test_onnx_and_torchscript_export_match_pytorch(tmp_path: Path) -> None:
     assert convs == fused_convs < sum(isinstance(m, torch.nn.Conv2d) for m in model.modules())
 
 
-def test_evaluate_fused_and_ema_json(run_checkpoint: tuple[Path, Path], tmp_path: Path) -> None:
+def test_evaluate_fused_by_default_unfused_and_ema_results_json(run_checkpoint: tuple[Path, Path], tmp_path: Path,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
     from ffnet_classification.evaluate import cli
 
     ckpt, val = run_checkpoint
     out = tmp_path / "r.json"
-    cli(["--checkpoint", str(ckpt), "--data", str(val), "--workers", "0", "--output", str(out)])
+    cli(["--checkpoint", str(ckpt), "--data", str(val), "--workers", "0", "--unfused", "--output", str(out)])
     plain = json.loads(out.read_text())
-    cli(["--checkpoint", str(ckpt), "--data", str(val), "--workers", "0", "--fused", "--ema", "--output", str(out)])
+    cli(["--checkpoint", str(ckpt), "--data", str(val), "--workers", "0", "--ema", "--output", str(out)])
     fused = json.loads(out.read_text())
-    assert plain["samples"] == fused["samples"] == 12 and fused["fused"] and fused["ema"]
-    assert plain["top1"] == fused["top1"]
-    assert fused["loss"] == pytest.approx(plain["loss"], rel=1e-4)
-    assert 0.0 <= plain["top1"] <= 100.0 and plain["top5"] == 100.0  # 3 classes: top-5 covers all
+    assert "top-1" in capsys.readouterr().out
+    assert plain["protocol"]["samples"] == fused["protocol"]["samples"] == 12
+    assert fused["protocol"]["fused"] and fused["protocol"]["ema"] and not plain["protocol"]["fused"]
+    assert plain["metrics"]["top1"] == fused["metrics"]["top1"]
+    assert fused["metrics"]["loss"] == pytest.approx(plain["metrics"]["loss"], rel=1e-4)
+    assert 0.0 <= plain["metrics"]["top1"] <= 100.0 and plain["metrics"]["top5"] == 100.0  # 3 classes
+    assert fused["checkpoint"] == str(ckpt) and fused["data"] == str(val) and fused["wall_s"] > 0
+    with pytest.raises(SystemExit):
+        cli(["--checkpoint", str(ckpt), "--data", str(val), "eval.batch_size=4"])
+    assert "takes no key=value overrides" in capsys.readouterr().err
 
 
 def test_predict_topk_with_class_names(run_checkpoint: tuple[Path, Path], capsys: pytest.CaptureFixture[str],
@@ -102,39 +109,63 @@ def test_predict_topk_with_class_names(run_checkpoint: tuple[Path, Path], capsys
     assert "2 class names but the model predicts 3" in capsys.readouterr().err
 
 
-def test_recipes_are_valid_and_follow_the_official_recipe() -> None:
+def test_every_shipped_recipe_loads_and_follows_the_official_recipe(tmp_path: Path) -> None:
     names = sorted(p.name for p in RECIPES.glob("*.yaml"))
     assert {"ffnet_1.yaml", "ffnet_2.yaml", "ffnet_3.yaml", "ffnet_4.yaml", "ffnet_3_384_ft.yaml",
-            "ffnet_4_384_ft.yaml", "cpu_digits.yaml"} <= set(names)
-    cfgs = {n: load_config(TrainConfig, RECIPES / n) for n in names}
-    for n in ("ffnet_1.yaml", "ffnet_2.yaml", "ffnet_3.yaml"):
+            "ffnet_4_384_ft.yaml", "ffnet_1_kd.yaml", "ffnet_2_kd.yaml", "ffnet_3_kd.yaml",
+            "cpu_digits.yaml"} == set(names)
+    cfgs = {n: load_config(ClsConfig, RECIPES / n) for n in names}  # unknown keys would raise here
+    for n in names:
         c = cfgs[n]
-        assert c.epochs == 300 and c.batch_size == 128 and c.optim.base_lr == 1e-3 and c.optim.lr_base_batch == 1024
-        assert c.optim.weight_decay == 0.05 and c.data.input_size == 256 and c.data.label_smoothing == 0.1
-    assert [cfgs[f"ffnet_{i}.yaml"].model.drop_path_rate for i in (1, 2, 3)] == [0.1, 0.15, 0.35]
+        assert c.run.seed == 42 and c.train.ema_decay is not None and c.optim.name == "adamw", n
+    for n in ("ffnet_1.yaml", "ffnet_2.yaml", "ffnet_3.yaml", "ffnet_4.yaml", "ffnet_1_kd.yaml"):
+        c = cfgs[n]
+        assert c.train.epochs == 300 and c.train.batch_size == 128 and c.train.ema_decay == 0.9995, n
+        assert c.optim.lr is None and c.optim.base_lr == 1e-3 and c.optim.lr_base_batch == 1024, n
+        assert c.optim.weight_decay == 0.05 and c.optim.warmup_epochs == 5 and c.optim.warmup_lr == 1e-6, n
+        assert c.optim.min_lr == 1e-5 and c.optim.schedule == "cosine" and c.run.precision == "fp16", n
+        assert c.data.input_size == 256 and c.data.label_smoothing == 0.1, n
+    assert [cfgs[f"ffnet_{i}.yaml"].model.drop_path_rate for i in (1, 2, 3, 4)] == [0.1, 0.15, 0.35, 0.4]
     assert cfgs["ffnet_1.yaml"].data.mixup == 0.2 and cfgs["ffnet_3.yaml"].data.mixup == 0.8
+    assert cfgs["ffnet_3.yaml"].run.output_dir == "runs/ffnet_3_in1k"
     ft = cfgs["ffnet_3_384_ft.yaml"]
-    assert ft.optim.lr == 5e-6 and ft.epochs == 30 and ft.optim.sched == "none" and ft.data.input_size == 384
-    assert cfgs["ffnet_1_kd.yaml"].distill.type == "hard" and cfgs["ffnet_1_kd.yaml"].distill.alpha == 0.5
+    assert ft.optim.lr == 5e-6 and ft.train.epochs == 30 and ft.optim.schedule == "constant"
+    assert ft.optim.weight_decay == 1e-8 and ft.optim.warmup_epochs == 0 and ft.data.input_size == 384
+    assert ft.model.pretrained_ema and ft.train.batch_size == 64
+    kd = cfgs["ffnet_1_kd.yaml"].train.distill
+    assert kd.type == "hard" and kd.alpha == 0.5 and kd.teacher_model == "timm:regnety_160"
+    assert cfgs["ffnet_1_kd.yaml"].model.drop_path_rate == 0.02
+    digits = cfgs["cpu_digits.yaml"]
+    assert digits.train.ema_warmup and digits.train.eval_weights == "ema" and digits.train.log_every == 10
+    assert digits.run.threads == 2 and digits.optim.lr_base_batch == 64
+    # unknown keys are rejected, with the dotted key named
+    bad = tmp_path / "bad.yaml"
+    bad.write_text((RECIPES / "ffnet_1.yaml").read_text().replace("  epochs: 300", "  epochs: 300\n  epoch: 3"))
+    with pytest.raises(ConfigError, match="unknown key 'train.epoch'"):
+        load_config(ClsConfig, bad)
+    with pytest.raises(ConfigError, match="'train.batch_size' must be a finite number >= 1"):
+        load_config(ClsConfig, RECIPES / "ffnet_1.yaml", ["train.batch_size=0"])
 
 
 def test_quickstart_recipe_matches_cpu_yaml() -> None:
     from ffnet_classification.quickstart import RECIPE
 
-    from_yaml = load_config(TrainConfig, RECIPES / "cpu_digits.yaml")
-    from_code = config_from_dict(TrainConfig, RECIPE)
-    a, b = from_yaml.__dict__.copy(), from_code.__dict__.copy()
-    for c in (a, b):
-        c.pop("output_dir")
-        c["data"] = {k: v for k, v in c["data"].__dict__.items() if k not in ("train", "val")}
-    assert a == b
+    from_yaml = config_to_dict(load_config(ClsConfig, RECIPES / "cpu_digits.yaml"))
+    from_code = config_to_dict(config_from_dict(ClsConfig, RECIPE))
+    for c in (from_yaml, from_code):
+        c["run"].pop("output_dir")
+        c["data"].pop("train")
+        c["data"].pop("val")
+    assert from_yaml == from_code
 
 
 def test_lr_scaling_and_weight_decay_groups() -> None:
-    from ffnet_classification.optim import WarmupCosine, param_groups, resolve_lr
+    from ffnet_classification.config import ClsOptimConfig, resolve_lr
+    from ffnet_classification.optim import build_optimizer, param_groups
 
-    cfg = TrainConfig()
-    assert resolve_lr(cfg.optim, 1024) == pytest.approx(1e-3) and resolve_lr(cfg.optim, 256) == pytest.approx(2.5e-4)
+    cfg = ClsOptimConfig()
+    assert resolve_lr(cfg, 1024) == pytest.approx(1e-3) and resolve_lr(cfg, 256) == pytest.approx(2.5e-4)
+    assert resolve_lr(ClsOptimConfig(lr=5e-6), 4096) == 5e-6
     model = create_model("ffnet_3", **dict(TINY, layer_scale_init=1e-6))
     no_decay, decay = param_groups(model, 0.05)
     names = {id(p): n for n, p in model.named_parameters()}
@@ -142,9 +173,8 @@ def test_lr_scaling_and_weight_decay_groups() -> None:
     assert all(n.endswith(("bias", "weight", "layer_scale")) for n in nd_names)
     assert any(n.endswith("layer_scale") for n in nd_names) and any(".bn." in n for n in nd_names)
     assert all(p.ndim == 4 or p.ndim == 2 for p in decay["params"]) and decay["weight_decay"] == 0.05
-    f = WarmupCosine(1e-3, total_steps=100, warmup_steps=10, warmup_lr=1e-6, min_lr=1e-5)
-    assert f(0) * 1e-3 == pytest.approx(1e-6) and f(10) == pytest.approx(1.0)
-    assert f(100) * 1e-3 == pytest.approx(1e-5) and f(55) * 1e-3 == pytest.approx((1e-3 + 1e-5) / 2, rel=1e-6)
+    opt = build_optimizer(model, ClsOptimConfig(lr=1e-3, weight_decay=0.05))
+    assert isinstance(opt, torch.optim.AdamW) and [g["weight_decay"] for g in opt.param_groups] == [0.0, 0.05]
 
 
 def test_bench_peer_and_flops_table() -> None:
@@ -169,7 +199,8 @@ def test_hard_distillation_loss_and_teacher_from_checkpoint(run_checkpoint: tupl
     from ffnet_classification.train import build_teacher
 
     ckpt, _ = run_checkpoint
-    cfg = load_config(TrainConfig, None, ["distill.type=hard", f"distill.teacher_checkpoint={ckpt}"])
+    cfg = config_from_dict(ClsConfig, {"train": {"epochs": 1, "distill": {"type": "hard",
+                                                                          "teacher_checkpoint": str(ckpt)}}})
     teacher = build_teacher(cfg, 3, torch.device("cpu"))  # default teacher_model is ignored: the file knows
     assert not teacher.training and not any(p.requires_grad for p in teacher.parameters())
     loss_fn = HardDistillationLoss(SoftTargetCrossEntropy(), teacher, alpha=0.5)
@@ -197,4 +228,5 @@ def test_quickstart_end_to_end(tmp_path: Path) -> None:
     r = run_quickstart(tmp_path, epochs=5)
     assert r["eval_ema"]["top1"] > 85.0 and r["eval_ema_fused"]["top1"] == r["eval_ema"]["top1"]
     assert r["export"]["onnx"]["max_abs_diff"] < 1e-4
-    assert json.loads((tmp_path / "quickstart.json").read_text())["dataset"]["val"] == 359
+    record = json.loads((tmp_path / "results.json").read_text())
+    assert record["quickstart"]["dataset"]["val"] == 359 and record["metrics"]["top1"] == r["eval_ema_fused"]["top1"]

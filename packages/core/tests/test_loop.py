@@ -278,3 +278,13 @@ def test_overrides_without_a_recipe_start_from_the_apps_section_defaults() -> No
     assert (cfg.train.steps, cfg.train.batch_size) == (100, 4)
     with pytest.raises(ConfigError, match="exactly one of train.epochs and train.steps"):
         load_config(AppConfig, None, ["train.epochs=3"])
+
+
+def test_eval_parser_without_overrides_rejects_key_value_tokens(capsys: pytest.CaptureFixture[str]) -> None:
+    from metamixer.train.cli import build_eval_parser
+
+    parser = build_eval_parser("ffnet-x-eval", overrides=False)
+    assert parser.parse_args(["--checkpoint", "c.pth"]).checkpoint == "c.pth"
+    with pytest.raises(SystemExit) as info:
+        parser.parse_args(["--checkpoint", "c.pth", "eval.batch_size=2"])
+    assert info.value.code == 2 and "takes no key=value settings" in capsys.readouterr().err

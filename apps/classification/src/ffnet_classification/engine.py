@@ -1,7 +1,6 @@
-"""One training epoch and one evaluation pass (shared by train.py, evaluate.py and the quick start)."""
+"""The evaluation pass (validation during training, ffnet-cls-eval, the quick start); training is the engine's."""
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -62,67 +61,3 @@ def evaluate(
         "loss": sum(p[3] for p in parts) / n,
         "samples": float(n),
     }
-
-
-def train_one_epoch(
-    model: nn.Module,
-    loader: Iterable[tuple[torch.Tensor, torch.Tensor]],
-    optimizer: torch.optim.Optimizer,
-    scheduler: Any,
-    loss_fn: Callable[..., torch.Tensor],
-    device: torch.device,
-    *,
-    mixup: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None,
-    distill: bool = False,
-    scaler: Any = None,
-    precision: str = "fp32",
-    clip_grad: float | None = None,
-    ema: Any = None,
-    channels_last: bool = False,
-    max_steps: int | None = None,
-    on_step: Callable[[int, float, float], None] | None = None,
-    progress: Callable[[Iterable[Any]], Iterable[Any]] | None = None,
-) -> dict[str, float]:
-    """Run one epoch; returns mean loss and the number of optimizer steps. Non-finite loss stops the run."""
-    model.train()
-    total, steps = 0.0, 0
-    it = progress(loader) if progress is not None else loader
-    for images, target in it:
-        if max_steps is not None and steps >= max_steps:
-            break
-        images = images.to(device, non_blocking=True)
-        target = target.to(device, non_blocking=True)
-        if mixup is not None:
-            images, target = mixup(images, target)
-        if channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
-        with autocast(device, precision):
-            logits = model(images)
-            loss = loss_fn(images, logits, target) if distill else loss_fn(logits, target)
-        if not math.isfinite(float(loss.detach())):
-            raise FFNetError(f"loss is {float(loss)} at step {steps}; lower the lr or use precision=fp32/bf16")
-        optimizer.zero_grad(set_to_none=True)
-        if scaler is not None and scaler.is_enabled():
-            scaler.scale(loss).backward()
-            if clip_grad is not None:
-                scaler.unscale_(optimizer)
-                nn.utils.clip_grad_norm_(model.parameters(), clip_grad)
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            loss.backward()
-            if clip_grad is not None:
-                nn.utils.clip_grad_norm_(model.parameters(), clip_grad)
-            optimizer.step()
-        if scheduler is not None:
-            scheduler.step()
-        if ema is not None:
-            ema.update(model)
-        value = float(loss.detach())
-        total += value
-        steps += 1
-        if on_step is not None:
-            on_step(steps, value, optimizer.param_groups[0]["lr"])
-    if steps == 0:
-        raise FFNetError("the training loader produced no batch (dataset smaller than batch_size with drop_last?)")
-    return {"loss": total / steps, "steps": float(steps)}

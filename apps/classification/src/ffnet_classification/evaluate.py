@@ -1,21 +1,23 @@
-"""Evaluate a checkpoint: ``ffnet-cls-eval --checkpoint best.pth --data VAL [--fused] [--ema] [--output r.json]``.
+"""Evaluate a checkpoint: ``ffnet-cls-eval --checkpoint best.pth --data VAL [--unfused] [--ema] [--output F]``.
 
-Top-1 / top-5 / loss on a class folder or list. Works with our run checkpoints (architecture and class names
-inside) and the authors' files (``--model ffnet_N``; class folders are then assumed to be in index order).
+Top-1 / top-5 / loss on a class folder or list, of the fused (deploy) form by default (``--unfused``: the train
+form; both give the same predictions), printed as a table and written as ``results.json`` (metamixer's one
+results shape). Works with our run checkpoints (architecture and class names inside) and the authors' files
+(``--model ffnet_N``; class folders are then assumed to be in index order).
 """
 from __future__ import annotations
 
-import argparse
-import json
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch.utils.data import DataLoader
 
+from metamixer.train.cli import build_eval_parser
+from metamixer.train.device import resolve_device
 from metamixer.train.errors import FFNetError, run_cli
+from metamixer.train.results import write_results
 
 from .data import build_dataset, build_transforms
 from .engine import evaluate
@@ -26,19 +28,21 @@ def evaluate_checkpoint(
     checkpoint: str,
     data: str,
     model_name: str | None = None,
-    fused: bool = False,
+    fused: bool = True,
     use_ema: bool = False,
     batch_size: int = 64,
     workers: int = 4,
     input_size: int | None = None,
     crop_pct: float | None = None,
-    device: str = "cpu",
+    device: str = "auto",
     precision: str = "fp32",
     on_bad_image: str = "error",
     root: str | None = None,
 ) -> dict[str, Any]:
+    """Metrics and protocol of one checkpoint on ``data`` (see the module docstring)."""
+    dev = resolve_device(device, key="--device")
     loaded = load_model(checkpoint, model_name=model_name, use_ema=use_ema, fused=fused)
-    model = loaded.model.to(device).eval()
+    model = loaded.model.to(dev).eval()
     pcfg = model.pretrained_cfg
     dcfg = (loaded.config or {}).get("data", {})
     size = input_size or dcfg.get("input_size") or pcfg["input_size"][-1]
@@ -52,7 +56,7 @@ def evaluate_checkpoint(
         raise FFNetError(f"{data} has {len(ds.classes)} classes but {checkpoint} predicts {model.num_classes}")
     loader = DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=workers)
     t0 = time.time()
-    metrics = evaluate(model, loader, torch.device(device), precision)
+    metrics = evaluate(model, loader, dev, precision)
     return {
         "checkpoint": str(checkpoint),
         "data": str(data),
@@ -65,34 +69,42 @@ def evaluate_checkpoint(
         "top5": metrics["top5"],
         "loss": metrics["loss"],
         "samples": int(metrics["samples"]),
+        "precision": precision,
         "seconds": time.time() - t0,
     }
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="ffnet-cls-eval", description="Top-1/top-5/loss of a checkpoint on a val set.")
-    p.add_argument("--checkpoint", required=True, help="our best.pth/last.pth or an official .pth.tar")
+    p = build_eval_parser("ffnet-cls-eval", "Top-1/top-5/loss of a checkpoint on a val set (fused deploy form "
+                          "unless --unfused); prints a table and writes --output (default: results.json "
+                          "beside the checkpoint).")
     p.add_argument("--data", required=True, help="class-folder root or .csv/.txt list")
     p.add_argument("--model", default=None, help="architecture for official checkpoints (ffnet_1..4)")
-    p.add_argument("--fused", action="store_true", help="evaluate the re-parameterized (deploy) form")
+    p.add_argument("--unfused", action="store_true",
+                   help="evaluate the train form (default: the fused, re-parameterized deploy form)")
     p.add_argument("--ema", action="store_true", help="use the EMA weights")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--workers", type=int, default=4)
     p.add_argument("--input-size", type=int, default=None)
     p.add_argument("--crop-pct", type=float, default=None)
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--device", default="auto", help="auto (cuda if available, else cpu) | cpu | cuda | cuda:N | mps")
     p.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"))
     p.add_argument("--on-bad-image", default="error", choices=("error", "skip"))
     p.add_argument("--root", default=None, help="base folder for relative paths in a list file")
-    p.add_argument("--output", default=None, help="write the JSON result here (also printed)")
     a = p.parse_args(argv)
-    result = evaluate_checkpoint(a.checkpoint, a.data, a.model, a.fused, a.ema, a.batch_size, a.workers,
-                                 a.input_size, a.crop_pct, a.device, a.precision, a.on_bad_image, a.root)
-    text = json.dumps(result, indent=2)
-    if a.output:
-        Path(a.output).parent.mkdir(parents=True, exist_ok=True)
-        Path(a.output).write_text(text)
-    print(text)
+    if a.overrides:
+        raise FFNetError(f"ffnet-cls-eval takes no key=value overrides (got {' '.join(a.overrides)}); "
+                         "its settings are flags, see --help")
+    r = evaluate_checkpoint(a.checkpoint, a.data, a.model, not a.unfused, a.ema, a.batch_size, a.workers,
+                            a.input_size, a.crop_pct, a.device, a.precision, a.on_bad_image, a.root)
+    output = Path(a.output) if a.output else Path(a.checkpoint).parent / "results.json"
+    write_results(output, metrics={k: r[k] for k in ("top1", "top5", "loss")}, data=r["data"],
+                  checkpoint=r["checkpoint"], wall_s=r["seconds"], model=r["model"],
+                  protocol={k: r[k] for k in ("fused", "ema", "input_size", "crop_pct", "precision", "samples")})
+    form = ("fused" if r["fused"] else "train form") + (", EMA" if r["ema"] else "")
+    print(f"{r['model']} ({form}) on {r['data']}: {r['samples']} images, {r['input_size']} px, crop {r['crop_pct']}")
+    print(f"  {'top-1':<6} {r['top1']:8.3f} %\n  {'top-5':<6} {r['top5']:8.3f} %\n  {'loss':<6} {r['loss']:8.4f}")
+    print(f"results -> {output}")
     return 0
 
 

@@ -1,5 +1,7 @@
 """Classify images: ``ffnet-cls-predict --checkpoint best.pth img1.jpg dir/ [--topk 5] [--classes names.txt]``.
 
+Runs the fused (deploy) form by default, like ffnet-cls-eval; ``--unfused`` runs the train form.
+
 Prints one JSON line per image with the top-k class names and probabilities. Class names come from the
 checkpoint (our runs store them) or a text file with one name per line (e.g. for official ImageNet weights).
 """
@@ -13,6 +15,7 @@ from typing import Any
 
 import torch
 
+from metamixer.train.device import resolve_device
 from metamixer.train.errors import FFNetError, run_cli
 
 from .data import IMAGE_EXTENSIONS, build_transforms, load_rgb
@@ -51,12 +54,13 @@ def predict(
     use_ema: bool = False,
     fused: bool = True,
     batch_size: int = 32,
-    device: str = "cpu",
+    device: str = "auto",
 ) -> list[dict[str, Any]]:
+    dev = resolve_device(device, key="--device")
     loaded = load_model(checkpoint, model_name=model_name, use_ema=use_ema, fused=fused)
-    model = loaded.model.to(device).eval()
+    model = loaded.model.to(dev).eval()
     channels_last = False
-    if fused and torch.device(device).type == "cpu":
+    if fused and dev.type == "cpu":
         from .models.cpu_opt import optimize_for_cpu
 
         model, channels_last = optimize_for_cpu(model), True  # same function, faster CPU kernels
@@ -72,7 +76,7 @@ def predict(
     results = []
     for i in range(0, len(paths), batch_size):
         chunk = paths[i: i + batch_size]
-        x = torch.stack([tf(load_rgb(p)) for p in chunk]).to(device)
+        x = torch.stack([tf(load_rgb(p)) for p in chunk]).to(dev)
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         probs = model(x).float().softmax(-1)
@@ -91,8 +95,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--classes", default=None, help="text file, one class name per line (index order)")
     p.add_argument("--model", default=None, help="architecture for official checkpoints (ffnet_1..4)")
     p.add_argument("--ema", action="store_true")
-    p.add_argument("--unfused", action="store_true", help="run the train-form model (default: fused)")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--unfused", action="store_true",
+                   help="run the train form (default: the fused, re-parameterized deploy form)")
+    p.add_argument("--device", default="auto", help="auto (cuda if available, else cpu) | cpu | cuda | cuda:N | mps")
     a = p.parse_args(argv)
     for r in predict(a.checkpoint, a.inputs, a.topk, a.classes, a.model, a.ema, not a.unfused, device=a.device):
         print(json.dumps(r))

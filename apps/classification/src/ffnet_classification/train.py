@@ -1,55 +1,44 @@
-"""Train an FFNet classifier: ``ffnet-cls-train --config recipes/ffnet_1.yaml [key=value ...] [--resume PATH]``.
+"""Train an FFNet classifier: ``ffnet-cls-train CONFIG [key=value ...] [--resume last.pth]``.
 
-Single process or ``torchrun --nproc_per_node=N -m ffnet_classification.train ...`` (DDP via metamixer).
-The run folder (``output_dir``) receives ``config.yaml`` (resolved), ``last.pth`` / ``best.pth`` (one
-checkpoint format, exact resume at epoch boundaries), ``log.txt``, tensorboard events and ``summary.json``.
+CONFIG is a recipe path or the name of a shipped recipe (``ffnet_1``, ``cpu_digits``, ...). Single process or
+``torchrun --nproc_per_node=N -m ffnet_classification.train CONFIG ...`` (DDP). The loop is metamixer's Trainer
+(:mod:`ffnet_classification.task` holds the classification part); the run folder (``run.output_dir``) receives
+``config.yaml`` (resolved), ``last.pth`` / ``best.pth`` (exact resume, also mid-epoch), ``log.txt``, tensorboard
+events and ``summary.json`` (how the run ended, per-validation history).
 """
 from __future__ import annotations
 
+import dataclasses
 import json
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
+from torch.utils.data import Dataset
 
 from metamixer.train.allocator import keep_freed_memory
-from metamixer.train.amp import make_grad_scaler
-from metamixer.train.checkpoint import load_checkpoint, restore_checkpoint, save_checkpoint
-from metamixer.train.cli import build_parser, config_from_args
-from metamixer.train.config import save_config
-from metamixer.train.distributed import (
-    DistInfo,
-    all_gather_object,
-    barrier,
-    cleanup_distributed,
-    init_distributed,
-    wrap_ddp,
-)
-from metamixer.train.ema import ModelEMA
+from metamixer.train.checkpoint import load_checkpoint
+from metamixer.train.cli import build_train_parser, config_from_args
+from metamixer.train.device import resolve_device
+from metamixer.train.distributed import all_gather_object, cleanup_distributed
 from metamixer.train.errors import FFNetError, run_cli
-from metamixer.train.logger import RunLogger
+from metamixer.train.loop import Trainer, prepare_run
 from metamixer.train.results import write_json
-from metamixer.train.seed import make_generator, seed_everything, seed_worker
 
-from .config import TrainConfig
-from .data import Mixup, build_dataset, build_transforms
-from .engine import evaluate, train_one_epoch
-from .losses import HardDistillationLoss, build_base_loss
+from .config import ClsConfig, resolve_lr
+from .data import build_dataset, build_transforms
 from .models import PRETRAINED_CFGS, PretrainedCfg, create_model, get_spec
-from .optim import build_optimizer, build_scheduler, resolve_lr
+from .task import ClassificationTask
+
+#: the shipped recipes (editable install: apps/classification/recipes)
+RECIPES_DIR: Path | None = Path(__file__).resolve().parents[2] / "recipes"
+if not RECIPES_DIR.is_dir():
+    RECIPES_DIR = None
 
 
-def resolve_device(name: str) -> str | None:
-    if name == "auto":
-        return None
-    return name
-
-
-def build_datasets(cfg: TrainConfig, pretrained_cfg: dict[str, Any]) -> tuple[Dataset, Dataset | None, list[str]]:
+def build_datasets(cfg: ClsConfig, pretrained_cfg: dict[str, Any]) -> tuple[Dataset, Dataset | None, list[str]]:
     d = cfg.data
     if not d.train:
         raise FFNetError("data.train is empty: give a class-folder root or a .csv/.txt list (data.train=PATH)")
@@ -66,40 +55,16 @@ def build_datasets(cfg: TrainConfig, pretrained_cfg: dict[str, Any]) -> tuple[Da
     return train_set, val_set, list(train_set.classes)
 
 
-def train_loader(ds: Dataset, cfg: TrainConfig, info: DistInfo, epoch: int) -> DataLoader:
-    """A fresh loader per epoch whose shuffle and worker seeds depend only on (seed, epoch): exact resume."""
-    if len(ds) < cfg.batch_size * info.world_size:
-        raise FFNetError(f"training set has {len(ds)} images, fewer than one global batch "
-                         f"({cfg.batch_size} x {info.world_size}); lower batch_size")
-    gen = make_generator(cfg.seed * 100_003 + epoch)
-    if info.is_distributed:
-        sampler = DistributedSampler(ds, info.world_size, info.rank, shuffle=True, seed=cfg.seed, drop_last=True)
-        sampler.set_epoch(epoch)
-        kw: dict[str, Any] = {"sampler": sampler}
-    else:
-        kw = {"shuffle": True}
-    return DataLoader(ds, batch_size=cfg.batch_size, drop_last=True, num_workers=cfg.data.workers,
-                      worker_init_fn=seed_worker, generator=gen, pin_memory=info.device.type == "cuda",
-                      persistent_workers=False, **kw)
-
-
-def eval_loader(ds: Dataset, batch_size: int, workers: int, info: DistInfo) -> DataLoader:
-    """Each rank takes a disjoint strided shard (no padding duplicates), so summed metrics are exact."""
-    if info.is_distributed:
-        ds = Subset(ds, list(range(info.rank, len(ds), info.world_size)))
-    return DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=workers,
-                      pin_memory=info.device.type == "cuda")
-
-
-def build_teacher(cfg: TrainConfig, num_classes: int, device: torch.device) -> nn.Module:
-    dc = cfg.distill
+def build_teacher(cfg: ClsConfig, num_classes: int, device: torch.device) -> nn.Module:
+    dc = cfg.train.distill
     if not dc.teacher_checkpoint:
-        raise FFNetError("distill.type=hard needs distill.teacher_checkpoint=PATH (a trained teacher)")
+        raise FFNetError("train.distill.type=hard needs train.distill.teacher_checkpoint=PATH (a trained teacher)")
     if dc.teacher_model.startswith("timm:"):
         try:
             import timm
         except ImportError:
-            raise FFNetError("distill.teacher_model=timm:... needs timm (pip install ffnet-classification[timm])") from None
+            raise FFNetError("train.distill.teacher_model=timm:... needs timm "
+                             "(pip install ffnet-classification[timm])") from None
         teacher = timm.create_model(dc.teacher_model[5:], num_classes=num_classes,
                                     checkpoint_path=dc.teacher_checkpoint)
     else:
@@ -120,150 +85,79 @@ def ranks_in_sync(model: nn.Module) -> bool:
     return all(s == sums[0] for s in sums)
 
 
-def run(cfg: TrainConfig, resume: str | None = None) -> dict[str, Any]:
-    """Train according to ``cfg``; returns the summary (also written to ``output_dir/summary.json``)."""
-    info = init_distributed(resolve_device(cfg.device))
+def run(cfg: ClsConfig, resume: str | None = None, *, quiet: bool = False) -> dict[str, Any]:
+    """Train according to ``cfg``; returns the summary (also written to ``run.output_dir/summary.json``).
+
+    ``optim.lr: null`` is resolved here to ``base_lr x global batch / lr_base_batch`` (global batch =
+    train.batch_size x processes x train.accum_steps) before the Trainer sees it; config.yaml keeps the null.
+    """
+    get_spec(cfg.model.name)  # unknown names fail before anything is set up
+    ctx = prepare_run(cfg.run, cfg, quiet=quiet)
     try:
-        return _run(cfg, info, resume)
+        return _run(cfg, ctx, resume)
     finally:
+        ctx.logger.close()
         cleanup_distributed()
 
 
-def _run(cfg: TrainConfig, info: DistInfo, resume: str | None) -> dict[str, Any]:
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    device = info.device
-    if device.type == "cpu":
-        keep_freed_memory()
-    out_dir = Path(cfg.output_dir)
-    logger = RunLogger(out_dir, enabled=info.is_main)
-    if info.is_main:
-        save_config(cfg, out_dir / "config.yaml")
-    seed_everything(cfg.seed + info.rank, cfg.deterministic)
-
-    get_spec(cfg.model.name)  # unknown names fail before the data is scanned
+def _run(cfg: ClsConfig, ctx: Any, resume: str | None) -> dict[str, Any]:
+    info = ctx.info
     train_set, val_set, classes = build_datasets(cfg, PRETRAINED_CFGS.get(cfg.model.name, PretrainedCfg()).to_dict())
     num_classes = cfg.model.num_classes or len(classes)
     if num_classes != len(classes):
         raise FFNetError(f"model.num_classes={cfg.model.num_classes} but {cfg.data.train} has {len(classes)} classes")
-    model = create_model(cfg.model.name, num_classes=num_classes, pretrained=cfg.model.pretrained,
-                         drop_path_rate=cfg.model.drop_path_rate, drop_rate=cfg.model.drop_rate,
-                         ignore_head=cfg.model.ignore_head, prefer_ema=cfg.model.pretrained_ema, fused=False,
-                         **cfg.model.spec)
-    if cfg.model.grad_checkpointing:
+    m = cfg.model
+    model = create_model(m.name, num_classes=num_classes, pretrained=m.pretrained, drop_path_rate=m.drop_path_rate,
+                         drop_rate=m.drop_rate, ignore_head=m.ignore_head, prefer_ema=m.pretrained_ema, fused=False,
+                         **m.spec)
+    if m.grad_checkpointing:
         model.set_grad_checkpointing(True)
-    if cfg.sync_bn and info.is_distributed and device.type == "cuda":
+    if cfg.train.sync_bn and info.is_distributed and info.device.type == "cuda":
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    model = model.to(device)
-    if cfg.model.channels_last:
+    if m.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    ema = ModelEMA(model, decay=cfg.ema_decay, warmup=cfg.ema_warmup) if cfg.ema else None
-    global_batch = cfg.batch_size * info.world_size
-    lr = resolve_lr(cfg.optim, global_batch)
-    optimizer = build_optimizer(model, cfg.optim, lr)
-    steps_per_epoch = len(train_set) // global_batch
-    if cfg.max_steps_per_epoch:
-        steps_per_epoch = min(steps_per_epoch, cfg.max_steps_per_epoch)
-    scheduler = build_scheduler(optimizer, cfg.optim, lr, cfg.epochs, max(1, steps_per_epoch))
-    scaler = make_grad_scaler(cfg.precision, device)
-
-    start_epoch, best, history = 0, -1.0, []
-    if resume:
-        ckpt = restore_checkpoint(resume, model=model, optimizer=optimizer, scheduler=scheduler, scaler=scaler,
-                                  ema=ema)
-        start_epoch = int(ckpt["epoch"])
-        best = float(ckpt["extra"].get("best_top1", -1.0))
-        history = list(ckpt["extra"].get("history", []))
-        if list(ckpt["extra"].get("classes", classes)) != classes:
-            raise FFNetError(f"{resume}: was trained on other classes than {cfg.data.train}")
-        logger.info(f"resumed from {resume} at epoch {start_epoch}")
-
-    ddp_model = wrap_ddp(model, info)
-    train_model: nn.Module = torch.compile(ddp_model) if cfg.compile else ddp_model
-    mixup = Mixup(num_classes, cfg.data.mixup, cfg.data.cutmix, cfg.data.mixup_prob,
-                  cfg.data.mixup_switch_prob, cfg.data.label_smoothing)
-    mixup_fn = mixup if mixup.active else None
-    loss_fn: nn.Module = build_base_loss(mixup_fn is not None, cfg.data.label_smoothing)
-    distill = cfg.distill.type == "hard"
-    if distill:
-        loss_fn = HardDistillationLoss(loss_fn, build_teacher(cfg, num_classes, device), cfg.distill.alpha)
-    eval_bs = cfg.eval_batch_size or cfg.batch_size
-    val_dl = eval_loader(val_set, eval_bs, cfg.data.workers, info) if val_set is not None else None
+    teacher = build_teacher(cfg, num_classes, info.device) if cfg.train.distill.type == "hard" else None
+    task = ClassificationTask(cfg, model, train_set, val_set, classes, info, teacher)
+    global_batch = cfg.train.batch_size * info.world_size * cfg.train.accum_steps
+    optim = dataclasses.replace(cfg.optim, lr=resolve_lr(cfg.optim, global_batch))
     n_params = sum(p.numel() for p in model.parameters())
-    logger.info(f"{cfg.model.name}: {n_params:,} params, {num_classes} classes, {len(train_set)} train images, "
-                f"global batch {global_batch}, lr {lr:.3g}, {steps_per_epoch} steps/epoch, device {device}, "
-                f"world {info.world_size}")
-
-    t0 = time.time()
-    end_epoch = cfg.epochs if not cfg.stop_after_epochs else min(cfg.epochs, start_epoch + cfg.stop_after_epochs)
-    for epoch in range(start_epoch, end_epoch):
-        loader = train_loader(train_set, cfg, info, epoch)
-        base_step = epoch * steps_per_epoch
-
-        def on_step(i: int, loss: float, cur_lr: float, base_step: int = base_step) -> None:
-            if i % cfg.log_interval == 0:
-                logger.scalars({"loss": loss, "lr": cur_lr}, base_step + i, prefix="train/")
-
-        stats = train_one_epoch(
-            train_model, loader, optimizer, scheduler, loss_fn, device, mixup=mixup_fn, distill=distill,
-            scaler=scaler, precision=cfg.precision, clip_grad=cfg.optim.clip_grad, ema=ema,
-            channels_last=cfg.model.channels_last, max_steps=steps_per_epoch, on_step=on_step,
-            progress=lambda it, e=epoch, n=steps_per_epoch: logger.progress(it, total=n, desc=f"epoch {e}"),
-        )
-        record: dict[str, Any] = {"epoch": epoch + 1, "train_loss": stats["loss"], "lr": optimizer.param_groups[0]["lr"]}
-        is_best = False
-        if val_dl is not None and ((epoch + 1) % cfg.eval_interval == 0 or epoch + 1 == cfg.epochs):
-            m = evaluate(model, val_dl, device, cfg.precision, cfg.model.channels_last)
-            record.update({f"val_{k}": v for k, v in m.items() if k != "samples"})
-            score = m["top1"]
-            if ema is not None:
-                me = evaluate(ema.module, val_dl, device, cfg.precision, cfg.model.channels_last)
-                record.update({f"ema_val_{k}": v for k, v in me.items() if k != "samples"})
-                if cfg.best_metric_source == "ema":
-                    score = me["top1"]
-            if score > best:
-                best, is_best = score, True
-            logger.scalars({k: v for k, v in record.items() if k.startswith(("val", "ema_val"))}, epoch + 1,
-                           prefix="eval/")
-        history.append(record)
-        logger.info(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()))
-        if info.is_main:
-            extra = {"classes": classes, "best_top1": best, "history": history, "model_name": cfg.model.name,
-                     "num_classes": num_classes}
-            save_checkpoint(out_dir / "last.pth", model=model, optimizer=optimizer, scheduler=scheduler,
-                            scaler=scaler, ema=ema, epoch=epoch + 1, step=(epoch + 1) * steps_per_epoch,
-                            config=cfg, extra=extra)
-            if is_best or val_dl is None:
-                save_checkpoint(out_dir / "best.pth", model=model, ema=ema, epoch=epoch + 1,
-                                step=(epoch + 1) * steps_per_epoch, config=cfg, extra=extra)
-        barrier()
+    ctx.logger.info(f"{m.name}: {n_params:,} params, {num_classes} classes, {len(train_set)} train images, "  # type: ignore[arg-type]
+                    f"global batch {global_batch}, lr {optim.lr:.3g}, {task.steps_per_epoch()} batches/epoch, "
+                    f"device {info.device}, world {info.world_size}")
+    result = Trainer(task, ctx, optim, cfg.train, cfg.run, config=cfg).fit(resume)
+    last = result.history[-1] if result.history else {}
     summary = {
+        **result.to_dict(),
         "world_size": info.world_size,
-        "ranks_in_sync": ranks_in_sync(model),
-        "model": cfg.model.name,
+        "ranks_in_sync": ranks_in_sync(task.model),
+        "model": m.name,
         "params": n_params,
         "num_classes": num_classes,
-        "epochs": cfg.epochs,
-        "best_top1": best,
-        "last": history[-1] if history else {},
-        "train_time_s": time.time() - t0,
-        "output_dir": str(out_dir),
+        "lr": optim.lr,
+        "best_top1": result.best,
+        "last": last,
+        "output_dir": str(ctx.output_dir),
     }
-    if info.is_main:
-        write_json(out_dir / "summary.json", summary)
-    logger.close()
+    if ctx.is_main:
+        write_json(ctx.output_dir / "summary.json", summary)
     return summary
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser("ffnet-cls-train", "Train an FFNet image classifier (official ImageNet recipe by default).")
-    parser.add_argument("--resume", metavar="PATH", default=None, help="continue from a last.pth")
+    parser = build_train_parser("ffnet-cls-train", "Train an FFNet image classifier (recipes: the official "
+                                "ImageNet ones, and cpu_digits for the CPU quick start).")
     args = parser.parse_args(argv)
-    cfg = config_from_args(TrainConfig, args)
+    if args.config is None:
+        shipped = ", ".join(sorted(p.stem for p in RECIPES_DIR.glob("*.yaml"))) if RECIPES_DIR else ""
+        raise FFNetError("give a recipe: ffnet-cls-train CONFIG [key=value ...] (a YAML path"
+                         + (f", or one of: {shipped})" if shipped else ")"))
+    cfg = config_from_args(ClsConfig, args, RECIPES_DIR)
     if args.resume:
         load_checkpoint(args.resume)  # fail fast with a clear message before building anything
+    if resolve_device(cfg.run.device).type == "cpu":
+        keep_freed_memory()
     summary = run(cfg, args.resume)
-    print(json.dumps({k: summary[k] for k in ("model", "best_top1", "train_time_s", "output_dir")}))
+    print(json.dumps({k: summary[k] for k in ("model", "stopped", "step", "best_top1", "wall_s", "output_dir")}))
     return 0
 
 

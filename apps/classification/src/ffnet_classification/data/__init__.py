@@ -1,4 +1,4 @@
-"""Datasets (ImageFolder, CSV/txt lists), transforms and Mixup/CutMix."""
+"""Datasets (ImageFolder, CSV/txt lists), transforms, Mixup/CutMix and the resumable epoch sampler."""
 from .dataset import (
     BAD_IMAGE_POLICIES,
     IMAGE_EXTENSIONS,
@@ -11,6 +11,7 @@ from .dataset import (
     to_rgb,
 )
 from .mixup import Mixup, one_hot_smooth
+from .sampler import EpochSampler, SeededSamples
 from .transforms import EvalTransform, TrainTransform, build_transforms, pil_to_tensor
 
 __all__ = [
@@ -24,6 +25,8 @@ __all__ = [
     "load_rgb",
     "to_rgb",
     "Mixup",
+    "EpochSampler",
+    "SeededSamples",
     "one_hot_smooth",
     "EvalTransform",
     "TrainTransform",

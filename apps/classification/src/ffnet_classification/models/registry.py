@@ -213,13 +213,14 @@ def load_model(
     if isinstance(obj, Mapping) and obj.get("format") == "ffnet-checkpoint":
         config = obj.get("config") or {}
         mcfg = dict(config.get("model", {}))
-        extra = obj.get("extra") or {}
+        extra = dict(obj.get("extra") or {})
+        extra.update(extra.get("task") or {})  # the engine stores the task's state (class names) under "task"
         classes = list(extra["classes"]) if extra.get("classes") else None
         # the recorded architecture wins: a run checkpoint knows what it is (model_name is for foreign files)
         name = mcfg.get("name") or extra.get("model_name") or model_name
         spec_kwargs = dict(mcfg.get("spec") or {})
         if use_ema and not obj.get("ema"):
-            raise FFNetError(f"{source}: has no EMA weights (trained with ema=false); drop --ema")
+            raise FFNetError(f"{source}: has no EMA weights (trained with train.ema_decay=null); drop --ema")
         sd = dict(obj["ema"] if use_ema else obj["model"])
     else:
         if model_name is None:

@@ -45,6 +45,8 @@ class OverrideParser(argparse.ArgumentParser):
     def parse_known_args(self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None):  # noqa: ANN201
         tokens = list(sys.argv[1:] if args is None else args)
         lifted = [t for t in tokens if _OVERRIDE.match(t)]
+        if lifted and not getattr(self, "accepts_overrides", False):
+            self.error(f"unrecognized arguments: {' '.join(lifted)} (this command takes no key=value settings)")
         parsed, extra = super().parse_known_args([t for t in tokens if not _OVERRIDE.match(t)], namespace)
         parsed.overrides = lifted + list(getattr(parsed, "overrides", None) or [])
         return parsed, extra
@@ -64,9 +66,10 @@ def build_parser(prog: str, description: str = "", config: bool = True) -> Overr
     return _add_overrides(parser)
 
 
-def _add_overrides(parser: OverrideParser) -> OverrideParser:
-    parser.add_argument("overrides", nargs="*", metavar="key.sub=value",
-                        help="config overrides applied after the recipe (values parsed as YAML)")
+def _add_overrides(parser: OverrideParser,
+                   what: str = "config overrides applied after the recipe") -> OverrideParser:
+    parser.add_argument("overrides", nargs="*", metavar="key.sub=value", help=f"{what} (values parsed as YAML)")
+    parser.accepts_overrides = True
     return parser
 
 
@@ -86,14 +89,16 @@ def build_train_parser(prog: str, description: str = "") -> OverrideParser:
     return _add_overrides(parser)
 
 
-def build_eval_parser(prog: str, description: str = "", checkpoint_required: bool = True) -> OverrideParser:
-    """``PROG --checkpoint CKPT [--output FILE] [key.sub=value ...] [--debug]``."""
+def build_eval_parser(prog: str, description: str = "", checkpoint_required: bool = True,
+                      overrides: bool = True) -> OverrideParser:
+    """``PROG --checkpoint CKPT [--output FILE] [key.sub=value ...] [--debug]``; ``overrides=False`` for an eval
+    whose every setting is a flag (no ``key=value`` positional)."""
     parser = _bare_parser(prog, description)
     parser.add_argument("--checkpoint", metavar="CKPT", required=checkpoint_required, default=None,
                         help="a checkpoint of ours (best.pth / last.pth) or an official weights file")
     parser.add_argument("--output", metavar="FILE", default=None,
                         help="results.json to write (metrics, data, checkpoint, protocol, versions, wall time)")
-    return _add_overrides(parser)
+    return _add_overrides(parser, "settings of the checkpoint's config to change for this evaluation") if overrides else parser
 
 
 def resolve_recipe(config: str | None, recipes_dir: Path | None) -> Path | None:

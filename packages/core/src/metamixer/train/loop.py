@@ -356,7 +356,8 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group.setdefault("initial_lr", group["lr"])
         self.scaler = make_grad_scaler(self.run_cfg.precision, self.ctx.device)
-        self.ema = ModelEMA(self.model, decay=cfg.ema_decay) if cfg.ema_decay is not None else None
+        self.ema = (ModelEMA(self.model, decay=cfg.ema_decay, warmup=cfg.ema_warmup)
+                    if cfg.ema_decay is not None else None)
         spe = task.steps_per_epoch()
         if spe < 1:
             raise FFNetError("the training data gives no batch per epoch (fewer samples than train.batch_size?)")

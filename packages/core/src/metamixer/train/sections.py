@@ -61,6 +61,7 @@ class TrainConfig:
     batch_size: int = bounded(32, ge=1)  # per process (the global batch is batch_size x processes x accum_steps)
     accum_steps: int = bounded(1, ge=1)  # micro-batches per optimizer step
     ema_decay: float | None = bounded(None, ge=0, le=1)  # null = no EMA
+    ema_warmup: bool = False  # decay min(ema_decay, (1 + n) / (10 + n)) over the first updates (short runs)
     eval_weights: Literal["model", "ema"] = "model"  # which weights validation scores and best.pth is chosen by
     val_every: int | None = bounded(1, ge=1)  # epochs (epoch runs) or steps (step runs); null = never
     save_every: int | None = bounded(1, ge=1)  # last.pth cadence, same unit; also written at every validation
