@@ -7,7 +7,7 @@ Both models are built from the same registry and measured in the same process, i
 so that drifting machine load hits both equally; the median of the repeats is reported. Sampling throughput is
 the deploy (fused) model's forward pass in images/s at the given batch (one denoising step; a 250-step sampler
 is 250x slower, 2x more with guidance), which is how the FFNet paper (Tab. 7) and U-DiT compare throughput.
-Results are written as JSON (``--output``) and printed as a markdown table for docs/generation.md.
+Results are written as a results.json (``--output``, core's write_results) and printed as a markdown table for docs/generation.md.
 """
 
 from __future__ import annotations
@@ -24,6 +24,8 @@ from ffnet_generation import create_model
 from ffnet_generation.diffusion import create_diffusion
 from ffnet_generation.evaluate import model_info
 from metamixer.train.amp import autocast
+from metamixer.train.device import resolve_device
+from metamixer.train.results import write_results
 
 
 def _sync(device: torch.device) -> None:
@@ -72,7 +74,7 @@ def main() -> None:
     p.add_argument("--output", default=None)
     a = p.parse_args()
     torch.set_num_threads(a.threads)
-    device = torch.device(a.device)
+    device = resolve_device(a.device, key="--device")
     names = [f"u_ffnet_{a.size}", f"u_dit_{a.size}"]
     fmt = torch.channels_last if a.channels_last else torch.contiguous_format
     diffusion = create_diffusion()
@@ -124,8 +126,8 @@ def main() -> None:
               f"{r['train_img_per_s']:.2f} | {r['sample_fwd_img_per_s']:.2f} | "
               f"{r['train_speedup_vs_u_dit']:.2f}x / {r['sample_speedup_vs_u_dit']:.2f}x |")
     if a.output:
-        with open(a.output, "w") as f:
-            json.dump({"meta": meta, "rows": rows}, f, indent=2)
+        write_results(a.output, metrics={r["model"]: r for r in rows}, data=f"random {meta['input']} latents",
+                      protocol=meta)
 
 
 if __name__ == "__main__":

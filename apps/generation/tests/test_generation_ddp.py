@@ -25,12 +25,16 @@ def _torchrun(args, cwd):
 
 def test_ddp_train_and_sharded_sampling(tmp_path):
     run = tmp_path / "run"
-    r = _torchrun(["ffnet_generation.train", f"output_dir={run}", "device=cpu", "data.mode=digits",
+    # train.batch_size is per process: 2 x 4 = the global batch of 8 this test always used
+    r = _torchrun(["ffnet_generation.train", f"run.output_dir={run}", "run.device=cpu", "data.mode=digits",
                    "data.num_workers=0", "model.name=u_ffnet_tiny", "model.input_size=16", "model.in_channels=1",
-                   "model.num_classes=10", "train.batch_size=8", "train.steps=3", "train.log_every=1",
-                   "train.ckpt_every=3", "train.sample_every=0"], tmp_path)
+                   "model.num_classes=10", "train.batch_size=4", "train.steps=3", "train.log_every=1",
+                   "train.save_every=3", "train.val_every=3", "eval.grid_count=2", "eval.grid_steps=ddim2",
+                   "train.progress=false"], tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
-    assert (run / "last.pth").is_file() and "2 process(es)" in (run / "log.txt").read_text()
+    log = (run / "log.txt").read_text()
+    assert (run / "last.pth").is_file() and "2 process(es)" in log and "batch 4 per process" in log
+    assert "validation at step 3" in log and (run / "samples" / "step_0000003.png").is_file()  # rank 0 only
     args = ["--checkpoint", str(run / "last.pth"), "--num-samples", "7", "--batch-size", "3", "--steps", "ddim3",
             "--labels", "all", "--device", "cpu"]
     r = _torchrun(["ffnet_generation.sample", "--output", str(tmp_path / "ddp"), *args], tmp_path)

@@ -126,8 +126,8 @@ def test_eval_cli_fid_of_set_with_itself(tmp_path, capsys, monkeypatch):
     eval_cli(["--samples", str(tmp_path / "s.npz"), "--reference", str(tmp_path / "s.npz"), "--inception",
               str(tmp_path / "inc.pth"), "--batch-size", "10", "--output", str(tmp_path / "r.json")])
     result = json.loads((tmp_path / "r.json").read_text())
-    assert result["fid"] == pytest.approx(0.0, abs=1e-3)
-    assert result["num_samples"] == 10 and result["inception_score"] >= 1.0
+    assert result["metrics"]["fid"] == pytest.approx(0.0, abs=1e-3)
+    assert result["num_samples"] == 10 and result["metrics"]["inception_score"] >= 1.0
     out = capsys.readouterr().out
     assert "fid:" in out and "FID InceptionV3" in out and "warning" in result
 

@@ -9,7 +9,14 @@ import pytest
 import torch
 from PIL import Image
 
-from ffnet_generation.config import DataConfig, GenerationConfig, ModelConfig, TrainConfig
+from ffnet_generation.config import (
+    DataConfig,
+    EvalConfig,
+    GenerationConfig,
+    GenOptimConfig,
+    GenTrainConfig,
+    ModelConfig,
+)
 from ffnet_generation.data.images import ImageFolderDataset
 from ffnet_generation.data.latents import LatentDataset, load_vae, write_latent_shard
 from ffnet_generation.quickstart import run_quickstart
@@ -18,16 +25,19 @@ from ffnet_generation.train import cli as train_cli
 from ffnet_generation.train import train
 from metamixer.train.checkpoint import load_checkpoint
 from metamixer.train.errors import FFNetError
+from metamixer.train.sections import RunConfig
 
 
-def _tiny_cfg(out, steps, **train_kw) -> GenerationConfig:
+def _tiny_cfg(out, steps, max_steps=None, **train_kw) -> GenerationConfig:
     return GenerationConfig(
-        output_dir=str(out), seed=3, device="cpu",
+        run=RunConfig(output_dir=str(out), seed=3, device="cpu", max_steps=max_steps),
         model=ModelConfig(name="u_ffnet_tiny", input_size=16, in_channels=1, num_classes=10, ffnified_kernel=3,
                           rep_ffn=True),
         data=DataConfig(mode="digits", num_workers=0),
-        train=TrainConfig(batch_size=8, steps=steps, lr=1e-3, ema_decay=0.9, log_every=1, ckpt_every=2,
-                          sample_every=2, sample_count=4, sample_steps="ddim2", **train_kw))
+        optim=GenOptimConfig(lr=1e-3),
+        train=GenTrainConfig(**{"batch_size": 8, "steps": steps, "ema_decay": 0.9, "log_every": 1, "save_every": 2,
+                                "val_every": 2, "progress": False, **train_kw}),
+        eval=EvalConfig(grid_count=4, grid_steps="ddim2"))
 
 
 def _one_line_error(capsys) -> str:
@@ -51,8 +61,11 @@ def test_short_real_training_loss_falls_and_samples_improve(quickstart_run):
     assert s["final"]["train_step"] == 80 and s["early"]["train_step"] == 10
     # the labelled metric improves from the early to the final checkpoint
     assert s["final"]["digits_fid"] < s["early"]["digits_fid"], (s["early"], s["final"])
-    assert s["classifier_val_accuracy"] > 0.85
-    assert (out / "final_grid.png").is_file() and (out / "quickstart_summary.json").is_file()
+    assert s["metrics"]["classifier_val_accuracy"] > 0.85
+    assert (out / "final_grid.png").is_file()
+    record = json.loads((out / "results.json").read_text())
+    assert record["metrics"]["digits_fid_final"] == s["final"]["digits_fid"] and "torch" in record["versions"]
+    assert (out / "train" / "step_0000010.pth").is_file()
     assert (out / "train" / "config.yaml").is_file() and (out / "train" / "log.txt").is_file()
     assert any(p.name.startswith("events.out.tfevents") for p in (out / "train").iterdir())
 
@@ -91,9 +104,11 @@ def test_sample_bad_inputs(quickstart_run, tmp_path, capsys, extra, message):
 
 
 def test_resume_equals_uninterrupted(tmp_path):
-    full = train(_tiny_cfg(tmp_path / "full", 4))
-    train(_tiny_cfg(tmp_path / "part", 2))
-    resumed = train(_tiny_cfg(tmp_path / "part", 4), resume=str(tmp_path / "part" / "last.pth"))
+    full = train(_tiny_cfg(tmp_path / "full", 4, keep_every=2), quiet=True)
+    part = train(_tiny_cfg(tmp_path / "part", 4, max_steps=2, keep_every=2), quiet=True)
+    assert part.stopped == "max_steps" and part.step == 2
+    resumed = train(_tiny_cfg(tmp_path / "part", 4, keep_every=2), resume=str(tmp_path / "part" / "last.pth"),
+                    quiet=True)
     a, b = load_checkpoint(tmp_path / "full" / "last.pth"), load_checkpoint(tmp_path / "part" / "last.pth")
     assert a["step"] == b["step"] == 4
     for key in ("model", "ema"):
@@ -101,10 +116,26 @@ def test_resume_equals_uninterrupted(tmp_path):
             assert torch.equal(tensor, b[key][name]), (key, name)
     for sa, sb in zip(a["optimizer"]["state"].values(), b["optimizer"]["state"].values()):
         assert torch.equal(sa["exp_avg"], sb["exp_avg"]) and torch.equal(sa["exp_avg_sq"], sb["exp_avg_sq"])
-    assert full["history"][-1]["loss"] == resumed["history"][-1]["loss"]
-    # EMA sample grids (PNG + tensorboard) at every sample_every steps
+    assert full.history == resumed.history and len(full.history) == 2
+    assert full.best_checkpoint is None and not (tmp_path / "full" / "best.pth").exists()  # no metric: monitor None
+    # EMA sample grids (PNG + tensorboard) at every validation (train.val_every steps)
     assert sorted(p.name for p in (tmp_path / "full" / "samples").iterdir()) == ["step_0000002.png",
                                                                                "step_0000004.png"]
+    # kept snapshots (train.keep_every, the trainer's): full copies of last.pth at that step, resumable
+    snap = load_checkpoint(tmp_path / "part" / "step_0000002.pth")
+    assert snap["step"] == 2 and snap["optimizer"] is not None and snap["ema"] is not None
+
+
+def test_ema_warmup_reaches_the_trainer(tmp_path):
+    """train.ema_warmup reaches the Trainer's EMA: with decays min(0.9, (1+n)/(10+n))
+    = 0.1, 0.18 the EMA after two steps sits much closer to the live weights than with a flat 0.9."""
+    gaps = {}
+    for warm in (False, True):
+        train(_tiny_cfg(tmp_path / str(warm), 2, ema_warmup=warm, val_every=None), quiet=True)
+        ckpt = load_checkpoint(tmp_path / str(warm) / "last.pth")
+        assert ckpt["ema_updates"] == 2
+        gaps[warm] = sum(float((ckpt["ema"][k].float() - v.float()).abs().sum()) for k, v in ckpt["model"].items())
+    assert gaps[True] < 0.5 * gaps[False], gaps
 
 
 def test_train_cli_bad_config_and_unreadable_image(tmp_path, capsys):
@@ -119,9 +150,10 @@ def test_train_cli_bad_config_and_unreadable_image(tmp_path, capsys):
     with pytest.raises(FFNetError, match="broken.png"):
         [dataset[i] for i in range(len(dataset))]
     with pytest.raises(SystemExit) as exc:
-        train_cli([f"output_dir={tmp_path / 'run'}", "device=cpu", "data.mode=pixel", f"data.path={tmp_path / 'imgs'}",
-                   "data.num_workers=0", "model.name=u_ffnet_tiny", "model.input_size=16", "model.in_channels=3",
-                   "model.num_classes=2", "train.batch_size=2", "train.steps=3"])
+        train_cli([f"run.output_dir={tmp_path / 'run'}", "run.device=cpu", "data.mode=pixel",
+                   f"data.path={tmp_path / 'imgs'}", "data.num_workers=0", "model.name=u_ffnet_tiny",
+                   "model.input_size=16", "model.in_channels=3", "model.num_classes=2", "train.batch_size=2",
+                   "train.steps=3", "train.progress=false"])
     assert "broken.png" in _one_line_error(capsys)
 
 
@@ -180,12 +212,13 @@ def test_extract_latents_then_latent_mode_training_and_missing_vae(tmp_path, cap
     assert meta["classes"] == ["a", "b"] and meta["latent_shape"] == [4, 8, 8]
     ds = LatentDataset(tmp_path / "lat", num_classes=2)
     assert len(ds) == 16 and ds[0][0].shape == (4, 8, 8)
-    cfg = GenerationConfig(output_dir=str(tmp_path / "run"), device="cpu",
+    cfg = GenerationConfig(run=RunConfig(output_dir=str(tmp_path / "run"), device="cpu"),
                            model=ModelConfig(name="u_dit_tiny", input_size=8, in_channels=4, num_classes=2),
                            data=DataConfig(mode="latent", path=str(tmp_path / "lat"), num_workers=1),
-                           train=TrainConfig(batch_size=4, steps=2, log_every=1, ckpt_every=2, sample_every=0))
-    summary = train(cfg)
-    assert len(summary["history"]) == 2
+                           train=GenTrainConfig(batch_size=4, steps=2, log_every=1, val_every=1, progress=False))
+    result = train(cfg, quiet=True)
+    assert result.step == 2 and len(result.history) == 2  # no VAE: validations without sample grids
+    assert not (tmp_path / "run" / "samples").exists()
     capsys.readouterr()  # drop the training progress output
     with pytest.raises(SystemExit):
         sample_cli(["--checkpoint", str(tmp_path / "run" / "last.pth"), "--output", str(tmp_path / "s"),

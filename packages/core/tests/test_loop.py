@@ -128,8 +128,10 @@ def test_step_run_validates_on_cadence_and_stops_early(tmp_path: Path) -> None:
             self.evals = getattr(self, "evals", 0) + 1
             return {"mse": float(self.evals)}  # never improves after the first
 
-    result, _ = _fit(tmp_path, "s", task=Worse(), epochs=None, steps=40, val_every=5, patience=2)
+    result, _ = _fit(tmp_path, "s", task=Worse(), epochs=None, steps=40, val_every=5, patience=2, keep_every=10)
     assert result.stopped == "early_stop" and result.step == 15
+    assert sorted(p.name for p in (tmp_path / "s").glob("step_*.pth")) == ["step_0000010.pth"]
+    assert load_checkpoint(tmp_path / "s" / "step_0000010.pth")["step"] == 10
     assert [h["step"] for h in result.history] == [5, 10, 15] and result.best_step == 5
     assert load_checkpoint(tmp_path / "s" / "best.pth")["step"] == 5
 

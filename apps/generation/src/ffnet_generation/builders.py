@@ -2,31 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 
 from metamixer.train.checkpoint import load_checkpoint, load_state_dict_checked
-from metamixer.train.config import config_from_dict
+from metamixer.train.config import apply_overrides, config_from_dict
 from metamixer.train.errors import FFNetError
 
 from .config import GenerationConfig, ModelConfig
 from .diffusion import GaussianDiffusion, create_diffusion
 from .models import UShapedDiffusionTransformer, create_model
 
-__all__ = ["build_model", "build_diffusion", "build_dataset", "load_trained_model", "resolve_device"]
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise FFNetError(f"device must be 'auto', 'cpu' or 'cuda[:i]', got {name!r}") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise FFNetError("device='cuda' requested but CUDA is not available")
-    return device
+__all__ = ["build_model", "build_diffusion", "build_dataset", "load_trained_model", "checkpoint_config"]
 
 
 def build_model(cfg: ModelConfig, learn_sigma: bool = True) -> UShapedDiffusionTransformer:
@@ -35,14 +24,12 @@ def build_model(cfg: ModelConfig, learn_sigma: bool = True) -> UShapedDiffusionT
                        "learn_sigma": learn_sigma}
     if cfg.token_mixers is not None:
         overrides["token_mixers"] = tuple(cfg.token_mixers)
-    if cfg.num_classes < 1:
-        raise FFNetError(f"model.num_classes must be >= 1, got {cfg.num_classes}")
     return create_model(cfg.name, input_size=cfg.input_size, in_channels=cfg.in_channels,
                         num_classes=cfg.num_classes, **overrides)
 
 
 def build_diffusion(cfg: GenerationConfig, steps: str | int | None = None) -> GaussianDiffusion:
-    d = cfg.diffusion
+    d = cfg.model.diffusion
     return create_diffusion(steps, schedule=d.schedule, num_steps=d.num_steps, variance_type=d.variance_type,
                             loss_type=d.loss_type)
 
@@ -74,14 +61,23 @@ def build_dataset(cfg: GenerationConfig):
     raise FFNetError(f"data.mode must be 'latent', 'pixel' or 'digits', got {mode!r}")
 
 
+def checkpoint_config(ckpt: dict, path: str | Path, overrides: Sequence[str] = ()) -> GenerationConfig:
+    """The training config stored in a checkpoint of ffnet-gen-train, with dotted ``overrides`` applied."""
+    stored = ckpt.get("config")
+    if not stored or "run" not in stored:
+        raise FFNetError(f"{path}: checkpoint has no config of this ffnet-gen-train (written by another app, or "
+                         "before the run/data/model/optim/train/eval layout)")
+    if overrides:
+        stored = apply_overrides(stored, overrides, cls=GenerationConfig)
+    return config_from_dict(GenerationConfig, stored, source=f"{path} [config]")
+
+
 def load_trained_model(path: str | Path, *, use_ema: bool = True, device: torch.device | str = "cpu",
                        fuse: bool = True) -> tuple[UShapedDiffusionTransformer, GenerationConfig, dict]:
     """Model (EMA weights by default, fused for inference), its config and the raw checkpoint."""
     ckpt = load_checkpoint(path)
-    if not ckpt.get("config"):
-        raise FFNetError(f"{path}: checkpoint has no config; it was not written by ffnet-gen-train")
-    cfg = config_from_dict(GenerationConfig, ckpt["config"], source=f"{path} [config]")
-    model = build_model(cfg.model, learn_sigma=cfg.diffusion.variance_type == "learned_range")
+    cfg = checkpoint_config(ckpt, path)
+    model = build_model(cfg.model, learn_sigma=cfg.model.diffusion.variance_type == "learned_range")
     state = ckpt.get("ema") if use_ema and ckpt.get("ema") is not None else ckpt["model"]
     load_state_dict_checked(model, state, str(path))
     model = model.to(device).eval()

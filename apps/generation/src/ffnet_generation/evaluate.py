@@ -1,8 +1,11 @@
-"""FID / IS of generated samples, and the model size / cost report.
+"""Score a checkpoint's samples, score a samples file, or report model size and cost; writes ``results.json``.
 
+``ffnet-gen-eval --checkpoint runs/x/last.pth [--output results.json] [--inception W --reference REF]
+[eval.num_samples=... run.device=...]`` samples with the checkpoint's ``eval.*`` settings (EMA weights) and
+scores them: FID / IS with the Inception weights, or, for a digits model without them, digits-FID.
 ``ffnet-gen-eval --samples samples.npz --reference VIRTUAL_imagenet256_labeled.npz --inception pt_inception.pth``
 computes FID (against a folder of images, an ``.npz`` of images ``arr_0``, or precomputed ``mu``/``sigma``) and
-the Inception Score (10 splits) with the FID InceptionV3 loaded from a local weights file, and writes JSON.
+the Inception Score (10 splits) with the FID InceptionV3 loaded from a local weights file.
 ``ffnet-gen-eval --model-info u_ffnet_b u_dit_b`` prints parameters and GMACs per 256x256 image (32x32x4 latent).
 
 Protocol note: ADM's reference statistics were computed with the TensorFlow graph; this PyTorch port of the
@@ -20,14 +23,15 @@ import numpy as np
 import torch
 
 from metamixer.nn.flops import count_macs, count_params
+from metamixer.train.cli import build_eval_parser
 from metamixer.train.errors import FFNetError, run_cli
-from metamixer.train.results import write_json
+from metamixer.train.results import write_results
 
 from .data.images import list_images, load_image
 from .metrics.fid import FeatureStats, frechet_distance, inception_score, load_reference_stats, save_stats
 from .metrics.inception import FID_WEIGHTS_NAME, load_fid_inception
 
-__all__ = ["evaluate_samples", "model_info", "iter_image_batches", "main", "cli"]
+__all__ = ["evaluate_samples", "evaluate_checkpoint", "model_info", "iter_image_batches", "main", "cli"]
 
 
 def _npz_images(path: Path) -> np.ndarray:
@@ -129,40 +133,114 @@ def model_info(names: Sequence[str], input_size: int = 32, in_channels: int = 4,
     return rows
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    import argparse
+def evaluate_checkpoint(checkpoint: str | Path, overrides: Sequence[str] = (), *, output: str | Path | None = None,
+                        inception: str | None = None, reference: str | None = None, device: str | None = None,
+                        batch_size: int = 50) -> tuple[Path, dict]:
+    """Sample ``eval.num_samples`` images from a training checkpoint (EMA weights when ``train.eval_weights`` is
+    ema) with the ``eval.*`` sampler of its config (plus ``overrides``), score them and write ``results.json``.
 
-    p = argparse.ArgumentParser(prog="ffnet-gen-eval", description="FID / IS of samples, or model size and cost")
-    p.add_argument("--samples", help="samples.npz (ADM layout) or an image folder")
+    Scores: FID / IS with ``inception`` (FID only with ``reference``); without it, digits-FID and class accuracy
+    for a digits model (the quick start's metric). Returns the results path and the metrics.
+    """
+    import time
+
+    from metamixer.train.checkpoint import load_checkpoint
+    from metamixer.train.device import resolve_device
+
+    from .builders import checkpoint_config
+    from .sample import sample_to_npz
+
+    started = time.perf_counter()
+    ckpt = load_checkpoint(checkpoint)
+    cfg = checkpoint_config(ckpt, checkpoint, overrides)
+    if inception is None and cfg.data.mode != "digits":
+        raise FFNetError(f"{checkpoint}: a {cfg.data.mode}-mode model is scored with the FID Inception: give "
+                         f"--inception {FID_WEIGHTS_NAME} (and --reference for FID)")
+    out = Path(output) if output else Path(checkpoint).parent / f"eval_{Path(checkpoint).stem}" / "results.json"
+    ev = cfg.eval
+    device = device or cfg.run.device
+    weights = cfg.train.eval_weights if ckpt.get("ema") is not None else "model"
+    info = sample_to_npz(str(checkpoint), out.parent / "samples", num=ev.num_samples, labels=ev.labels, seed=ev.seed,
+                         steps=ev.steps, cfg_scale=ev.cfg_scale, eta=ev.eta, guided_channels=ev.guided_channels,
+                         batch_size=ev.batch_size, vae_path=cfg.data.vae_path or "", use_ema=weights == "ema",
+                         device=device)
+    protocol: dict = {"sampler": ev.steps, "method": info["method"], "cfg_scale": ev.cfg_scale,
+                      "guided_channels": ev.guided_channels or "all", "eta": ev.eta, "labels": ev.labels,
+                      "seed": ev.seed, "weights": weights, "num_samples": ev.num_samples}
+    if inception is not None:
+        scored = evaluate_samples(info["npz"], inception=inception, reference=reference, batch_size=batch_size,
+                                  device=str(resolve_device(device, key="--device")))
+        metrics = {k: scored[k] for k in ("fid", "inception_score", "inception_score_std") if k in scored}
+        protocol.update(feature_extractor=scored["feature_extractor"], is_protocol=scored["is_protocol"],
+                        fid_reference=scored.get("fid_reference"))
+    else:
+        from .metrics.digits import DigitsReference
+
+        data = np.load(info["npz"])
+        yardstick = DigitsReference(cfg.model.input_size, seed=ev.seed)
+        metrics = yardstick.score(data["arr_0"], data["arr_1"])
+        protocol.update(feature_extractor=f"digits CNN trained on all 1797 real digits at {cfg.model.input_size}px "
+                        f"(seed {ev.seed}; held-out accuracy {yardstick.classifier_accuracy:.3f})",
+                        note="digits-FID is NOT comparable to ImageNet FID")
+    write_results(out, metrics=metrics, data=f"{ev.num_samples} samples of {checkpoint} ({info['npz']})",
+                  checkpoint=checkpoint, protocol=protocol, wall_s=time.perf_counter() - started,
+                  train_step=info["train_step"])
+    return out, metrics
+
+
+def _print_model_info(rows: list[dict]) -> None:
+    print(f"{'model':<12} {'params(M)':>10} {'deploy(M)':>10} {'GMACs':>8} {'deploy GMACs':>13}  input")
+    for r in rows:
+        print(f"{r['model']:<12} {r['params_M']:>10.2f} {r['params_deploy_M']:>10.2f} {r['gmacs']:>8.2f} "
+              f"{r['gmacs_deploy']:>13.2f}  {r['input']}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = build_eval_parser("ffnet-gen-eval", "Score a checkpoint's samples (FID / IS, or digits-FID), score a "
+                          "samples file, or report model size and cost", checkpoint_required=False)
+    p.add_argument("--samples", help="instead of --checkpoint: samples.npz (ADM layout) or an image folder")
     p.add_argument("--reference", help="reference: image folder, .npz of images (arr_0) or of mu/sigma")
     p.add_argument("--inception", help=f"local path of {FID_WEIGHTS_NAME}")
-    p.add_argument("--batch-size", type=int, default=50)
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--batch-size", type=int, default=50, help="Inception batch")
+    p.add_argument("--device", default=None, help="default: run.device of the checkpoint; cpu for --samples")
     p.add_argument("--save-stats", default=None, help="also write the samples' mu/sigma to this .npz")
-    p.add_argument("--output", default=None, help="JSON result file (default: print only)")
     p.add_argument("--model-info", nargs="+", metavar="NAME", help="print params / GMACs of registered models")
     p.add_argument("--input-size", type=int, default=32)
     p.add_argument("--in-channels", type=int, default=4)
     a = p.parse_args(argv)
     if a.model_info:
         rows = model_info(a.model_info, a.input_size, a.in_channels)
-        print(f"{'model':<12} {'params(M)':>10} {'deploy(M)':>10} {'GMACs':>8} {'deploy GMACs':>13}  input")
-        for r in rows:
-            print(f"{r['model']:<12} {r['params_M']:>10.2f} {r['params_deploy_M']:>10.2f} {r['gmacs']:>8.2f} "
-                  f"{r['gmacs_deploy']:>13.2f}  {r['input']}")
-        result: object = rows
-    else:
-        if not a.samples:
-            raise FFNetError("give --samples (and --inception, optionally --reference), or --model-info NAME")
-        result = evaluate_samples(a.samples, inception=a.inception, reference=a.reference, batch_size=a.batch_size,
-                                  device=a.device, save_sample_stats=a.save_stats)
-        for key in ("fid", "inception_score"):
-            if key in result:
-                print(f"{key}: {result[key]:.4f}  [{result['feature_extractor']}; {result['num_samples']} samples"
-                      + (f"; reference {result['fid_reference']}" if key == "fid" else
-                         f"; {result['is_protocol']}") + "]")
-    if a.output:
-        write_json(a.output, result)
+        _print_model_info(rows)
+        if a.output:
+            write_results(a.output, metrics={r["model"]: r for r in rows}, data="model registry",
+                          protocol="conv/linear/matmul MACs per image, FlopCounterMode on the meta device")
+        return 0
+    if a.checkpoint:
+        path, metrics = evaluate_checkpoint(a.checkpoint, a.overrides, output=a.output, inception=a.inception,
+                                            reference=a.reference, device=a.device, batch_size=a.batch_size)
+        for key, value in metrics.items():
+            print(f"{key}: {value:.4f}")
+        print(f"results: {path}")
+        return 0
+    if a.overrides:
+        raise FFNetError(f"overrides ({' '.join(a.overrides)}) apply to --checkpoint only")
+    if not a.samples:
+        raise FFNetError("give --checkpoint CKPT, or --samples (and --inception, optionally --reference), or "
+                         "--model-info NAME")
+    result = evaluate_samples(a.samples, inception=a.inception, reference=a.reference, batch_size=a.batch_size,
+                              device=a.device or "cpu", save_sample_stats=a.save_stats)
+    for key in ("fid", "inception_score"):
+        if key in result:
+            print(f"{key}: {result[key]:.4f}  [{result['feature_extractor']}; {result['num_samples']} samples"
+                  + (f"; reference {result['fid_reference']}" if key == "fid" else
+                     f"; {result['is_protocol']}") + "]")
+    out = Path(a.output) if a.output else Path(a.samples).parent / "results.json"
+    metrics = {k: result[k] for k in ("fid", "inception_score", "inception_score_std") if k in result}
+    protocol = {k: result[k] for k in ("feature_extractor", "is_protocol", "fid_reference") if k in result}
+    extra = {"warning": result["warning"]} if "warning" in result else {}
+    write_results(out, metrics=metrics, data=f"{result['num_samples']} images of {a.samples}", protocol=protocol,
+                  num_samples=result["num_samples"], **extra)
+    print(f"results: {out}")
     return 0
 
 

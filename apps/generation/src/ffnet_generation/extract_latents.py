@@ -14,11 +14,11 @@ from pathlib import Path
 
 import torch
 
+from metamixer.train.device import resolve_device
 from metamixer.train.distributed import barrier, cleanup_distributed, init_distributed
 from metamixer.train.errors import FFNetError, run_cli
 from metamixer.train.results import write_json
 
-from .builders import resolve_device
 from .data.images import ImageFolderDataset
 from .data.latents import SD_VAE_SCALE, load_vae, write_latent_shard
 
@@ -31,7 +31,7 @@ def extract_latents(images: str, vae_path: str, output: str, *, image_size: int 
     """Write ``latents_*.npy`` / ``labels_*.npy`` shards and ``meta.json``; ``encoder`` overrides the VAE (tests)."""
     if image_size % 8:
         raise FFNetError(f"--image-size must be a multiple of 8 (the VAE downsamples by 8), got {image_size}")
-    info = init_distributed(resolve_device(device) if device != "auto" else None)
+    info = init_distributed(resolve_device(device, key="--device"))
     encode = encoder if encoder is not None else load_vae(vae_path, info.device).encode  # fail fast on a bad path
     dataset = ImageFolderDataset(images, image_size, 3, hflip=False)
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)

@@ -16,11 +16,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from metamixer.train.device import resolve_device
 from metamixer.train.distributed import barrier, cleanup_distributed, init_distributed
 from metamixer.train.errors import FFNetError, run_cli
 from metamixer.train.results import write_json
 
-from .builders import build_diffusion, load_trained_model, resolve_device
+from .builders import build_diffusion, load_trained_model
 from .data.images import make_grid, save_png, to_uint8
 from .diffusion import check_guidance_scale
 from .diffusion.schedules import space_timesteps
@@ -58,9 +59,9 @@ def sample_to_npz(checkpoint: str, output: str | Path, *, num: int = 16, labels:
         raise FFNetError(f"--batch-size must be >= 1, got {batch_size}")
     if not 0.0 <= eta <= 1.0:
         raise FFNetError(f"--eta must be in [0, 1], got {eta}")
-    info = init_distributed(resolve_device(device) if device != "auto" else None)
+    info = init_distributed(resolve_device(device, key="--device"))
     model, cfg, ckpt = load_trained_model(checkpoint, use_ema=use_ema, device=info.device)
-    space_timesteps(cfg.diffusion.num_steps, steps)  # validates the step spec before any work
+    space_timesteps(cfg.model.diffusion.num_steps, steps)  # validates the step spec before any work
     method = "ddim" if str(steps).startswith("ddim") else "ddpm"
     diffusion = build_diffusion(cfg, steps)
     all_labels = parse_labels(labels, num, cfg.model.num_classes, seed)
@@ -69,7 +70,7 @@ def sample_to_npz(checkpoint: str, output: str | Path, *, num: int = 16, labels:
     if latent:
         from .data.latents import load_vae
 
-        decode = load_vae(vae_path or cfg.vae_path, info.device).decode
+        decode = load_vae(vae_path or cfg.data.vae_path or "", info.device).decode
     out = Path(output)
     shard_dir = out / ".shards"
     if info.is_main:

@@ -1,203 +1,192 @@
-"""Train a class-conditional U-FFNet / U-DiT diffusion model (latent, pixel or digits data).
+"""Train a class-conditional U-FFNet / U-DiT diffusion model (latent, pixel or digits data) on core's Trainer.
 
-``ffnet-gen-train --config recipes/u_ffnet_b_imagenet256.yaml [key=value ...] [--resume PATH]``; works under
-``torchrun`` (DDP, one process per GPU, or gloo on CPU). AdamW (lr 1e-4, no weight decay), EMA 0.9999, label
-dropout 0.1 and the hybrid loss follow DiT / U-DiT. All per-step randomness (data order, timesteps, noise,
-label dropout, flips) comes from generators seeded by (seed, step, rank), so a resumed run reproduces the
-uninterrupted one bit for bit on CPU.
+``ffnet-gen-train CONFIG [key=value ...] [--resume last.pth]`` (CONFIG: a YAML path or a shipped recipe name such
+as ``u_ffnet_b_imagenet256``); works under ``torchrun`` (DDP, one process per GPU, or gloo on CPU). AdamW (lr
+1e-4, no weight decay), EMA 0.9999, label dropout 0.1 and the hybrid loss follow DiT / U-DiT.
+
+What is diffusion-specific lives in :class:`DiffusionTask`: the batches carry their own timesteps, noise,
+label-dropout mask and flips, drawn from a generator seeded by (seed, micro-batch index, rank), so a batch is a
+pure function of its position and a resumed run (also from the middle of an epoch) sees exactly what the
+uninterrupted one saw. There is no held-out metric during training: each validation reports the mean training
+loss since the previous one and draws an EMA sample grid, and no ``best.pth`` is kept (``monitor = None``).
 """
 
 from __future__ import annotations
 
 import math
-import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
 from metamixer.nn.flops import count_params
 from metamixer.train.allocator import keep_freed_memory
-from metamixer.train.amp import autocast, make_grad_scaler
-from metamixer.train.checkpoint import restore_checkpoint, save_checkpoint
-from metamixer.train.cli import build_parser, config_from_args
-from metamixer.train.config import save_config
-from metamixer.train.distributed import all_reduce_mean, cleanup_distributed, init_distributed, wrap_ddp
-from metamixer.train.ema import ModelEMA
+from metamixer.train.cli import build_train_parser, config_from_args
+from metamixer.train.device import resolve_device
+from metamixer.train.distributed import all_reduce_mean, cleanup_distributed
 from metamixer.train.errors import FFNetError, run_cli
 from metamixer.train.logger import RunLogger
-from metamixer.train.seed import seed_everything
+from metamixer.train.loop import FitResult, RunContext, Task, Trainer, prepare_run
 
-from .builders import build_dataset, build_diffusion, build_model, resolve_device
+from .builders import build_dataset, build_diffusion, build_model
 from .config import GenerationConfig
 from .data.images import make_grid, save_png, to_uint8
 
-__all__ = ["train", "main", "cli", "BatchStream"]
+__all__ = ["DiffusionTask", "train", "main", "cli", "RECIPES"]
+
+#: the shipped recipes (editable install: apps/generation/recipes); None when not installed from the repo
+RECIPES: Path | None = Path(__file__).resolve().parents[2] / "recipes"
+if not RECIPES.is_dir():
+    RECIPES = None
+
+Batch = tuple[torch.Tensor, ...]
 
 
-class BatchStream:
-    """Deterministic, resumable batches: epoch e is a permutation seeded by (seed, e), sharded by rank."""
-
-    def __init__(self, dataset, batch_size: int, seed: int, rank: int = 0, world_size: int = 1) -> None:
-        if len(dataset) < batch_size * world_size:
-            raise FFNetError(f"dataset has {len(dataset)} items, fewer than one global batch "
-                             f"({batch_size * world_size}); lower train.batch_size")
-        self.dataset, self.batch_size, self.seed = dataset, batch_size, seed
-        self.rank, self.world_size = rank, world_size
-        self.per_epoch = len(dataset) // (batch_size * world_size)
-
-    def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
-        epoch, k = divmod(step, self.per_epoch)
-        perm = torch.randperm(len(self.dataset), generator=torch.Generator().manual_seed(self.seed * 7919 + epoch))
-        start = (k * self.world_size + self.rank) * self.batch_size
-        items = [self.dataset[int(i)] for i in perm[start:start + self.batch_size]]
-        return torch.stack([x for x, _ in items]), torch.tensor([y for _, y in items], dtype=torch.long)
-
-    def iterate(self, start_step: int, prefetch_workers: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Batches from ``start_step`` on; ``prefetch_workers`` > 0 loads ahead in a thread pool (order kept)."""
-        if prefetch_workers <= 0:
-            step = start_step
-            while True:
-                yield self.batch(step)
-                step += 1
-        from concurrent.futures import ThreadPoolExecutor
-
-        with ThreadPoolExecutor(prefetch_workers) as pool:
-            pending = [pool.submit(self.batch, start_step + i) for i in range(prefetch_workers)]
-            step = start_step + prefetch_workers
-            while True:
-                out = pending.pop(0).result()
-                pending.append(pool.submit(self.batch, step))
-                step += 1
-                yield out
+def batch_generator(seed: int, index: int, rank: int) -> torch.Generator:
+    """The generator of micro-batch ``index`` (counted over the whole run) on ``rank``."""
+    return torch.Generator().manual_seed((seed * 1_000_003 + index) * 64 + rank)
 
 
-def step_generator(seed: int, step: int, rank: int) -> torch.Generator:
-    return torch.Generator().manual_seed((seed * 1_000_003 + step) * 64 + rank)
+class DiffusionTask(Task):
+    """Denoising training of one model: batches, the hybrid loss, sample grids and kept snapshots."""
 
+    monitor = None  # no validation metric: no best.pth
 
-def _sample_grid(ema_model, cfg: GenerationConfig, device, vae=None) -> np.ndarray:
-    from .sampling import generate
+    def __init__(self, cfg: GenerationConfig, ctx: RunContext) -> None:
+        self.cfg, self.ctx = cfg, ctx
+        self.diffusion = build_diffusion(cfg)
+        self.dataset = build_dataset(cfg)
+        self.memory_format = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
+        model = build_model(cfg.model, learn_sigma=self.diffusion.learn_sigma).to(memory_format=self.memory_format)
+        super().__init__(model)
+        world, batch = ctx.info.world_size, cfg.train.batch_size
+        if len(self.dataset) < batch * world:
+            raise FFNetError(f"the dataset has {len(self.dataset)} items, fewer than one global batch "
+                             f"({batch} per process x {world} processes); lower train.batch_size")
+        self.per_epoch = len(self.dataset) // (batch * world)
+        self.window = {"loss": 0.0, "count": 0.0}  # training loss since the last validation
+        self.vae = None
+        if cfg.data.mode == "latent" and cfg.data.vae_path and ctx.is_main:
+            from .data.latents import load_vae
 
-    diffusion = build_diffusion(cfg, cfg.train.sample_steps)
-    n = cfg.train.sample_count
-    labels = torch.arange(n) % cfg.model.num_classes
-    method = "ddim" if str(cfg.train.sample_steps).startswith("ddim") else "ddpm"
-    fused = ema_model.fuse()
-    images = generate(fused, diffusion, labels, cfg_scale=cfg.train.sample_cfg_scale, method=method,
-                      generator=torch.Generator().manual_seed(cfg.seed), clip_denoised=cfg.data.mode != "latent",
-                      decode=vae.decode if vae is not None else None)
-    return make_grid(to_uint8(images), ncols=int(math.ceil(math.sqrt(n))))
+            self.vae = load_vae(cfg.data.vae_path, ctx.device)
 
+    # ------------------------------------------------------------------------------------------- batches
+    def steps_per_epoch(self) -> int:
+        return self.per_epoch
 
-def train(cfg: GenerationConfig, resume: str | None = None) -> dict:
-    """Run (or resume) training; returns a summary (final losses, steps, timing)."""
-    info = init_distributed(resolve_device(cfg.device) if cfg.device != "auto" else None)
-    device = info.device
-    if device.type == "cpu":
-        keep_freed_memory()
-    tc = cfg.train
-    if tc.batch_size % info.world_size:
-        raise FFNetError(f"train.batch_size={tc.batch_size} must be divisible by the number of processes "
-                         f"({info.world_size})")
-    seed_everything(cfg.seed + info.rank)
-    out = Path(cfg.output_dir)
-    logger = RunLogger(out)
-    if info.is_main:
-        save_config(cfg, out / "config.yaml")
-
-    dataset = build_dataset(cfg)
-    diffusion = build_diffusion(cfg)
-    model = build_model(cfg.model, learn_sigma=diffusion.learn_sigma).to(device)
-    memory_format = torch.channels_last if tc.channels_last else torch.contiguous_format
-    model = model.to(memory_format=memory_format)
-    ema = ModelEMA(model, decay=tc.ema_decay, warmup=tc.ema_warmup)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
-    scaler = make_grad_scaler(tc.precision, device)
-    start_step = 0
-    if resume:
-        ckpt = restore_checkpoint(resume, model=model, optimizer=optimizer, scaler=scaler, ema=ema)
-        start_step = int(ckpt["step"])
-        logger.info(f"resumed from {resume} at step {start_step}")
-    net = wrap_ddp(model, info)
-    logger.info(f"model {cfg.model.name}: {count_params(model) / 1e6:.2f}M params (train form), "
-                f"data {cfg.data.mode} ({len(dataset)} items), {info.world_size} process(es) on {device}")
-
-    vae = None
-    if cfg.data.mode == "latent" and cfg.vae_path and info.is_main:
-        from .data.latents import load_vae
-
-        vae = load_vae(cfg.vae_path, device)
-
-    stream = BatchStream(dataset, tc.batch_size // info.world_size, cfg.seed, info.rank, info.world_size)
-    batches = stream.iterate(start_step, prefetch_workers=cfg.data.num_workers if cfg.data.mode != "digits" else 0)
-    history: list[dict] = []
-    window: dict[str, list[float]] = {"loss": [], "mse": [], "vb": []}
-    t0 = time.perf_counter()
-    # load the first batch before the progress bar exists, so a data error prints as one clean line
-    first = next(batches) if start_step < tc.steps else None
-    steps_iter = logger.progress(range(start_step, tc.steps), total=tc.steps - start_step, desc="train")
-    model.train()
-    for step in steps_iter:
-        x, y = first if step == start_step else next(batches)
-        g = step_generator(cfg.seed, step, info.rank)
+    def _batch(self, epoch: int, k: int) -> Batch:
+        """Micro-batch ``k`` of ``epoch`` on this rank: images, labels, timesteps, noise, label-dropout mask."""
+        cfg, info = self.cfg, self.ctx.info
+        perm = torch.randperm(len(self.dataset), generator=torch.Generator().manual_seed(cfg.run.seed * 7919 + epoch))
+        start = (k * info.world_size + info.rank) * cfg.train.batch_size
+        items = [self.dataset[int(i)] for i in perm[start:start + cfg.train.batch_size]]
+        x = torch.stack([item[0] for item in items])
+        y = torch.tensor([item[1] for item in items], dtype=torch.long)
+        g = batch_generator(cfg.run.seed, epoch * self.per_epoch + k, info.rank)
         b = x.shape[0]
-        t = torch.randint(0, diffusion.num_timesteps, (b,), generator=g)
+        t = torch.randint(0, self.diffusion.num_timesteps, (b,), generator=g)
         noise = torch.randn(x.shape, generator=g)
         drop = torch.rand(b, generator=g) < cfg.model.class_dropout
         if cfg.data.mode == "pixel" and cfg.data.hflip:
             flip = torch.rand(b, generator=g) < 0.5
             x = torch.where(flip[:, None, None, None], x.flip(-1), x)
-        x, y, t, noise, drop = (v.to(device, non_blocking=True) for v in (x, y, t, noise, drop))
-        x, noise = x.contiguous(memory_format=memory_format), noise.contiguous(memory_format=memory_format)
-        with autocast(device, tc.precision):
-            terms = diffusion.training_losses(net, x, t, model_kwargs={"y": y, "drop_mask": drop}, noise=noise)
-        loss = terms["loss"].mean()
-        if not torch.isfinite(loss):
-            raise FFNetError(f"loss became {loss.item()} at step {step}; lower train.lr or use precision=fp32")
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        if tc.grad_clip > 0:
-            scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
-        scaler.step(optimizer)
-        scaler.update()
-        ema.update(model)
-        for k in window:
-            if k in terms:
-                window[k].append(float(terms[k].mean().detach()))
-        done = step + 1
-        if done % tc.log_every == 0 or done == tc.steps:
-            stats = {k: float(all_reduce_mean(torch.tensor(np.mean(v)))) for k, v in window.items() if v}
-            elapsed = time.perf_counter() - t0
-            stats["steps_per_s"] = (done - start_step) / elapsed
-            logger.scalars(stats, done, prefix="train/")
-            logger.info(f"step {done}/{tc.steps} " + " ".join(f"{k}={v:.4f}" for k, v in stats.items()))
-            history.append({"step": done, **stats})
-            window = {k: [] for k in window}
-        if info.is_main and tc.sample_every and done % tc.sample_every == 0 and (cfg.data.mode != "latent" or vae):
-            grid = _sample_grid(ema.module, cfg, device, vae)
-            logger.image("samples/ema", grid, done)
-            save_png(grid, out / "samples" / f"step_{done:07d}.png")
-        if info.is_main and (done % tc.ckpt_every == 0 or done == tc.steps):
-            save_checkpoint(out / "last.pth", model=model, optimizer=optimizer, scaler=scaler, ema=ema, step=done,
-                            config=cfg)
-            if tc.keep_checkpoints and done % tc.ckpt_every == 0:
-                save_checkpoint(out / f"step_{done:07d}.pth", model=model, optimizer=optimizer, scaler=scaler,
-                                ema=ema, step=done, config=cfg)
-    logger.info(f"done: {tc.steps} steps, checkpoint {out / 'last.pth'}")
-    logger.close()
-    cleanup_distributed()
-    return {"history": history, "steps": tc.steps, "seconds": time.perf_counter() - t0,
-            "checkpoint": str(out / "last.pth")}
+        return x, y, t, noise, drop
+
+    def train_batches(self, epoch: int, start: int = 0) -> Iterator[Batch]:
+        """Batches ``start..`` of ``epoch``; latent/pixel data is loaded ahead in ``data.num_workers`` threads."""
+        workers = self.cfg.data.num_workers if self.cfg.data.mode != "digits" else 0
+        if workers <= 0:
+            for k in range(start, self.per_epoch):
+                yield self._batch(epoch, k)
+            return
+        with ThreadPoolExecutor(workers) as pool:
+            pending = [pool.submit(self._batch, epoch, k) for k in range(start, min(start + workers, self.per_epoch))]
+            k = start + len(pending)
+            while pending:
+                out = pending.pop(0).result()
+                if k < self.per_epoch:
+                    pending.append(pool.submit(self._batch, epoch, k))
+                    k += 1
+                yield out
+
+    # ----------------------------------------------------------------------------------------- the loss
+    def training_step(self, model: nn.Module, batch: Batch) -> Mapping[str, torch.Tensor]:
+        x, y, t, noise, drop = (v.to(self.ctx.device, non_blocking=True) for v in batch)
+        x, noise = x.contiguous(memory_format=self.memory_format), noise.contiguous(memory_format=self.memory_format)
+        terms = self.diffusion.training_losses(model, x, t, model_kwargs={"y": y, "drop_mask": drop}, noise=noise)
+        out = {k: terms[k].mean() for k in ("loss", "mse", "vb") if k in terms}
+        self.window["loss"] += float(out["loss"].detach())
+        self.window["count"] += 1
+        return out
+
+    # ---------------------------------------------------------------------------------------- validation
+    def evaluate(self, model: nn.Module) -> dict[str, float]:
+        """The mean training loss since the previous validation (averaged over processes)."""
+        mean = self.window["loss"] / max(self.window["count"], 1.0)
+        self.window = {"loss": 0.0, "count": 0.0}
+        return {"train_loss": float(all_reduce_mean(torch.tensor(mean, device=self.ctx.device)))}
+
+    def on_validation(self, model: nn.Module, metrics: Mapping[str, float], step: int, logger: RunLogger) -> None:
+        """An EMA sample grid (PNG + tensorboard); kept step_N.pth snapshots are the trainer's (``train.keep_every``)."""
+        if not self.ctx.is_main:
+            return
+        cfg = self.cfg
+        if cfg.eval.grid_count is not None and (cfg.data.mode != "latent" or self.vae is not None):
+            grid = self.sample_grid(model)
+            logger.image("samples/ema", grid, step)
+            save_png(grid, self.ctx.output_dir / "samples" / f"step_{step:07d}.png")
+
+    @torch.no_grad()
+    def sample_grid(self, model: nn.Module) -> np.ndarray:
+        from .sampling import generate
+
+        ev = self.cfg.eval
+        diffusion = build_diffusion(self.cfg, ev.grid_steps)
+        labels = torch.arange(ev.grid_count) % self.cfg.model.num_classes
+        images = generate(model.fuse(), diffusion, labels, cfg_scale=ev.grid_cfg_scale,
+                          method="ddim" if ev.grid_steps.startswith("ddim") else "ddpm",
+                          generator=torch.Generator().manual_seed(self.cfg.run.seed),
+                          clip_denoised=self.cfg.data.mode != "latent",
+                          decode=self.vae.decode if self.vae is not None else None)
+        return make_grid(to_uint8(images), ncols=int(math.ceil(math.sqrt(ev.grid_count))))
+
+    # ----------------------------------------------------------------------------------- resume state
+    def state_dict(self) -> dict[str, Any]:
+        return {"window": dict(self.window)}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.window = dict(state.get("window", self.window))
+
+
+def train(cfg: GenerationConfig, resume: str | None = None, *, quiet: bool = False) -> FitResult:
+    """Run (or resume from ``last.pth``) training; returns core's FitResult (``history``: one entry per
+    validation with the window's ``train_loss``)."""
+    ctx = prepare_run(cfg.run, cfg, quiet=quiet)
+    try:
+        task = DiffusionTask(cfg, ctx)
+        ctx.logger.info(f"model {cfg.model.name}: {count_params(task.model) / 1e6:.2f}M params (train form), "
+                        f"data {cfg.data.mode} ({len(task.dataset)} items), {ctx.info.world_size} process(es) "
+                        f"on {ctx.device}, batch {cfg.train.batch_size} per process")
+        result = Trainer(task, ctx, cfg.optim, cfg.train, cfg.run, config=cfg).fit(resume)
+        ctx.logger.info(f"done: step {result.step}/{result.total_steps} ({result.stopped}), "
+                        f"checkpoint {result.last_checkpoint}")
+        return result
+    finally:
+        ctx.logger.close()
+        cleanup_distributed()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser("ffnet-gen-train", "Train a U-FFNet / U-DiT class-conditional diffusion model")
-    parser.add_argument("--resume", metavar="PATH", default=None, help="checkpoint (last.pth) to resume from")
+    parser = build_train_parser("ffnet-gen-train", "Train a U-FFNet / U-DiT class-conditional diffusion model")
     args = parser.parse_args(argv)
-    cfg = config_from_args(GenerationConfig, args)
+    cfg = config_from_args(GenerationConfig, args, RECIPES)
+    if resolve_device(cfg.run.device).type == "cpu":
+        keep_freed_memory()
     train(cfg, resume=args.resume)
     return 0
 

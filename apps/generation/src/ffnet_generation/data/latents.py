@@ -47,7 +47,7 @@ def load_vae(path: str | Path, device: str | torch.device = "cpu", scale: float 
     Nothing is downloaded: a missing folder or a missing ``diffusers`` gives a clear error.
     """
     if not path:
-        raise FFNetError("latent mode needs a VAE: set vae_path to a local AutoencoderKL folder "
+        raise FFNetError("latent mode needs a VAE: set data.vae_path (or --vae) to a local AutoencoderKL folder "
                          "(e.g. a downloaded copy of https://huggingface.co/stabilityai/sd-vae-ft-ema)")
     folder = Path(path).expanduser()
     if not folder.is_dir() or not (folder / "config.json").is_file():

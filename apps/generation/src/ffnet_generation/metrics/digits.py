@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["DigitsCNN", "train_digits_classifier", "extract_features"]
+__all__ = ["DigitsCNN", "DigitsReference", "train_digits_classifier", "extract_features"]
 
 
 class DigitsCNN(nn.Module):
@@ -67,3 +67,46 @@ def extract_features(model: DigitsCNN, images: torch.Tensor, batch_size: int = 5
         feats.append(f.numpy())
         logits.append(lg.numpy())
     return np.concatenate(feats), np.concatenate(logits)
+
+
+class DigitsReference:
+    """The digits-FID yardstick: a CNN trained on all real digits at ``image_size`` and their feature statistics.
+
+    Built the same way by the quick start and by ``ffnet-gen-eval --checkpoint`` on a digits model, so a
+    (seed, image size) pair always gives the same extractor and the two report comparable numbers.
+    """
+
+    def __init__(self, image_size: int = 16, seed: int = 0) -> None:
+        from ..data.images import digits_arrays
+        from .fid import FeatureStats
+
+        images_u8, labels = digits_arrays(image_size)
+        real = torch.from_numpy(images_u8).float()[:, None] / 127.5 - 1.0
+        self.classifier, self.classifier_accuracy = train_digits_classifier(real, torch.from_numpy(labels), seed=seed)
+        self.features, _ = extract_features(self.classifier, real)
+        stats = FeatureStats()
+        stats.update(self.features)
+        self.mu, self.sigma = stats.mean_cov()
+        self.image_size, self.seed = image_size, seed
+
+    def score(self, images_u8: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+        """digits-FID of uint8 NHWC samples against all real digits, and the CNN's accuracy on their labels."""
+        from .fid import FeatureStats, frechet_distance
+
+        images = torch.from_numpy(images_u8).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+        feats, logits = extract_features(self.classifier, images)
+        stats = FeatureStats()
+        stats.update(feats)
+        mu, sigma = stats.mean_cov()
+        return {"digits_fid": frechet_distance(mu, sigma, self.mu, self.sigma),
+                "class_accuracy": float((logits.argmax(1) == labels).mean())}
+
+    def real_half_vs_half(self) -> float:
+        """The metric's floor: digits-FID between two disjoint halves of the real digits."""
+        from .fid import FeatureStats, frechet_distance
+
+        half = len(self.features) // 2
+        a, b = FeatureStats(), FeatureStats()
+        a.update(self.features[:half])
+        b.update(self.features[half:])
+        return frechet_distance(*a.mean_cov(), *b.mean_cov())

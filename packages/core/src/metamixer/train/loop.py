@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import shutil
 import signal
 import threading
 import time
@@ -380,7 +381,13 @@ class Trainer:
             nonlocal saved_at
             state.elapsed_s = elapsed()
             saved_at = state.step
-            return self._save("last.pth", state)
+            path = self._save("last.pth", state)
+            unit = state.epoch if epoch_run else state.step
+            whole = state.batch == 0 or not epoch_run  # epoch runs keep copies at epoch ends only
+            if path is not None and cfg.keep_every and whole and unit % cfg.keep_every == 0:
+                kept = path.with_name(f"epoch_{unit:04d}.pth" if epoch_run else f"step_{unit:07d}.pth")
+                shutil.copyfile(path, kept)  # a hard copy: last.pth is replaced by the next write
+            return path
 
         self.log.info(f"training: {total} optimizer steps ({steps_per_epoch} per epoch, accum {cfg.accum_steps}) "
                       f"on {self.ctx.device}, {self.run_cfg.precision}")
@@ -413,7 +420,8 @@ class Trainer:
                         due_val = cfg.val_every is not None and (state.step % cfg.val_every == 0 or state.step == total)
                         if due_val and self._validate(state):
                             stopped = "early_stop"
-                        if due_val or (cfg.save_every and state.step % cfg.save_every == 0):
+                        keep = cfg.keep_every and state.step % cfg.keep_every == 0
+                        if due_val or keep or (cfg.save_every and state.step % cfg.save_every == 0):
                             last_path = checkpoint()
                     received = self._stop_signal(signals)
                     if received is not None:
@@ -436,7 +444,8 @@ class Trainer:
                         due_val = cfg.val_every is not None and (state.epoch % cfg.val_every == 0 or last_epoch)
                         if due_val and self._validate(state) and stopped == "completed":
                             stopped = "early_stop"
-                        if due_val or last_epoch or (cfg.save_every and state.epoch % cfg.save_every == 0):
+                        keep = cfg.keep_every and state.epoch % cfg.keep_every == 0
+                        if due_val or last_epoch or keep or (cfg.save_every and state.epoch % cfg.save_every == 0):
                             last_path = checkpoint()
             if saved_at != state.step or last_path is None:
                 last_path = checkpoint()

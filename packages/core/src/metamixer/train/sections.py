@@ -65,6 +65,8 @@ class TrainConfig:
     eval_weights: Literal["model", "ema"] = "model"  # which weights validation scores and best.pth is chosen by
     val_every: int | None = bounded(1, ge=1)  # epochs (epoch runs) or steps (step runs); null = never
     save_every: int | None = bounded(1, ge=1)  # last.pth cadence, same unit; also written at every validation
+    keep_every: int | None = bounded(None, ge=1)  # also keep a copy step_NNNNNNN.pth (epoch runs: epoch_NNNN.pth)
+    # of last.pth at this cadence (same unit as save_every); null = only last.pth / best.pth
     log_every: int = bounded(50, ge=1)  # optimizer steps between train/* scalars
     patience: int | None = bounded(None, ge=1)  # early stop after this many validations without improvement
     on_nonfinite: Literal["stop", "skip"] = "stop"  # a NaN/Inf loss stops the run, or skips its batch
