@@ -213,7 +213,7 @@ def test_bad_scene_on_disk_gives_one_line_cli_error(tmp_path: Path, capsys: pyte
     with pytest.raises(SystemExit) as exc:
         cli(
             [
-                f"output_dir={tmp_path / 'run'}",
+                f"run.output_dir={tmp_path / 'run'}",
                 "data.dataset=folder",
                 f"data.root={tmp_path / 'data'}",
                 "data.num_classes=5",
@@ -237,7 +237,7 @@ def test_missing_dataset_and_unknown_key_are_one_line_errors(
     with pytest.raises(SystemExit):
         cli(
             [
-                f"output_dir={tmp_path / 'run'}",
+                f"run.output_dir={tmp_path / 'run'}",
                 "data.dataset=scannet",
                 f"data.root={tmp_path / 'nope'}",
                 "data.num_classes=20",
@@ -255,5 +255,5 @@ def test_unsupported_precisions_are_refused(tmp_path: Path, capsys: pytest.Captu
     cli = run_cli(train_main)
     for precision, message in (("bf16", "no bfloat16"), ("fp16", "needs a CUDA")):
         with pytest.raises(SystemExit):
-            cli([f"output_dir={tmp_path}", f"train.precision={precision}", "train.device=cpu"])
+            cli([f"run.output_dir={tmp_path}", f"run.precision={precision}", "run.device=cpu"])
         assert message in capsys.readouterr().err

@@ -1,19 +1,26 @@
 """Run configuration (dataclasses -> YAML recipes + dotted CLI overrides via metamixer.train.config).
 
-Defaults are the official ScanNet recipe's pipeline (fact sheet §4.2) with the CPU-sized synthetic dataset and
-``ffnet3d_tiny``; the recipes in ``recipes/`` set the paper values per dataset.
+The sections are the engine's (``run``, ``optim``, ``train``: metamixer.train.sections) plus this app's ``data``,
+``model`` and ``eval``, so a knob has the same key as in every other app (``run.seed``, ``optim.lr``,
+``train.epochs``, ...). Defaults are the official ScanNet recipe's pipeline and optimizer (fact sheet §4.2) with
+the CPU-sized synthetic dataset and ``ffnet3d_tiny``; the recipes in ``recipes/`` set the paper values per
+dataset.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
+
+from metamixer.train.config import bounded
+from metamixer.train.sections import OptimConfig, RunConfig, TrainConfig
 
 __all__ = [
     "Config",
     "DataConfig",
     "ModelConfig",
-    "TrainConfig",
+    "PointcloudOptimConfig",
+    "PointcloudTrainConfig",
     "EvalConfig",
     "scannet_train_pipeline",
     "scannet_tta_views",
@@ -95,27 +102,27 @@ class DataConfig:
     root: str = "runs/pointcloud_synthetic_data"
     train_splits: list[str] | None = None  # None: the dataset's defaults (S3DIS: Areas 1-4, 6)
     val_splits: list[str] | None = None  # None: the dataset's defaults (S3DIS: Area 5)
-    num_classes: int = 6
+    num_classes: int = bounded(6, ge=1)
     ignore_index: int = -1
     class_names: list[str] | None = None  # None: the dataset's names
     feat_keys: list[str] = field(default_factory=lambda: ["color", "normal"])
-    loop: int = 1
-    mix_prob: float = 0.0  # Mix3D probability for training batches (official recipes: 0.8)
-    num_workers: int = 0
+    loop: int = bounded(1, ge=1)  # passes over the training scenes per epoch
+    mix_prob: float = bounded(0.0, ge=0, le=1)  # Mix3D probability for training batches (official recipes: 0.8)
+    num_workers: int = bounded(0, ge=0)
     cache: bool = False  # keep raw scenes in memory (small datasets)
     train_transforms: list[dict[str, Any]] = field(default_factory=scannet_train_pipeline)
     val_transforms: list[dict[str, Any]] = field(default_factory=val_pipeline)
     test_pre_transforms: list[dict[str, Any]] = field(
         default_factory=lambda: [{"type": "CenterShift", "apply_z": True}, {"type": "NormalizeColor"}]
     )
-    test_grid_size: float = 0.02
+    test_grid_size: float = bounded(0.02, gt=0)
     test_post_transforms: list[dict[str, Any]] = field(
         default_factory=lambda: [{"type": "CenterShift", "apply_z": False}]
     )
     tta_views: list[list[dict[str, Any]]] = field(default_factory=scannet_tta_views)
-    synthetic_train: int = 16
-    synthetic_val: int = 4
-    synthetic_density: float = 400.0
+    synthetic_train: int = bounded(16, ge=1)
+    synthetic_val: int = bounded(4, ge=1)
+    synthetic_density: float = bounded(400.0, gt=0)  # points per square metre of surface
     synthetic_seed: int = 0
 
 
@@ -127,41 +134,55 @@ class ModelConfig:
 
 
 @dataclass
-class TrainConfig:
-    epochs: int = 10
-    max_steps: int | None = None  # stop after this many optimizer steps (schedule still spans `epochs`)
-    batch_size: int = 2  # scenes per step per process
-    lr: float = 0.006
-    block_lr_scale: float = 0.1  # parameters whose name contains "block" train at lr * this (official 0.0006)
-    weight_decay: float = 0.05
-    pct_start: float = 0.05
-    div_factor: float = 10.0
-    final_div_factor: float = 1000.0
-    ce_weight: float = 1.0
-    lovasz_weight: float = 1.0
-    precision: str = "fp32"  # fp32 | fp16 (AMP, CUDA only; the official recipe uses it); spconv has no bf16
-    grad_clip: float | None = None
+class PointcloudOptimConfig(OptimConfig):
+    """The engine's optimizer section with the official defaults and the official schedule, ``onecycle``:
+    torch's OneCycleLR (cosine up from ``lr / div_factor`` to ``lr`` over ``pct_start`` of the run, then cosine
+    down to ``lr / div_factor / final_div_factor``) as a pure function of the step. ``cosine`` / ``constant``
+    (with ``optim.warmup_*``) are the engine's. Parameters named ``*block*`` train at ``lr * block_lr_scale``
+    (official 0.0006) under every schedule; weight decay applies to all parameters as in the official code."""
+
+    name: Literal["adam", "adamw", "sgd"] = "adamw"
+    lr: float = bounded(0.006, gt=0)
+    weight_decay: float = bounded(0.05, ge=0)
+    schedule: str = "onecycle"  # onecycle | cosine | constant
+    block_lr_scale: float = bounded(0.1, gt=0)
+    pct_start: float = bounded(0.05, gt=0, lt=1)  # onecycle: fraction of the steps spent rising
+    div_factor: float = bounded(10.0, gt=0)  # onecycle: start lr = lr / div_factor
+    final_div_factor: float = bounded(1000.0, gt=0)  # onecycle: end lr = start lr / final_div_factor
+    #: onecycle: [base, max] of Adam's beta1 (SGD: momentum), cycled opposite to the lr as torch's OneCycleLR
+    #: (cycle_momentum=True, its default, kept by the official recipe); null = keep optim.betas / optim.momentum
+    cycle_momentum: list[float] | None = bounded([0.85, 0.95], ge=0, lt=1)
+
+    def __post_init__(self) -> None:
+        if self.cycle_momentum is not None and len(self.cycle_momentum) != 2:
+            raise ValueError(f"optim.cycle_momentum needs [base, max], got {self.cycle_momentum}")
+
+
+@dataclass
+class PointcloudTrainConfig(TrainConfig):
+    """The engine's training-loop section with this app's defaults and its loss and SyncBN switches."""
+
+    epochs: int | None = bounded(10, ge=1)  # a step run sets train.epochs=null train.steps=N
+    batch_size: int = bounded(2, ge=1)  # scenes per optimizer step per process
+    log_every: int = bounded(10, ge=1)
+    ce_weight: float = bounded(1.0, ge=0)  # loss = ce_weight * CE + lovasz_weight * Lovasz-softmax
+    lovasz_weight: float = bounded(1.0, ge=0)
     sync_bn: bool = False  # SyncBatchNorm across ranks (CUDA DDP only; the official recipes use it)
-    seed: int = 0
-    deterministic: bool = False
-    eval_every: int = 1  # epochs between validations (0: never)
-    log_every: int = 10  # steps between scalar logs
-    threads: int = 0  # torch intra-op threads (0: torch default)
-    device: str = "auto"  # auto | cpu | cuda
 
 
 @dataclass
 class EvalConfig:
     tta: bool = True  # all views in data.tta_views; False: only the identity view
-    fragments_per_batch: int = 4
-    save_ply: bool = False
-    max_scenes: int | None = None
+    fragments_per_batch: int = bounded(4, ge=1)
+    save_ply: bool = False  # coloured predictions into <run.output_dir>/predictions (or --ply DIR)
+    max_scenes: int | None = bounded(None, ge=1)  # null: every validation scene
 
 
 @dataclass
 class Config:
-    output_dir: str = "runs/pointcloud"
+    run: RunConfig = field(default_factory=RunConfig)
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
+    optim: PointcloudOptimConfig = field(default_factory=PointcloudOptimConfig)
+    train: PointcloudTrainConfig = field(default_factory=PointcloudTrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)

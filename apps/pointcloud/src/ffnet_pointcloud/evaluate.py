@@ -1,9 +1,11 @@
-"""Evaluation: ``ffnet-pc-eval --checkpoint run/best.pth [--config X] [key=value ...] [--output metrics.json]``.
+"""Evaluation: ``ffnet-pc-eval --checkpoint run/best.pth [--output results.json] [--config X] [--ply DIR]
+[key=value ...]``.
 
 Every validation scene is segmented with fragment inference and the config's TTA views (``tester.py``), the
 votes are mapped back to **all original points**, and per-class IoU / accuracy, mIoU, mAcc and allAcc are
-computed over those points. Writes a JSON file, prints a table, and with ``--ply DIR`` (or eval.save_ply) a
-coloured PLY per scene (predicted class colours, plus ``label``/``pred`` properties).
+computed over those points. Writes ``results.json`` (the shape every app writes: metrics, data, checkpoint,
+protocol, versions, wall time; plus per-scene numbers and the confusion matrix), prints a table, and with
+``--ply DIR`` (or eval.save_ply) a coloured PLY per scene (predicted class colours, plus ``label``/``pred``).
 """
 
 from __future__ import annotations
@@ -17,19 +19,20 @@ import numpy as np
 import torch
 
 from metamixer.train.checkpoint import extract_state_dict, load_checkpoint, load_state_dict_checked
-from metamixer.train.cli import build_parser
+from metamixer.train.cli import build_eval_parser
 from metamixer.train.config import apply_overrides, config_from_dict, config_to_dict, load_config
+from metamixer.train.device import resolve_device
 from metamixer.train.errors import FFNetError, run_cli
-from metamixer.train.results import write_json
+from metamixer.train.results import write_results
 
 from .config import Config
 from .data.datasets import SceneDataset
 from .data.ply import write_ply
 from .metrics import ConfusionMatrix, format_table
-from .runtime import build_dataset, build_model, check_precision, class_names, resolve_device
+from .runtime import build_dataset, build_model, check_precision, class_names
 from .tester import SceneTester
 
-__all__ = ["evaluate", "main", "cli", "palette"]
+__all__ = ["evaluate", "load_run", "write_eval_results", "main", "cli", "palette"]
 
 
 def palette(num_classes: int) -> np.ndarray:
@@ -58,7 +61,7 @@ def evaluate(
         cfg.data.feat_keys,
         cfg.eval.fragments_per_batch,
         device,
-        cfg.train.precision,
+        cfg.run.precision,
     )
     cm = ConfusionMatrix(cfg.data.num_classes, cfg.data.ignore_index)
     colors = palette(cfg.data.num_classes)
@@ -116,7 +119,8 @@ def evaluate(
 
 
 def load_run(checkpoint: str, config: str | None, overrides: Sequence[str]) -> tuple[Config, torch.nn.Module]:
-    """Config from ``--config`` (or the one stored in the checkpoint) + overrides, and the model with its weights."""
+    """Config from ``--config`` (or the one stored in the checkpoint) + overrides, and the model with its weights
+    (the EMA weights when the run scored those: ``train.eval_weights=ema``)."""
     ckpt = load_checkpoint(checkpoint)
     if config is not None:
         cfg = load_config(Config, config, overrides)
@@ -131,31 +135,44 @@ def load_run(checkpoint: str, config: str | None, overrides: Sequence[str]) -> t
             source="command line",
         )
     model = build_model(cfg)
-    load_state_dict_checked(model, extract_state_dict(ckpt), checkpoint)
+    prefer_ema = cfg.train.eval_weights == "ema" and ckpt.get("ema") is not None
+    load_state_dict_checked(model, extract_state_dict(ckpt, prefer_ema=prefer_ema), checkpoint)
     return cfg, model
 
 
+def write_eval_results(path: str | Path, cfg: Config, metrics: dict[str, Any], checkpoint: str | Path | None,
+                       wall_s: float | None = None, **extra: Any) -> Path:
+    """``results.json`` of an evaluation (:func:`metamixer.train.results.write_results`'s shape)."""
+    scores = {k: metrics[k] for k in ("mIoU", "mAcc", "allAcc", "num_points", "per_class")}
+    data = {"dataset": cfg.data.dataset, "root": cfg.data.root, "splits": cfg.data.val_splits,
+            "scenes": len(metrics["scenes"]), "num_classes": cfg.data.num_classes}
+    protocol = {"points": "all original points (fragment inference, softmax votes)", "tta_views": metrics["tta_views"],
+                "test_grid_size": cfg.data.test_grid_size, "fragments_per_batch": cfg.eval.fragments_per_batch,
+                "precision": cfg.run.precision, "ignore_index": cfg.data.ignore_index}
+    return write_results(path, metrics=scores, data=data, checkpoint=checkpoint, protocol=protocol, wall_s=wall_s,
+                         scenes=metrics["scenes"], confusion_matrix=metrics["confusion_matrix"], **extra)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser("ffnet-pc-eval", "Evaluate FFNet 3D with fragment TTA on all original points.")
-    parser.add_argument("--checkpoint", required=True, metavar="PATH", help="best.pth / last.pth of a run")
-    parser.add_argument(
-        "--output", metavar="JSON", default=None, help="metrics file (default: next to checkpoint)"
-    )
+    parser = build_eval_parser("ffnet-pc-eval", "Evaluate FFNet 3D with fragment TTA on all original points.")
+    parser.add_argument("--config", metavar="PATH", default=None,
+                        help="recipe to evaluate with instead of the config stored in the checkpoint")
     parser.add_argument("--ply", metavar="DIR", default=None, help="write predicted-class coloured PLYs here")
     args = parser.parse_args(argv)
+    t0 = time.perf_counter()
     cfg, model = load_run(args.checkpoint, args.config, args.overrides)
-    device = resolve_device(cfg.train.device)
-    if cfg.train.precision == "fp16" and device.type != "cuda":
+    device = resolve_device(cfg.run.device)
+    if cfg.run.precision == "fp16" and device.type != "cuda":
         print("note: fp16 (the recipe's GPU AMP setting) is unavailable on CPU; evaluating in fp32")
-        cfg.train.precision = "fp32"
-    check_precision(cfg.train.precision, device)
-    if cfg.train.threads > 0:
-        torch.set_num_threads(cfg.train.threads)
+        cfg.run.precision = "fp32"
+    check_precision(cfg.run.precision, device)
+    if cfg.run.threads is not None:
+        torch.set_num_threads(cfg.run.threads)
     model.to(device)
-    ply_dir = args.ply or (str(Path(cfg.output_dir) / "predictions") if cfg.eval.save_ply else None)
+    ply_dir = args.ply or (str(Path(cfg.run.output_dir) / "predictions") if cfg.eval.save_ply else None)
     metrics = evaluate(cfg, model, ply_dir)
-    out = Path(args.output) if args.output else Path(args.checkpoint).with_name("eval_metrics.json")
-    write_json(out, metrics)
+    out = Path(args.output) if args.output else Path(args.checkpoint).with_name("results.json")
+    write_eval_results(out, cfg, metrics, args.checkpoint, wall_s=round(time.perf_counter() - t0, 2))
     print(format_table(metrics))
     print(
         f"{len(metrics['scenes'])} scenes, {metrics['num_points']} points, {metrics['tta_views']} TTA views, "

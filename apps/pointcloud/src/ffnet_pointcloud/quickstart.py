@@ -2,7 +2,7 @@
 
 ``python -m ffnet_pointcloud.quickstart --output DIR`` (or ``ffnet-pc-quickstart``). Generates labelled synthetic
 indoor scenes (no download), trains, evaluates on held-out scenes over all original points, prints the
-per-class IoU table next to the chance level, and writes ``DIR/quickstart_summary.json``.
+per-class IoU table next to the chance level, and writes ``DIR/results.json`` (the shape every app writes).
 """
 
 from __future__ import annotations
@@ -15,12 +15,13 @@ from pathlib import Path
 
 import torch
 
+from metamixer.train.allocator import keep_freed_memory
 from metamixer.train.errors import run_cli
-from metamixer.train.results import write_json
+from metamixer.train.sections import RunConfig
 
-from .config import Config, DataConfig, EvalConfig, ModelConfig, TrainConfig
+from .config import Config, DataConfig, EvalConfig, ModelConfig, PointcloudOptimConfig, PointcloudTrainConfig
 from .data.synthetic import SYNTH_CLASSES
-from .evaluate import evaluate
+from .evaluate import evaluate, load_run, write_eval_results
 from .metrics import format_table
 from .train import train
 
@@ -56,7 +57,7 @@ def quickstart_config(
     ]
     tta = [[], [{"type": "RandomFlip", "p": 1}]]
     return Config(
-        output_dir=str(output / "run"),
+        run=RunConfig(output_dir=str(output / "run"), seed=0, device="cpu", precision="fp32", threads=threads),
         data=DataConfig(
             dataset="synthetic",
             root=str(output / "synthetic_scenes"),
@@ -71,17 +72,8 @@ def quickstart_config(
             cache=True,
         ),
         model=ModelConfig(name="ffnet3d_tiny", options={"bn_momentum": 0.1}),
-        train=TrainConfig(
-            epochs=epochs,
-            batch_size=2,
-            lr=0.01,
-            block_lr_scale=0.1,
-            pct_start=0.1,
-            eval_every=0,
-            log_every=5,
-            threads=threads,
-            device="cpu",
-        ),
+        optim=PointcloudOptimConfig(lr=0.01, block_lr_scale=0.1, pct_start=0.1),
+        train=PointcloudTrainConfig(epochs=epochs, batch_size=2, val_every=None, log_every=5),
         eval=EvalConfig(tta=True, fragments_per_batch=4),
     )
 
@@ -89,42 +81,41 @@ def quickstart_config(
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser("ffnet-pc-quickstart", description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--output", default="runs/pointcloud_quickstart", help="folder for data, run and summary"
+        "--output", default="runs/pointcloud_quickstart", help="folder for data, run and results.json"
     )
     parser.add_argument("--epochs", type=int, default=12)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (spconv CPU ops always use 1)")
     args = parser.parse_args(argv)
     out = Path(args.output)
     cfg = quickstart_config(out, epochs=args.epochs, threads=args.threads)
+    keep_freed_memory()  # a CPU training run (this is a console script, not a library call)
     t0 = time.perf_counter()
     summary = train(cfg)
-    from .evaluate import load_run
-
-    _, model = load_run(str(Path(cfg.output_dir) / "last.pth"), None, [])
+    checkpoint = Path(cfg.run.output_dir) / "last.pth"
+    _, model = load_run(str(checkpoint), None, [])
     metrics = evaluate(cfg, model, ply_dir=out / "predictions")
     chance = 1.0 / len(SYNTH_CLASSES)
     print(format_table(metrics))
-    result = {
-        "model": summary["model"],
-        "params": summary["params"],
-        "train_steps": summary["steps"],
-        "train_seconds": summary["train_seconds"],
-        "eval_points": metrics["num_points"],
-        "tta_views": metrics["tta_views"],
-        "mIoU": metrics["mIoU"],
-        "mAcc": metrics["mAcc"],
-        "allAcc": metrics["allAcc"],
-        "per_class_iou": {k: v["iou"] for k, v in metrics["per_class"].items()},
-        "chance_mIoU_uniform_guess_upper_bound": chance,
-        "total_seconds": round(time.perf_counter() - t0, 1),
-        "threads": torch.get_num_threads(),
-    }
-    write_json(out / "quickstart_summary.json", result)
-    print(json.dumps({k: result[k] for k in ("mIoU", "mAcc", "allAcc", "train_steps", "total_seconds")}))
+    results = out / "results.json"
+    write_eval_results(
+        results,
+        cfg,
+        metrics,
+        checkpoint,
+        wall_s=round(time.perf_counter() - t0, 1),
+        model=summary["model"],
+        params=summary["params"],
+        train_steps=summary["steps"],
+        train_seconds=summary["train_seconds"],
+        chance_mIoU_uniform_guess_upper_bound=chance,
+        threads=torch.get_num_threads(),
+    )
+    shown = {k: metrics[k] for k in ("mIoU", "mAcc", "allAcc")}
+    print(json.dumps({**shown, "train_steps": summary["steps"], "total_seconds": round(time.perf_counter() - t0, 1)}))
     print(
         f"mIoU {100 * (metrics['mIoU'] or 0):.1f}% over {metrics['num_points']} points of "
         f"{len(metrics['scenes'])} held-out scenes (chance ~{100 * chance:.0f}% for {len(SYNTH_CLASSES)} classes); "
-        f"summary -> {out / 'quickstart_summary.json'}, coloured predictions -> {out / 'predictions'}"
+        f"results -> {results}, coloured predictions -> {out / 'predictions'}"
     )
     return 0
 

@@ -1,4 +1,4 @@
-"""Shared builders for train/evaluate: device, datasets, model, class names, seeded augmentation."""
+"""Shared builders for train/evaluate: precision check, datasets, model, class names, seeded augmentation."""
 
 from __future__ import annotations
 
@@ -21,7 +21,6 @@ from .models.ffnet3d import FFNet3DSegmentor
 
 __all__ = [
     "check_precision",
-    "resolve_device",
     "class_names",
     "ensure_data",
     "build_dataset",
@@ -30,26 +29,16 @@ __all__ = [
 ]
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise FFNetError(f"train.device={name!r} but CUDA is not available (use cpu or auto)")
-    if name != "cpu" and not name.startswith("cuda"):
-        raise FFNetError(f"train.device must be auto, cpu or cuda[:N], got {name!r}")
-    return torch.device(name)
-
-
 def check_precision(precision: str, device: torch.device) -> None:
     """spconv has fp32 and fp16 kernels only, and fp16 only on CUDA: refuse the rest up front."""
     if precision == "bf16":
-        raise FFNetError("train.precision=bf16: spconv has no bfloat16 kernels; use fp16 (CUDA) or fp32")
+        raise FFNetError("run.precision=bf16: spconv has no bfloat16 kernels; use fp16 (CUDA) or fp32")
     if precision == "fp16" and device.type != "cuda":
         raise FFNetError(
-            "train.precision=fp16 needs a CUDA device (spconv's CPU kernels are fp32); use fp32 on CPU"
+            "run.precision=fp16 needs a CUDA device (spconv's CPU kernels are fp32); use fp32 on CPU"
         )
     if precision not in ("fp32", "fp16"):
-        raise FFNetError(f"train.precision must be fp32 or fp16 for the sparse model, got {precision!r}")
+        raise FFNetError(f"run.precision must be fp32 or fp16 for the sparse model, got {precision!r}")
 
 
 def class_names(cfg: Config) -> list[str]:
@@ -100,8 +89,9 @@ class SeededTransform:
         self.seed = seed
         self.epoch = 0
 
-    def __call__(self, data: dict, index: int) -> Any:
-        set_rng(self.pipeline, np.random.default_rng([self.seed, self.epoch, index]))
+    def __call__(self, data: dict, index: int, epoch: int | None = None) -> Any:
+        epoch = self.epoch if epoch is None else epoch
+        set_rng(self.pipeline, np.random.default_rng([self.seed, epoch, index]))
         return self.pipeline(data)
 
 
@@ -110,14 +100,15 @@ class AugmentedDataset(torch.utils.data.Dataset):
         self.scenes = scenes
         self.transform = transform
 
-    def set_epoch(self, epoch: int) -> None:
-        self.transform.epoch = epoch
-
     def __len__(self) -> int:
         return len(self.scenes)
 
     def __getitem__(self, index: int) -> Any:
         return self.transform(self.scenes.raw(index), index)
+
+    def sample(self, index: int, epoch: int) -> Any:
+        """Scene ``index`` as augmented in ``epoch`` (what a resumed run needs without mutating the dataset)."""
+        return self.transform(self.scenes.raw(index), index, epoch)
 
 
 def build_dataset(

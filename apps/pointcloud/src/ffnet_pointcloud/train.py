@@ -1,288 +1,217 @@
-"""Training: ``ffnet-pc-train --config recipes/x.yaml [key.sub=value ...] [--resume PATH]`` (torchrun for DDP).
+"""Training: ``ffnet-pc-train CONFIG [key.sub=value ...] [--resume PATH]`` (torchrun for DDP).
 
-CE + Lovász loss, AdamW with the official two learning rates (parameters named ``*block*`` at 0.1x), OneCycle
-per step, AMP, drop-path, validation on voxelized scenes every ``train.eval_every`` epochs, checkpoints
-``last.pth`` / ``best.pth`` in ``output_dir``. Resume restores model, optimizer, scheduler, scaler and RNG state
-at an epoch boundary; augmentations are seeded by (seed, epoch, scene index), so a resumed run equals an
-uninterrupted one on CPU bit for bit.
+The loop is the engine's (:class:`metamixer.train.loop.Trainer`: AMP scaling, clipping, accumulation, EMA,
+limits, validation and checkpoint cadence, ``best.pth`` by validation mIoU, exact resume, signals); this module
+is the segmentation :class:`SegmentationTask` it runs: CE + Lovász loss, the official two-rate AdamW with
+OneCycle (:mod:`ffnet_pointcloud.optim`), SyncBN under CUDA DDP, and validation on voxelized scenes.
+
+Batch ``b`` of epoch ``e`` is a pure function of (run.seed, e, b): the scene order is DistributedSampler's
+permutation for (seed, e), augmentation is seeded by (seed, e, scene index) and the Mix3D draw by (seed, e, b),
+so a run resumed anywhere, even mid-epoch and with loader workers, sees the batches the uninterrupted run saw.
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
+from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
 
 from metamixer.nn.flops import count_params
 from metamixer.train.allocator import keep_freed_memory
-from metamixer.train.amp import autocast, make_grad_scaler
-from metamixer.train.checkpoint import restore_checkpoint, save_checkpoint
-from metamixer.train.cli import build_parser, config_from_args
-from metamixer.train.config import save_config
-from metamixer.train.distributed import (
-    all_reduce_mean,
-    barrier,
-    cleanup_distributed,
-    init_distributed,
-    unwrap_model,
-    wrap_ddp,
-)
-from metamixer.train.errors import FFNetError, run_cli
+from metamixer.train.amp import autocast
+from metamixer.train.cli import build_train_parser, config_from_args
+from metamixer.train.device import resolve_device
+from metamixer.train.distributed import cleanup_distributed
+from metamixer.train.errors import run_cli
 from metamixer.train.logger import RunLogger
-from metamixer.train.seed import make_generator, seed_everything, seed_worker
+from metamixer.train.loop import RunContext, Task, Trainer, prepare_run
+from metamixer.train.schedules import Schedule
+from metamixer.train.seed import make_generator, seed_worker
 
-from .config import Config
+from .config import Config, PointcloudOptimConfig
 from .data.collate import collate_scenes
 from .losses import SegmentationLoss
 from .metrics import ConfusionMatrix, format_table
-from .runtime import build_dataset, build_model, check_precision, class_names, resolve_device
+from .optim import build_optimizer, one_cycle_momentum, one_cycle_schedule, set_momentum
+from .runtime import AugmentedDataset, build_dataset, build_model, check_precision, class_names
 from .structure import Point
 
-__all__ = ["train", "main", "cli", "param_groups", "build_optimizer"]
+__all__ = ["SegmentationTask", "train", "main", "cli", "RECIPES"]
 
-
-def param_groups(model: torch.nn.Module, lr: float, block_lr_scale: float, weight_decay: float) -> list[dict]:
-    """Two groups as the official config: names containing "block" at ``lr * block_lr_scale``, the rest at lr."""
-    block, other = [], []
-    for name, p in unwrap_model(model).named_parameters():
-        if p.requires_grad:
-            (block if "block" in name else other).append(p)
-    groups = [{"params": other, "lr": lr, "weight_decay": weight_decay, "name": "default"}]
-    if block:
-        groups.append(
-            {"params": block, "lr": lr * block_lr_scale, "weight_decay": weight_decay, "name": "block"}
-        )
-    return groups
-
-
-def build_optimizer(model: torch.nn.Module, cfg: Config, total_steps: int):
-    t = cfg.train
-    groups = param_groups(model, t.lr, t.block_lr_scale, t.weight_decay)
-    optimizer = torch.optim.AdamW(groups, lr=t.lr, weight_decay=t.weight_decay)
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer,
-        max_lr=[g["lr"] for g in groups],
-        total_steps=max(1, total_steps),
-        pct_start=t.pct_start,
-        anneal_strategy="cos",
-        div_factor=t.div_factor,
-        final_div_factor=t.final_div_factor,
-    )
-    return optimizer, scheduler
+#: the shipped recipes (editable install: apps/pointcloud/recipes); None when not shipped with this install
+RECIPES: Path | None = Path(__file__).resolve().parents[2] / "recipes"
+if not RECIPES.is_dir():
+    RECIPES = None
 
 
 def to_device(point: Point, device: torch.device) -> Point:
-    return Point(
-        {k: (v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v) for k, v in point.items()}
-    )
+    return Point({k: (v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v) for k, v in point.items()})
 
 
-@torch.no_grad()
-def validate(
-    model: torch.nn.Module, loader: DataLoader, cfg: Config, device: torch.device, names: Sequence[str]
-) -> dict[str, Any]:
-    """mIoU on the validation scenes at voxel level (fast; evaluate.py gives the full per-point protocol)."""
-    model.eval()
-    cm = ConfusionMatrix(cfg.data.num_classes, cfg.data.ignore_index)
-    for point in loader:
-        point = to_device(point, device)
-        with autocast(device, cfg.train.precision):
-            logits = model(point)
-        cm.update(logits.argmax(1), point["segment"])
-    matrix = torch.from_numpy(cm.matrix).to(device)
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        torch.distributed.all_reduce(matrix)
-    cm.matrix = matrix.cpu().numpy()
-    model.train()
-    return cm.compute(names)
+def _unbatched(item: Any) -> Any:
+    """The loader's collate for items that are whole batches already (a module function: picklable)."""
+    return item
 
 
-def _loader(
-    dataset: Any, cfg: Config, shuffle: bool, seed: int, distributed: bool, batch_size: int
-) -> DataLoader:
-    sampler = DistributedSampler(dataset, shuffle=shuffle, seed=seed) if distributed else None
-    return DataLoader(
-        dataset,
-        batch_size=batch_size,
-        shuffle=shuffle and sampler is None,
-        sampler=sampler,
-        num_workers=cfg.data.num_workers,
-        collate_fn=partial(
-            collate_scenes, feat_keys=cfg.data.feat_keys, mix_prob=cfg.data.mix_prob if shuffle else 0.0
-        ),
-        worker_init_fn=seed_worker,
-        generator=make_generator(seed),
-        drop_last=shuffle and len(dataset) >= batch_size,
-        pin_memory=False,
-    )
+class EpochBatches(torch.utils.data.Dataset):
+    """The training batches of one epoch from batch ``first`` on; item ``i`` is batch ``first + i``, collated."""
+
+    def __init__(self, scenes: AugmentedDataset, batches: list[list[int]], epoch: int, first: int, seed: int,
+                 feat_keys: Sequence[str], mix_prob: float) -> None:
+        self.scenes, self.batches, self.epoch, self.first = scenes, batches, epoch, first
+        self.seed, self.feat_keys, self.mix_prob = seed, list(feat_keys), mix_prob
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __getitem__(self, i: int) -> Point:
+        data = [self.scenes.sample(index, self.epoch) for index in self.batches[i]]
+        mix = torch.Generator().manual_seed(int(np.random.SeedSequence([self.seed, self.epoch, self.first + i])
+                                                 .generate_state(1)[0]))
+        return collate_scenes(data, self.feat_keys, self.mix_prob, generator=mix)
 
 
-def train(cfg: Config, resume: str | None = None) -> dict[str, Any]:
-    """Run training; returns a summary (params, steps, best/last validation metrics, timings)."""
-    t = cfg.train
-    device = resolve_device(t.device)
-    info = init_distributed(device)
-    device = info.device if info.is_distributed else device
-    check_precision(t.precision, device)
-    if t.threads > 0:
-        torch.set_num_threads(t.threads)
-    if device.type == "cpu":
-        keep_freed_memory()
-    seed_everything(t.seed + info.rank, deterministic=t.deterministic)
-    names = class_names(cfg)
-    out = Path(cfg.output_dir)
-    logger = RunLogger(out, enabled=info.is_main)
-    if info.is_main:
-        save_config(cfg, out / "config.yaml")
+class SegmentationTask(Task):
+    """Semantic segmentation of voxelized scenes for the engine's Trainer; ``best.pth`` by validation mIoU."""
 
-    train_set = build_dataset(cfg, "train", cfg.data.train_transforms, seed=t.seed)
-    val_set = build_dataset(cfg, "val", cfg.data.val_transforms, seed=t.seed) if t.eval_every > 0 else None
-    train_loader = _loader(train_set, cfg, True, t.seed, info.is_distributed, t.batch_size)
-    val_loader = _loader(val_set, cfg, False, t.seed, info.is_distributed, 1) if val_set is not None else None
-    steps_per_epoch = len(train_loader)
-    if steps_per_epoch == 0:
-        raise FFNetError("training set is smaller than one batch; lower train.batch_size")
-    schedule_steps = t.epochs * steps_per_epoch
-    # max_steps interrupts a run without changing its schedule (so an interrupted run can be resumed exactly)
-    total_steps = schedule_steps if t.max_steps is None else min(schedule_steps, t.max_steps)
+    monitor, monitor_mode = "miou", "max"
 
-    model = build_model(cfg).to(device)
-    n_params = count_params(model)
-    logger.info(
-        f"model {cfg.model.name}: {n_params:,} parameters ({n_params / 1e6:.2f} M); "
-        f"{len(train_set)} train scenes, {steps_per_epoch} steps/epoch, {total_steps} steps, device {device}"
-    )
-    optimizer, scheduler = build_optimizer(model, cfg, schedule_steps)
-    scaler = make_grad_scaler(t.precision, device)
-    criterion = SegmentationLoss(cfg.data.ignore_index, t.ce_weight, t.lovasz_weight)
-    start_epoch, step, best = 0, 0, -1.0
-    if resume:
-        ckpt = restore_checkpoint(
-            resume, model=model, optimizer=optimizer, scheduler=scheduler, scaler=scaler
-        )
-        start_epoch, step = int(ckpt["epoch"]), int(ckpt["step"])
-        best = float(ckpt.get("extra", {}).get("best_miou", -1.0))
-        logger.info(f"resumed from {resume} at epoch {start_epoch}, step {step}")
-    if t.sync_bn and info.is_distributed and device.type == "cuda":
-        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)  # same keys; optimizer holds same params
-    ddp_model = wrap_ddp(model, info) if info.is_distributed else model
+    def __init__(self, cfg: Config, ctx: RunContext) -> None:
+        model = build_model(cfg)
+        if cfg.train.sync_bn and ctx.info.is_distributed and ctx.device.type == "cuda":
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)  # same keys; built before the optimizer
+        super().__init__(model)
+        self.cfg, self.ctx = cfg, ctx
+        self.names = class_names(cfg)
+        seed = cfg.run.seed
+        self.train_set = build_dataset(cfg, "train", cfg.data.train_transforms, seed=seed)
+        self.val_set = (build_dataset(cfg, "val", cfg.data.val_transforms, seed=seed)
+                        if cfg.train.val_every is not None else None)
+        self.criterion = SegmentationLoss(cfg.data.ignore_index, cfg.train.ce_weight, cfg.train.lovasz_weight)
+        self.last_metrics: dict[str, Any] | None = None
+        self._total_steps = 1
 
-    last_metrics: dict[str, Any] | None = None
-    t0 = time.perf_counter()
-    ddp_model.train()
-    for epoch in range(start_epoch, t.epochs):
-        if step >= total_steps:
-            break
-        train_set.set_epoch(epoch)
-        if isinstance(train_loader.sampler, DistributedSampler):
-            train_loader.sampler.set_epoch(epoch)
-        running, seen = 0.0, 0
-        for point in logger.progress(
-            train_loader, total=steps_per_epoch, desc=f"epoch {epoch + 1}/{t.epochs}"
-        ):
-            if step >= total_steps:
-                break
+    # ------------------------------------------------------------------------------------------- batches
+    def _sampler(self, dataset: Any, shuffle: bool) -> DistributedSampler:
+        info = self.ctx.info
+        return DistributedSampler(dataset, num_replicas=info.world_size, rank=info.rank, shuffle=shuffle,
+                                  seed=self.cfg.run.seed)
+
+    def epoch_plan(self, epoch: int) -> list[list[int]]:
+        """Scene indices of every batch of ``epoch`` on this process (the last partial batch dropped, unless it
+        is the only one)."""
+        sampler = self._sampler(self.train_set, shuffle=True)
+        sampler.set_epoch(epoch)
+        order = list(sampler)
+        size = self.cfg.train.batch_size
+        count = len(order) // size if len(order) >= size else min(1, len(order))
+        return [order[i * size:(i + 1) * size] for i in range(count)]
+
+    def steps_per_epoch(self) -> int:
+        return len(self.epoch_plan(0))
+
+    def train_batches(self, epoch: int, start: int = 0) -> Iterable[Point]:
+        d = self.cfg.data
+        batches = EpochBatches(self.train_set, self.epoch_plan(epoch)[start:], epoch, start, self.cfg.run.seed,
+                               d.feat_keys, d.mix_prob)
+        return DataLoader(batches, batch_size=None, num_workers=d.num_workers, collate_fn=_unbatched,
+                          worker_init_fn=seed_worker, generator=make_generator(self.cfg.run.seed + epoch))
+
+    # -------------------------------------------------------------------------------------- optimization
+    def training_step(self, model: nn.Module, batch: Point) -> Mapping[str, torch.Tensor]:
+        point = to_device(batch, self.ctx.device)
+        return {"loss": self.criterion(model(point), point["segment"])}
+
+    def build_optimizer(self, model: nn.Module, cfg: PointcloudOptimConfig) -> torch.optim.Optimizer:
+        return build_optimizer(model, cfg)
+
+    def lr_schedule(self, cfg: PointcloudOptimConfig, total_steps: int, steps_per_epoch: int) -> Schedule:
+        self._total_steps = max(1, total_steps)
+        if cfg.schedule == "onecycle":
+            return one_cycle_schedule(cfg, total_steps)
+        return super().lr_schedule(cfg, total_steps, steps_per_epoch)
+
+    def before_step(self, optimizer: torch.optim.Optimizer, step: int) -> None:
+        """OneCycleLR's momentum cycle (``optim.cycle_momentum``), opposite to the rate."""
+        cfg = self.cfg.optim
+        if cfg.schedule == "onecycle" and cfg.cycle_momentum is not None:
+            base, top = cfg.cycle_momentum
+            set_momentum(optimizer, one_cycle_momentum(step, self._total_steps, cfg.pct_start, base, top))
+
+    # -------------------------------------------------------------------------------------------- validation
+    def evaluate(self, model: nn.Module) -> dict[str, float]:
+        """mIoU on the validation scenes at voxel level (fast; ffnet-pc-eval gives the all-points protocol)."""
+        d, device = self.cfg.data, self.ctx.device
+        loader = DataLoader(self.val_set, batch_size=1, sampler=self._sampler(self.val_set, shuffle=False),
+                            num_workers=d.num_workers, collate_fn=partial(collate_scenes, feat_keys=d.feat_keys))
+        cm = ConfusionMatrix(d.num_classes, d.ignore_index)
+        for point in loader:
             point = to_device(point, device)
-            with autocast(device, t.precision):
-                logits = ddp_model(point)
-            loss = criterion(logits, point["segment"])
-            if not torch.isfinite(loss):
-                raise FFNetError(f"loss became {loss.item()} at step {step} (lower train.lr or use fp32)")
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            if t.grad_clip:
-                scaler.unscale_(optimizer)
-                torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
-            scaler.step(optimizer)
-            scaler.update()
-            scheduler.step()
-            step += 1
-            running += loss.item()
-            seen += 1
-            if step % t.log_every == 0:
-                logger.scalars(
-                    {
-                        "loss": all_reduce_mean(loss.detach()).item(),
-                        "lr": scheduler.get_last_lr()[0],
-                        "lr_block": scheduler.get_last_lr()[-1],
-                    },
-                    step,
-                    prefix="train/",
-                )
-        logger.info(f"epoch {epoch + 1}: mean loss {running / max(seen, 1):.4f}, step {step}")
-        if val_loader is not None and (
-            (epoch + 1) % t.eval_every == 0 or epoch + 1 == t.epochs or step >= total_steps
-        ):
-            last_metrics = validate(ddp_model, val_loader, cfg, device, names)
-            logger.scalars(
-                {
-                    "mIoU": last_metrics["mIoU"] or 0.0,
-                    "mAcc": last_metrics["mAcc"] or 0.0,
-                    "allAcc": last_metrics["allAcc"] or 0.0,
-                },
-                step,
-                prefix="val/",
-            )
-            logger.info(f"validation (voxels) after epoch {epoch + 1}:\n{format_table(last_metrics)}")
-            miou = last_metrics["mIoU"] or 0.0
-            if miou > best and info.is_main:
-                best = miou
-                save_checkpoint(
-                    out / "best.pth",
-                    model=model,
-                    step=step,
-                    epoch=epoch + 1,
-                    config=cfg,
-                    extra={"best_miou": best},
-                )
-        if info.is_main:
-            save_checkpoint(
-                out / "last.pth",
-                model=model,
-                optimizer=optimizer,
-                scheduler=scheduler,
-                scaler=scaler,
-                step=step,
-                epoch=epoch + 1,
-                config=cfg,
-                extra={"best_miou": best},
-            )
-        barrier()
-    elapsed = time.perf_counter() - t0
-    summary = {
+            with autocast(device, self.cfg.run.precision):
+                logits = model(point)
+            cm.update(logits.argmax(1), point["segment"])
+        matrix = torch.from_numpy(cm.matrix).to(device)
+        if self.ctx.info.is_distributed:
+            torch.distributed.all_reduce(matrix)
+        cm.matrix = matrix.cpu().numpy()
+        self.last_metrics = cm.compute(self.names)
+        nan = float("nan")
+        return {k.lower(): nan if self.last_metrics[k] is None else self.last_metrics[k]
+                for k in ("mIoU", "mAcc", "allAcc")}
+
+    def on_validation(self, model: nn.Module, metrics: Mapping[str, float], step: int, logger: RunLogger) -> None:
+        if self.last_metrics is not None:
+            logger.info(f"validation (voxels) at step {step}:\n{format_table(self.last_metrics)}")
+
+
+def train(cfg: Config, resume: str | None = None, quiet: bool = False) -> dict[str, Any]:
+    """Run training on the engine; returns a summary (params, steps, best/last validation metrics, timings)."""
+    check_precision(cfg.run.precision, resolve_device(cfg.run.device))
+    ctx = prepare_run(cfg.run, cfg, quiet=quiet)
+    try:
+        task = SegmentationTask(cfg, ctx)
+        n_params = count_params(task.model)
+        ctx.logger.info(f"model {cfg.model.name}: {n_params:,} parameters ({n_params / 1e6:.2f} M); "
+                        f"{len(task.train_set)} train scenes, {task.steps_per_epoch()} batches/epoch")
+        result = Trainer(task, ctx, cfg.optim, cfg.train, cfg.run, config=cfg).fit(resume)
+        ctx.logger.info(f"done: {result.step} steps in {result.wall_s:.1f} s ({result.stopped}); "
+                        f"best val mIoU {result.best}")
+    finally:
+        ctx.logger.close()
+        cleanup_distributed()
+    return {
         "model": cfg.model.name,
         "params": n_params,
-        "steps": step,
-        "train_seconds": round(elapsed, 2),
-        "best_val_mIoU": best if best >= 0 else None,
-        "last_val": last_metrics,
-        "output_dir": str(out),
-        "rank": info.rank,
+        "steps": result.step,
+        "stopped": result.stopped,
+        "train_seconds": round(result.wall_s, 2),
+        "best_val_mIoU": result.best,
+        "last_val": task.last_metrics,
+        "output_dir": str(ctx.output_dir),
+        "last_checkpoint": result.last_checkpoint,
+        "best_checkpoint": result.best_checkpoint,
+        "rank": ctx.info.rank,
     }
-    logger.info(f"done: {step} steps in {elapsed:.1f} s; best val mIoU {summary['best_val_mIoU']}")
-    logger.close()
-    cleanup_distributed()
-    return summary
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser("ffnet-pc-train", "Train FFNet 3D semantic segmentation (sparse voxels).")
-    parser.add_argument("--resume", metavar="PATH", default=None, help="continue from a last.pth checkpoint")
+    parser = build_train_parser("ffnet-pc-train", "Train FFNet 3D semantic segmentation (sparse voxels).")
     args = parser.parse_args(argv)
-    cfg = config_from_args(Config, args)
+    cfg = config_from_args(Config, args, RECIPES)
+    if resolve_device(cfg.run.device).type == "cpu":
+        keep_freed_memory()  # CPU training: keep freed activation memory in the process (opt-in of the CLI)
     summary = train(cfg, args.resume)
     if summary["rank"] != 0:
         return 0
     best = summary["best_val_mIoU"]
-    print(
-        f"params {summary['params']:,}  steps {summary['steps']}  best val mIoU "
-        f"{'-' if best is None else f'{100 * best:.2f}%'}  -> {summary['output_dir']}"
-    )
+    print(f"params {summary['params']:,}  steps {summary['steps']}  best val mIoU "
+          f"{'-' if best is None else f'{100 * best:.2f}%'}  -> {summary['output_dir']}")
     return 0
 
 

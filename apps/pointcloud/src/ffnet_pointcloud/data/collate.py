@@ -41,12 +41,17 @@ def scene_to_point(data: Mapping[str, Any], feat_keys: Sequence[str]) -> dict[st
 
 
 def collate_scenes(
-    scenes: Sequence[Mapping[str, Any]], feat_keys: Sequence[str] = ("color", "normal"), mix_prob: float = 0.0
+    scenes: Sequence[Mapping[str, Any]],
+    feat_keys: Sequence[str] = ("color", "normal"),
+    mix_prob: float = 0.0,
+    generator: torch.Generator | None = None,
 ) -> Point:
     """Concatenate scenes into one ``Point`` with ``offset`` = cumulative point counts.
 
     ``mix_prob``: Mix3D as in the official recipe (0.8): with this probability consecutive pairs of scenes are
     merged into one sample (their offsets fused), so the network sees two rooms overlaid in one voxel grid.
+    ``generator`` draws that decision (training passes one seeded per batch, so the draw does not depend on
+    which loader worker collates the batch; None: the global RNG).
     """
     if not scenes:
         raise FFNetError("cannot collate an empty list of scenes")
@@ -54,7 +59,7 @@ def collate_scenes(
     keys = [k for k in parts[0] if isinstance(parts[0][k], torch.Tensor)]
     batch = {k: torch.cat([p[k] for p in parts]) for k in keys if all(k in p for p in parts)}
     offset = torch.cumsum(torch.tensor([len(p["coord"]) for p in parts]), 0)
-    if mix_prob > 0 and len(parts) > 1 and torch.rand(()).item() < mix_prob:
+    if mix_prob > 0 and len(parts) > 1 and torch.rand((), generator=generator).item() < mix_prob:
         offset = torch.cat([offset[1:-1:2], offset[-1:]])
     batch["offset"] = offset
     return Point(batch)

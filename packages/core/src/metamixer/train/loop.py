@@ -149,6 +149,10 @@ class Task:
         except ValueError as exc:
             raise FFNetError(f"optim.schedule: {exc}") from None
 
+    def before_step(self, optimizer: torch.optim.Optimizer, step: int) -> None:
+        """Hook before the 0-based optimizer ``step`` (after its lr is set): per-step optimizer settings other than
+        the learning rate (OneCycle's momentum). It must be a pure function of ``step``, so a resume repeats it."""
+
     def on_validation(self, model: nn.Module, metrics: Mapping[str, float], step: int, logger: RunLogger) -> None:
         """Hook after each validation (images or plots to tensorboard)."""
 
@@ -303,6 +307,7 @@ class Trainer:
         """One optimizer step over a window of micro-batches; returns the window's mean logged values."""
         for group in self.optimizer.param_groups:
             group["lr"] = group["initial_lr"] * self.schedule(state.step) / self.optim_cfg.lr
+        self.task.before_step(self.optimizer, state.step)
         self.optimizer.zero_grad(set_to_none=True)
         sums: dict[str, float] = {}
         used = 0
