@@ -157,3 +157,28 @@ def test_compile_traces_the_operators_without_graph_breaks_and_matches_eager() -
         torch.testing.assert_close(a, e, rtol=1e-5, atol=1e-5)
     for op in ("grouped_ffn", "grouped_ffn_backward", "toeplitz_product", "dwconv_cbl", "keep_mask", "masked_scale"):
         assert hasattr(torch.ops.metamixer, op), op
+
+
+def _flops(fn) -> int:  # noqa: ANN001
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return counter.get_total_flops()
+
+
+@pytest.mark.parametrize("native_path", [False, True])
+def test_flop_counter_sees_inside_the_ffn_operator(native_path: bool, every_kernel: None) -> None:
+    """torch's flop counter cannot look inside a custom operator; the registered formulas must report what the
+    whole-tensor reference runs: its two products forward, and in backward the reference's four plus the
+    recomputed first product."""
+    torch.manual_seed(0)
+    conv1, conv2 = nn.Conv1d(12, 24, 1, groups=3), nn.Conv1d(24, 8, 1, groups=2)
+    x = torch.randn(3, 4, 40, requires_grad=True)
+    op_forward = _flops(lambda: grouped_ffn(x, conv1, conv2, native=native_path))
+    ref_forward = _flops(lambda: grouped_ffn_reference(x, conv1, conv2))
+    first_product = 2 * 3 * 8 * 4 * 40
+    assert op_forward == ref_forward > 0
+    op_train = _flops(lambda: grouped_ffn(x, conv1, conv2, native=native_path).sum().backward())
+    ref_train = _flops(lambda: grouped_ffn_reference(x, conv1, conv2).sum().backward())
+    assert op_train == ref_train + first_product

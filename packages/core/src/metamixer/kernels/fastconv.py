@@ -20,6 +20,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.flop_counter import register_flop_formula
 
 from metamixer.kernels.native import dwconv_kernels, select, small_bmm_kernel
 
@@ -81,6 +82,18 @@ def _toeplitz_grad(ctx, grad: torch.Tensor):  # noqa: ANN001, ANN202
 _toeplitz_product.register_autograd(_toeplitz_grad, setup_context=_toeplitz_context)
 
 
+@register_flop_formula(torch.ops.metamixer.toeplitz_product)
+def _toeplitz_flops(x, toeplitz, bias, out_shape=None) -> int:  # noqa: ANN001
+    """``[C, B, L_in] @ [C, L_in, L_out]``, counted as ``torch.bmm`` counts it (the flop counter cannot see
+    inside an operator)."""
+    return 2 * x[0] * x[1] * x[2] * toeplitz[2]
+
+
+@register_flop_formula(torch.ops.metamixer.toeplitz_product_backward)
+def _toeplitz_backward_flops(grad, x, toeplitz, need_x, need_t, out_shape=None) -> int:  # noqa: ANN001
+    return 2 * x[0] * x[1] * x[2] * toeplitz[2] * (int(need_x) + int(need_t))
+
+
 def _product_kernel():  # noqa: ANN202
     kernel = small_bmm_kernel()
     if kernel is None:
@@ -140,6 +153,17 @@ def _dwconv_grad(ctx, grad: torch.Tensor):  # noqa: ANN001, ANN202
 
 
 _dwconv_cbl.register_autograd(_dwconv_grad, setup_context=_dwconv_context)
+
+
+@register_flop_formula(torch.ops.metamixer.dwconv_cbl)
+def _dwconv_flops(x, weight, bias, out_shape=None) -> int:  # noqa: ANN001
+    """As torch counts a depthwise ``conv1d`` of the same shape: 2 x taps per output value."""
+    return 2 * x[0] * x[1] * x[2] * weight[-1]
+
+
+@register_flop_formula(torch.ops.metamixer.dwconv_cbl_backward)
+def _dwconv_backward_flops(grad, x, weight, need_x, need_w, need_b, out_shape=None) -> int:  # noqa: ANN001
+    return 2 * x[0] * x[1] * x[2] * weight[-1] * (int(need_x) + int(need_w))
 
 
 DIRECT_MAX_KERNEL, DIRECT_MAX_LENGTH = 15, 64  # the C loop's limits (a row in 4 AVX-512 registers)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.flop_counter import register_flop_formula
 
 from metamixer.kernels.autocast import autocast_dtype
 from metamixer.kernels.dropout import apply_keep_mask_, dropout_keep_mask, dropout_scale
@@ -206,6 +207,29 @@ def _grouped_ffn_grad(ctx, grad_out: torch.Tensor, _grad_keeps: torch.Tensor):  
 
 
 _grouped_ffn_forward.register_autograd(_grouped_ffn_grad, setup_context=_grouped_ffn_context)
+
+
+def _ffn_products(x_shape, w1_shape, w2_shape) -> tuple[int, int]:  # noqa: ANN001
+    """FLOPs of one pass of each of the two grouped products over all positions (``w1 @ x``, ``w2 @ a``)."""
+    g1, c_in, total = x_shape
+    p_groups, c2, qg1 = w2_shape
+    return 2 * g1 * w1_shape[1] * c_in * total, 2 * p_groups * c2 * qg1 * total
+
+
+@register_flop_formula(torch.ops.metamixer.grouped_ffn)
+def _grouped_ffn_flops(x, w1, b1, w2, b2, *_options, out_shape=None) -> int:  # noqa: ANN001
+    """The flop counter cannot see inside an operator: report its two products, as ``torch.bmm`` would."""
+    first, second = _ffn_products(x, w1, w2)
+    return first + second
+
+
+@register_flop_formula(torch.ops.metamixer.grouped_ffn_backward)
+def _grouped_ffn_backward_flops(grad_out, x, w1, b1, w2, keeps, p_drop, slice_len, regroup, native, need_x,
+                                out_shape=None) -> int:  # noqa: ANN001
+    """The recomputed ``w1 @ x``, grad_w2 and grad_a (each the second product's size), grad_w1, and grad_x when
+    it is needed."""
+    first, second = _ffn_products(x, w1, w2)
+    return first * (3 if need_x else 2) + 2 * second
 
 
 def _weights(x: torch.Tensor, conv1: nn.Conv1d, conv2: nn.Conv1d, regroup: bool) -> tuple[torch.Tensor, torch.Tensor]:
