@@ -10,7 +10,7 @@ restartable (finished jobs are read back, interrupted ones resume from ``last.pt
 ``train.epochs`` (0 = the recipe's 100; the table notes a cap). ``--archive`` (the repository keeps
 ``docs/timeseries_runs``) copies every finished run there and skips jobs already archived, so results add up
 across sessions and machines. ``--datasets``/``--horizons``/``--seeds`` replace the plan by an explicit job list;
-trailing ``key=value`` overrides reach every job (``train.device=cuda`` on a GPU machine: several processes can
+trailing ``key=value`` overrides reach every job (``run.device=cuda`` on a GPU machine: several processes can
 share one GPU).
 Writes ``<output>/table.md`` and ``table.json`` (archive included), and each process's log to
 ``<output>/worker<k>.log``.
@@ -45,7 +45,7 @@ def main() -> None:
         jobs += ["--seeds", *args.seeds] if args.seeds else []
     archive = ["--archive", args.archive] if args.archive else []
     command = [sys.executable, "-m", "ffnet_timeseries.reproduce", "--output", args.output, *archive,
-               f"train.threads={args.threads}", "train.progress=false", *args.overrides]
+               f"run.threads={args.threads}", "train.progress=false", *args.overrides]
     if args.max_epochs > 0:
         command.append(f"train.epochs={args.max_epochs}")
     command += jobs  # last: `--seeds 2021 train.x=y` would read the override as a seed

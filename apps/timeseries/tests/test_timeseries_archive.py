@@ -36,17 +36,24 @@ def test_prior_rows_pool_exactly_with_new_seeds() -> None:
 
 
 def test_a_row_never_mixes_recipes_or_counts_a_seed_twice() -> None:
-    with pytest.raises(FFNetError, match=r"ETTm1-96: seeds 2021 and 2022 .*train\.lr \(0\.0001 vs 0\.001\)"):
+    with pytest.raises(FFNetError, match=r"ETTm1-96: seeds 2021 and 2022 .*optim\.lr \(0\.0001 vs 0\.001\)"):
         summarize([_run(2021, 0.4), _run(2022, 0.4, lr=1e-3)])
     prior = summarize([_run(2021, 0.4)])["rows"][0]
     with pytest.raises(FFNetError, match=r"seeds \[2021\] are both in an archived table"):
         summarize([_run(2021, 0.4)], prior_rows=[prior])
     with pytest.raises(FFNetError, match="seed 2021 was run twice"):
         summarize([_run(2021, 0.4), _run(2021, 0.41)])
-    # a field added later (train.precision) reads as its implicit old value in configs archived before it existed
+    # a field added later (precision) reads as its default in configs archived before it existed; old-shape
+    # configs compare in today's keys (train.precision -> run.precision), also against today's shape
     assert summarize([_run(2021, 0.4), _run(2022, 0.42, precision="fp32")])["rows"][0]["seeds"] == [2021, 2022]
-    with pytest.raises(FFNetError, match=r"train\.precision \('fp32' vs 'bf16'\)"):
+    with pytest.raises(FFNetError, match=r"run\.precision \('fp32' vs 'bf16'\)"):
         summarize([_run(2021, 0.4), _run(2022, 0.42, precision="bf16")])
+    today = _run(2022, 0.42)
+    today["config"] = {"run": {"seed": 2022, "output_dir": "elsewhere"}, "optim": {"lr": 1e-4}, "train": {"epochs": 25}}
+    assert summarize([_run(2021, 0.4), today])["rows"][0]["seeds"] == [2021, 2022]
+    today["config"]["optim"]["schedule"] = "type3"
+    with pytest.raises(FFNetError, match=r"optim\.schedule \('official_type3' vs 'type3'\)"):
+        summarize([_run(2021, 0.4), today])
 
 
 def test_collect_archives_runs_and_reads_them_back_from_a_fresh_output(tmp_path: Path) -> None:
@@ -119,11 +126,11 @@ def test_dry_run_tells_what_each_job_would_do(tmp_path: Path, capsys: pytest.Cap
         "ETTm1 pred_len=720 seed=2022": "new",
     }
     assert lines[-1] == "5 of 8 jobs left to train"
-    # an override may follow the job list (as in `ffnet-ts-reproduce ... --seeds 2021 train.precision=bf16`)
-    assert reproduce_main([*argv, "train.precision=bf16"]) == 0
+    # an override may follow the job list (as in `ffnet-ts-reproduce ... --seeds 2021 run.precision=bf16`)
+    assert reproduce_main([*argv, "run.precision=bf16"]) == 0
     assert capsys.readouterr().out.splitlines()[-1] == "5 of 8 jobs left to train"
-    with pytest.raises(FFNetError, match="train.precison"):
-        reproduce_main([*argv, "train.precison=bf16"])
+    with pytest.raises(FFNetError, match="run.precison"):
+        reproduce_main([*argv, "run.precison=bf16"])
 
 
 def test_committed_results_table_is_the_archive_summarized() -> None:

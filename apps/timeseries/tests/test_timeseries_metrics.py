@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from ffnet_timeseries.metrics import MetricAccumulator, forecast_metrics
-from ffnet_timeseries.schedule import lr_at_epoch
+from ffnet_timeseries.schedule import epoch_schedule, lr_at_epoch
 from metamixer.train.errors import FFNetError
 
 
@@ -43,6 +43,8 @@ def test_official_type3_schedule_reproduces_the_authors_lr() -> None:
     lrs = [lr_at_epoch("official_type3", 1e-4, e) for e in range(1, 8)]
     assert lrs == pytest.approx([4e-6, 1e-4, 1e-4, 1e-4, 9e-5, 8.1e-5, 7.29e-5])
     assert lr_at_epoch("type3", 1e-4, 1) == 1e-4
-    assert lr_at_epoch("cosine", 1.0, 1, 10) == 1.0
-    with pytest.raises(FFNetError, match="unknown schedule"):
+    with pytest.raises(FFNetError, match="unknown per-epoch schedule"):
         lr_at_epoch("nope", 1e-4, 1)
+    lr = epoch_schedule("official_type3", 1e-4, steps_per_epoch=3)  # the engine's lr(step): epoch = step // 3 + 1
+    assert [lr(s) for s in range(7)] == pytest.approx([4e-6] * 3 + [1e-4] * 3 + [1e-4])
+    assert epoch_schedule("type1", 1.0, 2)(4) == 0.25

@@ -201,7 +201,7 @@ def test_training_gradients_equal_grouped_conv_formulation(code_path: str) -> No
 
 
 def test_bf16_autocast_trains_and_tracks_fp32(code_path: str) -> None:
-    """``train.precision=bf16`` (TSLib's --use_amp): a train-mode forward/backward under autocast runs on both code
+    """``run.precision=bf16`` (TSLib's --use_amp): a train-mode forward/backward under autocast runs on both code
     paths (the fast paths' custom autograd functions used to meet fp32/bf16 mixes in backward), the fp32
     parameters get fp32 gradients pointing where fp32's do, and eval forecasts stay close to fp32's."""
     torch.manual_seed(0)

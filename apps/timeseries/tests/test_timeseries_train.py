@@ -11,7 +11,16 @@ import pandas as pd
 import pytest
 import torch
 
-from ffnet_timeseries.config import DataConfig, ModelConfig, TrainConfig, TSConfig
+from ffnet_timeseries.config import (
+    DataConfig,
+    EvalConfig,
+    ModelConfig,
+    TSConfig,
+    TSOptimConfig,
+    TSRunConfig,
+    TSTrainConfig,
+    upgrade_config,
+)
 from ffnet_timeseries.engine import train
 from ffnet_timeseries.evaluate import cli as eval_cli
 from ffnet_timeseries.evaluate import evaluate_checkpoint
@@ -40,20 +49,27 @@ def _csv(path: Path, rows: int = 360, n_features: int = 3) -> Path:
 
 def _tiny(tmp_path: Path, out: str, epochs: int = 3) -> TSConfig:
     return TSConfig(
+        run=TSRunConfig(output_dir=str(tmp_path / out), seed=7, threads=1),
         data=DataConfig(dataset="custom", path=str(_csv(tmp_path / "toy.csv")), seq_len=24, pred_len=12),
         model=ModelConfig(dims=[8], large_kernel=7, small_kernel=3, ffn_ratio=2, dropout=0.2),
-        train=TrainConfig(epochs=epochs, batch_size=32, lr=1e-3, lr_schedule="official_type3", patience=10, seed=7, threads=1,
-                          progress=False),
-        output_dir=str(tmp_path / out),
+        optim=TSOptimConfig(name="adam", lr=1e-3, schedule="official_type3"),
+        train=TSTrainConfig(epochs=epochs, batch_size=32, patience=10, progress=False),
     )
 
 
+STEPS_PER_EPOCH = 7  # toy.csv: 252 train rows -> 217 windows of (24, 12) -> 7 batches of 32
+
+
 def test_resume_equals_uninterrupted_bit_for_bit(tmp_path: Path) -> None:
+    """Stopped in the middle of epoch 2 (run.max_steps), then resumed: the same weights, history and test MSE as
+    the uninterrupted run; an extended run (epochs 2 -> 3) continues the same way."""
     full = train(_tiny(tmp_path, "full", epochs=3), quiet=True)
-    part_cfg = _tiny(tmp_path, "part", epochs=2)
+    part_cfg = _tiny(tmp_path, "part", epochs=3)
+    part_cfg.run.max_steps = STEPS_PER_EPOCH + 3
     first = train(part_cfg, quiet=True)
-    resumed_cfg = _tiny(tmp_path, "part", epochs=3)
-    resumed = train(resumed_cfg, resume=str(tmp_path / "part" / "last.pth"), quiet=True)
+    assert first.stopped == "max_steps" and not (tmp_path / "part" / "results.json").exists()  # unfinished
+    assert load_checkpoint(tmp_path / "part" / "last.pth")["extra"]["loop"]["batch"] == 3
+    resumed = train(_tiny(tmp_path, "part", epochs=3), resume=str(tmp_path / "part" / "last.pth"), quiet=True)
     assert resumed.wall_s > first.wall_s  # the reported wall time covers the processes before the resume too
     a = load_checkpoint(tmp_path / "full" / "last.pth")
     b = load_checkpoint(tmp_path / "part" / "last.pth")
@@ -61,18 +77,35 @@ def test_resume_equals_uninterrupted_bit_for_bit(tmp_path: Path) -> None:
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
     assert resumed.test["mse"] == full.test["mse"] and resumed.best_epoch == full.best_epoch
     assert [h["val_mse"] for h in resumed.history] == [h["val_mse"] for h in full.history]
+    assert [h["epoch"] for h in full.history] == [1, 2, 3]  # 1-based, as in the archived histories
     assert full.history[0]["lr"] == pytest.approx(1e-3 / 25)  # the official epoch-1 quirk
+    assert full.history[1]["lr"] == pytest.approx(1e-3)
     saved = json.loads((tmp_path / "full" / "results.json").read_text())
-    assert saved["test"]["mse"] == full.test["mse"] and (tmp_path / "full" / "config.yaml").exists()
+    assert saved["test"]["mse"] == saved["metrics"]["mse"] == full.test["mse"] and "versions" in saved
+    assert saved["config"]["optim"]["schedule"] == "official_type3" and (tmp_path / "full" / "config.yaml").exists()
+    train(_tiny(tmp_path, "short", epochs=2), quiet=True)
+    longer = train(_tiny(tmp_path, "short", epochs=3), resume=str(tmp_path / "short" / "last.pth"), quiet=True)
+    assert [h["val_mse"] for h in longer.history] == [h["val_mse"] for h in full.history]
 
 
-@pytest.mark.filterwarnings("ignore:train.precision=:RuntimeWarning")  # the slow-CPU notice, tested in core
+def test_a_resumed_early_stopped_run_ends_where_it_stopped(tmp_path: Path) -> None:
+    cfg = _tiny(tmp_path, "es", epochs=6)
+    cfg.train.patience = 1
+    cfg.optim.lr = 0.5  # diverges: validation gets worse at once
+    first = train(cfg, quiet=True)
+    assert first.stopped == "early_stop" and first.epochs_run < 6
+    again = train(cfg, resume=str(tmp_path / "es" / "last.pth"), quiet=True)
+    assert again.stopped == "early_stop" and again.epochs_run == first.epochs_run
+    assert again.test["mse"] == first.test["mse"]
+
+
+@pytest.mark.filterwarnings("ignore:.*precision=bf16 on a CPU:RuntimeWarning")  # the slow-CPU notice, tested in core
 def test_bf16_training_resumes_exactly_and_tracks_fp32(tmp_path: Path) -> None:
-    """``train.precision=bf16``: autocast forward passes in training and evaluation, exact resume as in fp32, and
+    """``run.precision=bf16``: autocast forward passes in training and evaluation, exact resume as in fp32, and
     a test MSE near the fp32 run's (same seed, same batches)."""
     def cfg(out: str, epochs: int, precision: str = "bf16") -> TSConfig:
         c = _tiny(tmp_path, out, epochs=epochs)
-        c.train.precision = precision
+        c.run.precision = precision
         return c
 
     full = train(cfg("full", 3), quiet=True)
@@ -83,17 +116,19 @@ def test_bf16_training_resumes_exactly_and_tracks_fp32(tmp_path: Path) -> None:
     fp32 = train(cfg("fp32", 3, "fp32"), quiet=True)
     assert fp32.test["mse"] != full.test["mse"]  # bf16 really ran
     assert full.test["mse"] == pytest.approx(fp32.test["mse"], rel=0.1)
-    assert load_config(TSConfig, tmp_path / "full" / "config.yaml").train.precision == "bf16"
+    assert load_config(TSConfig, tmp_path / "full" / "config.yaml").run.precision == "bf16"
 
 
 def test_evaluate_writes_json_and_plot_and_rejects_wrong_variable_count(tmp_path: Path, capsys) -> None:
     result = train(_tiny(tmp_path, "run", epochs=1), quiet=True)
     ckpt = tmp_path / "run" / "best.pth"
-    out = evaluate_checkpoint(ckpt, output=tmp_path / "ev", unscaled=True)
+    out = evaluate_checkpoint(ckpt, output=tmp_path / "ev" / "results.json", unscaled=True)
     assert out["metrics_scaled"]["mse"] == pytest.approx(result.test["mse"], rel=1e-6)
     assert out["metrics_unscaled"]["mse"] != out["metrics_scaled"]["mse"]
     assert (tmp_path / "ev" / "forecast.png").stat().st_size > 1000
-    assert json.loads((tmp_path / "ev" / "eval.json").read_text())["windows"] == out["windows"]
+    saved = json.loads((tmp_path / "ev" / "results.json").read_text())
+    assert saved["data"]["windows"] == out["windows"] and saved["metrics"]["mse"] == out["metrics_scaled"]["mse"]
+    assert saved["metrics_unscaled"]["mse"] == out["metrics_unscaled"]["mse"] and "versions" in saved
     other = _csv(tmp_path / "wide.csv", n_features=5)
     with pytest.raises(FFNetError, match=r"trained for 4 variables but .*wide.csv gives 6"):
         evaluate_checkpoint(ckpt, overrides=[f"data.path={other}"])
@@ -105,19 +140,30 @@ def test_evaluate_writes_json_and_plot_and_rejects_wrong_variable_count(tmp_path
 
 
 def test_eval_console_script_in_a_fresh_process_scores_the_checkpoint(tmp_path: Path) -> None:
-    """`ffnet-ts-eval` in a new interpreter: its first use of the native kernels is under no_grad (a crash once,
-    hidden from in-process tests by kernels already loaded with grad on)."""
+    """`ffnet-ts-train RECIPE key=value` and `ffnet-ts-eval --checkpoint ... --output F` in new interpreters (the
+    eval's first use of the native kernels is under no_grad: a crash once, hidden from in-process tests by kernels
+    already loaded with grad on); both write results.json in the shared shape."""
     import subprocess
     import sys
 
-    result = train(_tiny(tmp_path, "run", epochs=1), quiet=True)
-    script = Path(sys.executable).with_name("ffnet-ts-eval")
-    proc = subprocess.run([str(script), "--checkpoint", str(tmp_path / "run" / "best.pth"), "--output",
-                           str(tmp_path / "ev")], capture_output=True, text=True, timeout=300)
+    from metamixer.train.config import save_config
+
+    save_config(_tiny(tmp_path, "unused", epochs=1), tmp_path / "tiny.yaml")
+    bindir = Path(sys.executable).parent
+    proc = subprocess.run([str(bindir / "ffnet-ts-train"), str(tmp_path / "tiny.yaml"), f"run.output_dir={tmp_path / 'run'}",
+                           "train.epochs=2"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    trained = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert trained["metrics"]["mse"] == trained["test"]["mse"] and trained["epochs_run"] == 2
+    assert trained["config"]["train"]["epochs"] == 2 and trained["data"]["split"] == "test"
+    proc = subprocess.run([str(bindir / "ffnet-ts-eval"), "--checkpoint", str(tmp_path / "run" / "best.pth"),
+                           "--output", str(tmp_path / "ev" / "results.json")], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr and "unavailable" not in proc.stderr, proc.stderr
-    scored = json.loads((tmp_path / "ev" / "eval.json").read_text())
-    assert scored["metrics_scaled"]["mse"] == pytest.approx(result.test["mse"], rel=1e-5)
+    scored = json.loads((tmp_path / "ev" / "results.json").read_text())
+    assert scored["metrics"]["mse"] == pytest.approx(trained["test"]["mse"], rel=1e-5)
+    assert scored["data"]["split"] == "test" and scored["checkpoint"] == str(tmp_path / "run" / "best.pth")
+    assert (tmp_path / "ev" / "forecast.png").exists() and "versions" in scored
 
 
 def test_train_cli_bad_inputs_give_one_line(tmp_path: Path, capsys) -> None:
@@ -127,11 +173,14 @@ def test_train_cli_bad_inputs_give_one_line(tmp_path: Path, capsys) -> None:
         ([f"data.path={bad}", "data.dataset=custom"], "missing target column 'OT'"),
         (["data.dataset=NoSuch"], "not a known benchmark"),
         (["train.nosuchkey=1"], "nosuchkey"),
-        (["train.precision=fp8"], "train.precision"),
+        (["run.precision=fp8"], "run.precision"),
+        (["train.lr=1e-3"], "train.lr"),  # moved to optim.lr
+        (["train.batch_size=0"], "train.batch_size"),
+        (["data.path=''"], "null"),
         ([f"data.path={_csv(tmp_path / 'ok2.csv')}", "data.dataset=custom", "data.seq_len=24", "data.pred_len=12", "model.mixing=diagonal"], "model.mixing"),
     ]:
         with pytest.raises(SystemExit) as info:
-            train_cli([*argv, f"output_dir={tmp_path / 'o'}"])
+            train_cli([*argv, f"run.output_dir={tmp_path / 'o'}"])
         assert info.value.code == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and needle in err[0], err
@@ -144,9 +193,51 @@ def test_recipe_files_match_the_official_table() -> None:
             assert cfg == recipe_config(dataset, horizon)
             assert (cfg.model.ffn_ratio, cfg.model.dropout, cfg.model.head_dropout) == (
                 recipe.ffn_ratio, recipe.dropout[i], recipe.head_dropout[i])
-            assert (cfg.train.batch_size, cfg.train.patience, cfg.train.lr) == (recipe.batch_size[i], recipe.patience[i], recipe.lr)
+            assert (cfg.train.batch_size, cfg.train.patience, cfg.optim.lr) == (recipe.batch_size[i], recipe.patience[i], recipe.lr)
     etth2 = load_config(TSConfig, RECIPE_DIR / "ETTh2_720.yaml")
     assert (etth2.model.ffn_ratio, etth2.model.dropout, etth2.model.head_dropout, etth2.train.patience) == (8, 0.85, 0.5, 5)
+
+
+def test_every_shipped_recipe_loads_in_the_new_shape() -> None:
+    """Every recipe goes through TSConfig (unknown keys rejected), with the values the old shape had."""
+    from ffnet_timeseries.recipes import cpu_quickstart_config
+
+    shipped = sorted(RECIPE_DIR.glob("*.yaml"))
+    assert len(shipped) == 8 * 4 + 1
+    for path in shipped:
+        cfg = load_config(TSConfig, path)
+        assert (cfg.run.seed, cfg.optim.name, cfg.run.precision, cfg.eval.test_every_epoch) == (2021, "adam", "fp32", False)
+        assert cfg.data.path is None and cfg.data.layout is None and cfg.model.small_kernel == 5
+    traffic = load_config(TSConfig, RECIPE_DIR / "Traffic_96.yaml")
+    assert (traffic.optim.lr, traffic.optim.schedule, traffic.optim.first_epoch_lr_div) == (5e-5, "official_type3", 25.0)
+    assert (traffic.train.epochs, traffic.train.batch_size, traffic.train.patience, traffic.eval.batch_size) == (100, 128, 5, None)
+    assert (traffic.run.threads, traffic.run.max_time, traffic.run.output_dir) == (None, None, "runs/timeseries/Traffic_96")
+    cpu = load_config(TSConfig, RECIPE_DIR / "cpu_ETTh1_96.yaml")
+    assert cpu == cpu_quickstart_config()  # the quick start runs exactly this recipe
+    assert (cpu.train.steps, cpu.train.val_every, cpu.train.batch_size, cpu.eval.batch_size) == (45, 15, 128, 512)
+    assert (cpu.optim.lr, cpu.optim.schedule, cpu.run.max_time, cpu.run.threads) == (1e-3, "constant", 100.0, 2)
+    with pytest.raises(FFNetError, match="model.mixing"):
+        load_config(TSConfig, RECIPE_DIR / "ETTh1_96.yaml", ["model.mixing=diagonal"])
+
+
+def test_old_shape_configs_translate_to_the_new_keys() -> None:
+    """The one translation of old-shape config dicts (archived runs, checkpoints of the old engine)."""
+    from metamixer.train.config import config_from_dict
+
+    archived = json.loads((Path(__file__).resolve().parents[3] / "docs" / "timeseries_runs" / "ETTh1_96_s2023.json").read_text())
+    old = archived["config"]
+    new = upgrade_config(old)
+    cfg = config_from_dict(TSConfig, new)
+    assert (cfg.run.seed, cfg.run.threads, cfg.run.device, cfg.run.output_dir) == (2023, 1, "auto", "runs/ts_repro/ETTh1_96_s2023")
+    assert (cfg.optim.lr, cfg.optim.schedule, cfg.optim.first_epoch_lr_div, cfg.optim.weight_decay) == (1e-4, "official_type3", 25.0, 0.0)
+    assert (cfg.train.epochs, cfg.train.batch_size, cfg.train.patience, cfg.train.progress) == (25, 512, 20, False)
+    assert (cfg.eval.batch_size, cfg.run.max_time, cfg.data.path, cfg.data.layout) == (None, None, None, None)
+    assert cfg.model == config_from_dict(ModelConfig, old["model"])  # the model section is unchanged
+    assert upgrade_config(new) == new  # today's shape passes through
+    assert upgrade_config({"train": {"threads": 0, "eval_batch_size": 64, "precision": "bf16"}}) == {
+        "run": {"threads": None, "precision": "bf16"}, "eval": {"batch_size": 64}}
+    with pytest.raises(FFNetError, match="max_steps_per_epoch"):
+        upgrade_config({"train": {"max_steps_per_epoch": 15}, "output_dir": "x"})
 
 
 def test_reproduce_summary_mean_std_and_markdown() -> None:
@@ -211,8 +302,9 @@ def test_short_real_etth1_training_beats_repeat_last(tmp_path: Path) -> None:
     """A few hundred steps of a narrow FFNet-TS on the real ETTh1 protocol (full test split)."""
     cfg = recipe_config("ETTh1", 96, seed=1, output_dir=str(tmp_path / "etth1"))
     cfg.model.dims, cfg.model.dropout = [16], 0.3
-    cfg.train = TrainConfig(epochs=2, batch_size=128, eval_batch_size=1024, lr=1e-3, lr_schedule="constant",
-                            max_steps_per_epoch=15, patience=3, seed=1, threads=1, progress=False, save_checkpoints=False)
+    cfg.run.threads, cfg.eval = 1, EvalConfig(batch_size=1024)
+    cfg.optim.lr, cfg.optim.schedule = 1e-3, "constant"
+    cfg.train = TSTrainConfig(epochs=None, steps=30, val_every=15, batch_size=128, patience=3, progress=False)
     result = train(cfg, quiet=True)
     assert result.test["count"] == 2785 * 96 * 7  # every test window scored
     assert result.repeat_last["mse"] == pytest.approx(1.2932, abs=2e-3)
@@ -230,7 +322,7 @@ def test_torchrun_ddp_two_processes_scores_every_test_window(tmp_path: Path) -> 
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
            "-m", "ffnet_timeseries.train", "data.dataset=custom", f"data.path={csv}", "data.seq_len=24",
            "data.pred_len=12", "model.dims=[8]", "model.large_kernel=7", "model.small_kernel=3", "train.epochs=2",
-           "train.batch_size=32", "train.threads=1", "train.progress=false", f"output_dir={out}"]
+           "train.batch_size=32", "run.threads=1", "train.progress=false", f"run.output_dir={out}"]
     # PYTHONFAULTHANDLER: the rare gloo teardown abort (SIGABRT after results are written, seen ~1 in 20 loaded CI
     # runs, also in core's gloo test) then leaves every Python thread's stack in stderr for the next investigation
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONFAULTHANDLER": "1"}

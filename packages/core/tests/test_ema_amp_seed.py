@@ -104,7 +104,7 @@ def test_precision_errors() -> None:
     assert precision_dtype("fp16") is torch.float16
 
 
-@pytest.mark.filterwarnings("ignore:train.precision=:RuntimeWarning")  # the slow-CPU notice, tested in core
+@pytest.mark.filterwarnings("ignore:run.precision=:RuntimeWarning")  # the slow-CPU notice, tested in core
 def test_grad_scaler_enabled_only_for_fp16_cuda() -> None:
     assert not make_grad_scaler("fp16", "cpu").is_enabled()
     assert not make_grad_scaler("bf16", "cuda").is_enabled()
@@ -126,7 +126,7 @@ def test_slow_cpu_precision_is_warned_once_per_scaler(monkeypatch: pytest.Monkey
     assert cpu_runs_fast("fp32")
     assert cpu_runs_fast("bf16") == bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())  # torch's own probe
     monkeypatch.setattr(amp, "cpu_runs_fast", lambda precision: precision == "fp32")
-    with pytest.warns(RuntimeWarning, match=r"train.precision=bf16 on a CPU without native bf16") as caught:
+    with pytest.warns(RuntimeWarning, match=r"run.precision=bf16 on a CPU without native bf16") as caught:
         make_grad_scaler("bf16", "cpu")
     assert len(caught) == 1
     with warnings.catch_warnings():

@@ -113,7 +113,7 @@ def test_c_product_kernel_equals_the_bmm_path(batch: int, length: int, kernel: i
         y = toeplitz_depthwise_conv1d_cbl(x, weight, bias, padding, native=native_path)
         inputs = [base, weight] + ([bias] if with_bias else [])
         results.append([y, *torch.autograd.grad(y, inputs, grad)])
-        assert y.grad_fn is not None and ("ToeplitzProduct" in type(y.grad_fn).__name__) == native_path
+        assert y.grad_fn is not None and ("metamixer_toeplitz_product" in type(y.grad_fn).__name__) == native_path
     for got, want in zip(*results):
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
     reference = F.conv1d(base.detach(), weight.detach(), None if bias is None else bias.detach(), padding=padding,
@@ -125,7 +125,7 @@ def test_c_product_kernel_is_not_used_for_other_dtypes() -> None:
     x = torch.randn(3, 4, 48, dtype=torch.float64)
     weight = torch.randn(3, 1, 51, dtype=torch.float64)
     y = toeplitz_depthwise_conv1d_cbl(x, weight, None, 25)
-    assert y.dtype == torch.float64 and "ToeplitzProduct" not in type(y.grad_fn or object()).__name__
+    assert y.dtype == torch.float64 and "metamixer_toeplitz_product" not in type(y.grad_fn or object()).__name__
     with pytest.raises(RuntimeError, match="float32 CPU"):
         toeplitz_depthwise_conv1d_cbl(x, weight, None, 25, native=True)
 
@@ -146,7 +146,7 @@ def test_direct_c_loop_equals_conv1d(batch: int, length: int, kernel: int, with_
     grad = torch.randn(batch, channels, length)
     inputs = [base, weight] + ([bias] if with_bias else [])
     y = direct_depthwise_conv1d_cbl(base.transpose(0, 1), weight, bias, native=True)
-    assert "DirectDepthwise" in type(y.grad_fn).__name__ and y.is_contiguous()
+    assert "metamixer_dwconv_cbl" in type(y.grad_fn).__name__ and y.is_contiguous()
     got = [y.transpose(0, 1), *torch.autograd.grad(y, inputs, grad.transpose(0, 1))]
     reference = F.conv1d(base, weight, bias, padding=kernel // 2, groups=channels)
     want = [reference, *torch.autograd.grad(reference, inputs, grad)]

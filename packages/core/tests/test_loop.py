@@ -134,6 +134,10 @@ def test_step_run_validates_on_cadence_and_stops_early(tmp_path: Path) -> None:
     assert load_checkpoint(tmp_path / "s" / "step_0000010.pth")["step"] == 10
     assert [h["step"] for h in result.history] == [5, 10, 15] and result.best_step == 5
     assert load_checkpoint(tmp_path / "s" / "best.pth")["step"] == 5
+    assert "validation at step 5 (epoch 1)" in (tmp_path / "s" / "log.txt").read_text()  # mid-epoch 1 of 6 steps
+    again, task = _fit(tmp_path, "s", task=Worse(), resume=tmp_path / "s" / "last.pth", epochs=None, steps=40,
+                       val_every=5, patience=2)
+    assert again.stopped == "early_stop" and again.step == 15 and task.calls == 0  # finished runs stay finished
 
 
 def test_nonfinite_loss_stops_naming_the_step_or_skips_the_batch(tmp_path: Path) -> None:

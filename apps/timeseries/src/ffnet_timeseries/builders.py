@@ -19,7 +19,7 @@ def resolve_data_file(cfg: DataConfig) -> tuple[Path, str]:
     """The CSV path and split layout for ``cfg`` (benchmark name -> its file under the data root)."""
     spec = DATASETS.get(cfg.dataset)
     layout = cfg.layout or (spec.layout if spec else "custom")
-    if cfg.path:
+    if cfg.path is not None:
         path = Path(cfg.path).expanduser()
         if not path.is_absolute() and not path.exists() and (data_root() / path).exists():
             path = data_root() / path
@@ -42,8 +42,6 @@ def build_data(cfg: DataConfig) -> ForecastData:
 
 
 def build_model(cfg: ModelConfig, n_vars: int, seq_len: int, pred_len: int) -> FFNetTS:
-    if cfg.mixing not in ("cross_variable", "channel_independent"):
-        raise FFNetError(f"model.mixing: expected 'cross_variable' or 'channel_independent', got {cfg.mixing!r}")
     if len(cfg.token_dropouts) != 2:
         raise FFNetError(f"model.token_dropouts: expected two values [hidden, out], got {cfg.token_dropouts}")
     return FFNetTS(
@@ -54,7 +52,7 @@ def build_model(cfg: ModelConfig, n_vars: int, seq_len: int, pred_len: int) -> F
         dims=list(cfg.dims),
         num_blocks=list(cfg.num_blocks),
         large_kernel=cfg.large_kernel,
-        small_kernel=cfg.small_kernel or None,
+        small_kernel=cfg.small_kernel,
         patch_size=cfg.patch_size,
         patch_stride=cfg.patch_stride,
         downsample_ratio=cfg.downsample_ratio,

@@ -1,48 +1,43 @@
-"""Training and evaluation loops (used by the train/evaluate/reproduce/quickstart commands).
+"""Forecasting on core's engine: a :class:`ForecastTask` for ``metamixer.train.loop.Trainer``, the exact split
+metrics, and :func:`train` (used by the train / reproduce / quickstart commands).
 
-Protocol (the authors' ``exp_FFNet``, cleaned up): Adam + MSE; lr set per epoch by a named schedule; after each
-epoch the exact validation MSE decides early stopping (patience per dataset); the best-validation weights are
-reloaded for the single test evaluation. Exact resume: ``last.pth`` holds model, optimizer, RNG, epoch and the
-early-stopping state; batch order is a pure function of (seed, epoch), so a resumed run replays the same batches.
+Protocol (the authors' ``exp_FFNet``, cleaned up): Adam + MSE; lr set per epoch by a named rule
+(``optim.schedule``, see :mod:`ffnet_timeseries.schedule`); after each epoch the exact validation MSE picks
+``best.pth`` and counts toward early stopping (``train.patience``, in validations); the best-validation weights are
+reloaded for the single test evaluation. The trainer owns the loop, checkpoints and exact resume (also mid-epoch:
+the batch order is a pure function of (seed, epoch), and :meth:`ForecastTask.train_batches` skips to a batch).
 """
 
 from __future__ import annotations
 
-import copy
 import math
 import time
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
 import torch.distributed as dist
 from torch import nn
+from torch.nn import functional as F
 
 from ffnet_timeseries.builders import build_data, build_model, model_memory_report
 from ffnet_timeseries.config import TSConfig
 from ffnet_timeseries.data import ForecastData, WindowDataset, WindowLoader
 from ffnet_timeseries.metrics import MetricAccumulator
-from ffnet_timeseries.schedule import lr_at_epoch
-from metamixer.train.allocator import keep_freed_memory
-from metamixer.train.amp import autocast, make_grad_scaler
-from metamixer.train.checkpoint import load_checkpoint, restore_checkpoint, save_checkpoint
-from metamixer.train.config import config_to_dict, save_config
-from metamixer.train.distributed import DistInfo, init_distributed, unwrap_model, wrap_ddp
+from ffnet_timeseries.schedule import EPOCH_SCHEDULES, epoch_schedule
+from metamixer.train.amp import autocast
+from metamixer.train.checkpoint import load_checkpoint
+from metamixer.train.config import config_to_dict
+from metamixer.train.distributed import DistInfo
 from metamixer.train.errors import FFNetError
 from metamixer.train.logger import RunLogger
-from metamixer.train.results import write_json
-from metamixer.train.seed import seed_everything
+from metamixer.train.loop import Task, Trainer, prepare_run
+from metamixer.train.results import write_results
+from metamixer.train.schedules import Schedule
+from metamixer.train.sections import OptimConfig
 
-__all__ = ["TrainResult", "evaluate_split", "predict", "train", "repeat_last_metrics", "pick_device"]
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise FFNetError(f"train.device={name!r} but CUDA is not available")
-    return torch.device(name)
+__all__ = ["ForecastTask", "TrainResult", "evaluate_split", "predict", "train", "repeat_last_metrics"]
 
 
 def _output_slice(features: str) -> slice:
@@ -73,7 +68,7 @@ def evaluate_split(
     """Exact metrics over every window of ``dataset`` (no window dropped, each counted once, even under DDP).
 
     With ``scaler`` the predictions and targets are mapped back to the data's units first (label them as such).
-    ``precision``: the forward pass under autocast (``train.precision``); metrics are always accumulated in fp32.
+    ``precision``: the forward pass under autocast (``run.precision``); metrics are always accumulated in fp32.
     """
     model.eval()
     out_slice = _output_slice(features)
@@ -111,9 +106,90 @@ def repeat_last_metrics(dataset: WindowDataset, features: str = "M", batch_size:
     return acc.compute()
 
 
+
+class ForecastTask(Task):
+    """MSE forecasting on the train windows; validation = exact MSE/MAE over every validation window.
+
+    Besides the trainer's own history, the task keeps one record per validation in the shape the reproduction
+    archive has always had (epoch 1-based, lr, train_mse, val_mse, val_mae, epoch_s[, test_mse, test_mae]).
+    """
+
+    monitor, monitor_mode = "mse", "min"
+
+    def __init__(self, cfg: TSConfig, data: ForecastData, model: nn.Module, info: DistInfo) -> None:
+        super().__init__(model)
+        self.cfg, self.data, self.info = cfg, data, info
+        self.loader = WindowLoader(data.train, cfg.train.batch_size, shuffle=True, drop_last=False, seed=cfg.run.seed,
+                                   rank=info.rank, world_size=info.world_size)
+        self.out_slice = _output_slice(cfg.data.features)
+        self.eval_batch_size = cfg.eval.batch_size or cfg.train.batch_size
+        self.history: list[dict[str, float]] = []
+        self.schedule: Schedule | None = None
+        self._optimizer_steps_per_epoch = 1
+        self._sq, self._n, self._since = 0.0, 0, time.time()
+
+    def steps_per_epoch(self) -> int:
+        return len(self.loader)
+
+    def train_batches(self, epoch: int, start: int = 0) -> Iterable[Any]:
+        self.loader.set_epoch(epoch + 1)  # seed + 1-based epoch: the permutations the old loop drew
+        return self.loader.batches(start)
+
+    def training_step(self, model: nn.Module, batch: Any) -> dict[str, torch.Tensor]:
+        x, y = batch
+        y = y.to(self.info.device)
+        loss = F.mse_loss(model(x.to(self.info.device))[..., self.out_slice].float(), y)
+        value = float(loss.detach())
+        if math.isfinite(value):
+            self._sq, self._n = self._sq + value * y.numel(), self._n + y.numel()
+        return {"loss": loss}
+
+    def lr_schedule(self, cfg: OptimConfig, total_steps: int, steps_per_epoch: int) -> Schedule:
+        self._optimizer_steps_per_epoch = steps_per_epoch
+        if cfg.schedule in EPOCH_SCHEDULES:
+            if cfg.warmup_steps or cfg.warmup_epochs or cfg.min_lr:
+                raise FFNetError(f"optim.schedule={cfg.schedule} sets the lr per epoch: optim.warmup_steps, "
+                                 "optim.warmup_epochs and optim.min_lr apply to constant and cosine only")
+            self.schedule = epoch_schedule(cfg.schedule, cfg.lr, steps_per_epoch, getattr(cfg, "first_epoch_lr_div", 25.0))
+        else:
+            self.schedule = super().lr_schedule(cfg, total_steps, steps_per_epoch)
+        return self.schedule
+
+    def score(self, model: nn.Module, dataset: WindowDataset) -> dict[str, float]:
+        """Exact metrics of ``model`` over every window of ``dataset`` (sharded over the ranks, summed)."""
+        return evaluate_split(model, dataset, self.eval_batch_size, self.info.device, self.cfg.data.features,
+                              self.info.rank, self.info.world_size, precision=self.cfg.run.precision)
+
+    def evaluate(self, model: nn.Module) -> dict[str, float]:
+        val = self.score(model, self.data.val)
+        metrics = {"mse": val["mse"], "mae": val["mae"]}
+        if self.cfg.eval.test_every_epoch:
+            test = self.score(model, self.data.test)
+            metrics.update(test_mse=test["mse"], test_mae=test["mae"])
+        return metrics
+
+    def on_validation(self, model: nn.Module, metrics: Mapping[str, float], step: int, logger: RunLogger) -> None:
+        record = {"epoch": math.ceil(step / self._optimizer_steps_per_epoch), "step": step,
+                  "lr": self.schedule(step - 1) if self.schedule is not None else float("nan"),
+                  "train_mse": self._sq / max(self._n, 1), "val_mse": metrics["mse"], "val_mae": metrics["mae"],
+                  "epoch_s": time.time() - self._since}
+        record.update({k: metrics[k] for k in ("test_mse", "test_mae") if k in metrics})
+        self.history.append(record)
+        logger.scalars({"train_mse": record["train_mse"], "lr": record["lr"]}, step, prefix="epoch/")
+        self._sq, self._n, self._since = 0.0, 0, time.time()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"history": self.history, "train_sq": self._sq, "train_n": self._n, "n_vars": self.data.n_vars}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.history = [dict(r) for r in state.get("history", [])]
+        self._sq, self._n = float(state.get("train_sq", 0.0)), int(state.get("train_n", 0))
+
+
 @dataclass
 class TrainResult:
-    """What a finished run reports (also written to ``results.json`` in the run folder)."""
+    """What a run reports. A finished one (``stopped`` completed | early_stop) also writes ``results.json`` in the
+    run folder: the shared results shape plus these fields (``test`` is kept for the reproduction archive)."""
 
     dataset: str
     pred_len: int
@@ -127,6 +203,7 @@ class TrainResult:
     repeat_last: dict[str, float] = field(default_factory=dict)
     history: list[dict[str, float]] = field(default_factory=list)
     output_dir: str = ""
+    stopped: str = "completed"
 
     def to_dict(self) -> dict[str, Any]:
         def clean(v: Any) -> Any:
@@ -141,140 +218,51 @@ class TrainResult:
         return clean(dict(self.__dict__))
 
 
-def _set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
-    for group in optimizer.param_groups:
-        group["lr"] = lr
-
-
 def train(cfg: TSConfig, resume: str | None = None, data: ForecastData | None = None, quiet: bool = False) -> TrainResult:
-    """Run one training job described by ``cfg``; returns the test metrics of the best-validation weights."""
-    started = time.time()
-    if cfg.train.threads > 0:
-        torch.set_num_threads(cfg.train.threads)
-    info: DistInfo = init_distributed(pick_device(cfg.train.device))
-    if info.device.type == "cpu":
-        keep_freed_memory()  # ~2x faster CPU steps: no page faults on every step's large activations
-    seed_everything(cfg.train.seed + info.rank)
-    out_dir = Path(cfg.output_dir)
-    logger = RunLogger(out_dir, enabled=info.is_main and not quiet, echo=not quiet) if info.is_main else RunLogger(out_dir, enabled=False)
-    if info.is_main:
-        save_config(cfg, out_dir / "config.yaml")
+    """Run one training job described by ``cfg``; returns the test metrics of the best-validation weights.
 
+    A run cut short by ``run.max_time`` / ``run.max_steps`` is scored too (its best weights so far) but writes no
+    ``results.json``: it is unfinished, resume it with ``resume=<run>/last.pth``."""
+    ctx = prepare_run(cfg.run, cfg, quiet=quiet)
+    log = ctx.logger
     data = data if data is not None else build_data(cfg.data)
     model = build_model(cfg.model, data.n_vars, cfg.data.seq_len, cfg.data.pred_len)
     n_params = sum(p.numel() for p in model.parameters())
-    logger.info(model_memory_report(model, cfg, data.n_vars))
-    logger.info(
-        f"data: {data.path} rows train/val/test {data.borders}; windows {len(data.train)}/{len(data.val)}/{len(data.test)}"
-    )
-    model = model.to(info.device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
-    grad_scaler = make_grad_scaler(cfg.train.precision, info.device)  # enabled for fp16 on CUDA only
-    scaler_state = grad_scaler if grad_scaler.is_enabled() else None  # what checkpoints carry
-    ddp_model = wrap_ddp(model, info)
-    loader = WindowLoader(
-        data.train, cfg.train.batch_size, shuffle=True, drop_last=False, seed=cfg.train.seed,
-        rank=info.rank, world_size=info.world_size,
-    )
-    eval_bs = cfg.train.eval_batch_size or cfg.train.batch_size
-    out_slice = _output_slice(cfg.data.features)
-    loss_fn = nn.MSELoss()
-
-    start_epoch, best_val, best_epoch, bad_epochs, history = 1, math.inf, 0, 0, []
-    earlier_s = 0.0  # wall time spent by the processes before a resume (so wall_s covers the whole run)
-    best_state: dict[str, torch.Tensor] | None = None
-    if resume:
-        ckpt = restore_checkpoint(resume, model=model, optimizer=optimizer, scaler=scaler_state, restore_rng=True)
-        state = ckpt.get("extra", {}).get("early_stopping", {})
-        start_epoch = int(ckpt["epoch"]) + 1
-        best_val, best_epoch = float(state.get("best_val", math.inf)), int(state.get("best_epoch", 0))
-        bad_epochs, history = int(state.get("bad_epochs", 0)), list(ckpt.get("extra", {}).get("history", []))
-        earlier_s = float(ckpt.get("extra", {}).get("elapsed_s", sum(h.get("epoch_s", 0.0) for h in history)))
-        best_path = Path(resume).with_name("best.pth")
-        if best_epoch > 0:
-            if not best_path.exists():
-                raise FFNetError(f"--resume {resume}: the best checkpoint {best_path} is missing (needed to finish the run)")
-            best_state = load_checkpoint(best_path)["model"]
-        logger.info(f"resumed from {resume} at epoch {start_epoch} (best val {best_val:.6f} @ epoch {best_epoch})")
-
-    stopped_early = bad_epochs >= cfg.train.patience and start_epoch > 1
-    epoch = start_epoch - 1
-    for epoch in range(start_epoch, cfg.train.epochs + 1):
-        if stopped_early:
-            break
-        t0 = time.time()
-        lr = lr_at_epoch(cfg.train.lr_schedule, cfg.train.lr, epoch, cfg.train.epochs, cfg.train.first_epoch_lr_div)
-        _set_lr(optimizer, lr)
-        loader.set_epoch(epoch)
-        ddp_model.train()
-        train_sq, train_n = 0.0, 0
-        steps = len(loader) if cfg.train.max_steps_per_epoch <= 0 else min(len(loader), cfg.train.max_steps_per_epoch)
-        batches = logger.progress(loader, total=steps, desc=f"epoch {epoch}") if cfg.train.progress else loader
-        out_of_time = False
-        for step, (x, y) in enumerate(batches):
-            if step >= steps:
-                break
-            if cfg.train.time_budget_s > 0 and time.time() - started > cfg.train.time_budget_s and step > 0:
-                out_of_time = True
-                break
-            x, y = x.to(info.device), y.to(info.device)
-            with autocast(info.device, cfg.train.precision):
-                pred = ddp_model(x)[..., out_slice]
-            loss = loss_fn(pred.float(), y)
-            optimizer.zero_grad(set_to_none=True)
-            grad_scaler.scale(loss).backward()
-            grad_scaler.step(optimizer)
-            grad_scaler.update()
-            train_sq += float(loss.detach()) * y.numel()
-            train_n += y.numel()
-        val = evaluate_split(model, data.val, eval_bs, info.device, cfg.data.features, info.rank, info.world_size,
-                             precision=cfg.train.precision)
-        record = {"epoch": epoch, "lr": lr, "train_mse": train_sq / max(train_n, 1), "val_mse": val["mse"],
-                  "val_mae": val["mae"], "epoch_s": time.time() - t0}
-        if cfg.train.test_every_epoch:
-            test = evaluate_split(model, data.test, eval_bs, info.device, cfg.data.features, info.rank, info.world_size,
-                                  precision=cfg.train.precision)
-            record.update(test_mse=test["mse"], test_mae=test["mae"])
-        history.append(record)
-        improved = val["mse"] < best_val
-        if improved:
-            best_val, best_epoch, bad_epochs = val["mse"], epoch, 0
-            best_state = copy.deepcopy(unwrap_model(model).state_dict())
-        else:
-            bad_epochs += 1
-        stopped_early = bad_epochs >= cfg.train.patience or out_of_time
-        logger.scalars({k: v for k, v in record.items() if k != "epoch"}, epoch, prefix="epoch/")
-        logger.info(
-            f"epoch {epoch}: lr {lr:.3g} train {record['train_mse']:.4f} val {val['mse']:.4f}"
-            + (f" test {record['test_mse']:.4f}" if "test_mse" in record else "")
-            + f" ({record['epoch_s']:.1f}s){' *' if improved else ''}"
-        )
-        if info.is_main and cfg.train.save_checkpoints:
-            extra = {"early_stopping": {"best_val": best_val, "best_epoch": best_epoch, "bad_epochs": bad_epochs},
-                     "history": history, "n_vars": data.n_vars, "elapsed_s": earlier_s + time.time() - started}
-            if improved:
-                save_checkpoint(out_dir / "best.pth", model=model, epoch=epoch, config=cfg, extra=extra)
-            save_checkpoint(out_dir / "last.pth", model=model, optimizer=optimizer, scaler=scaler_state, epoch=epoch,
-                            config=cfg, extra=extra)
-        if out_of_time:
-            logger.info(f"time budget of {cfg.train.time_budget_s:.0f}s spent: stopping after epoch {epoch}")
-        elif stopped_early:
-            logger.info(f"early stopping: no validation improvement for {cfg.train.patience} epochs")
-
-    if best_state is not None:
-        unwrap_model(model).load_state_dict(best_state)
-    test = evaluate_split(model, data.test, eval_bs, info.device, cfg.data.features, info.rank, info.world_size,
-                          precision=cfg.train.precision)
+    log.info(model_memory_report(model, cfg, data.n_vars))
+    log.info(f"data: {data.path} rows train/val/test {data.borders}; windows {len(data.train)}/{len(data.val)}/{len(data.test)}")
+    task = ForecastTask(cfg, data, model, ctx.info)
+    fit = Trainer(task, ctx, cfg.optim, cfg.train, cfg.run, config=cfg).fit(resume)
+    fit_end = time.time()
+    stopped = fit.stopped
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()  # best.pth is written by rank 0: every rank reads the finished file
+    best_epoch = 0
+    if fit.best_checkpoint is not None:
+        model.load_state_dict(load_checkpoint(fit.best_checkpoint)["model"])
+        best_epoch = next((int(r["epoch"]) for r in task.history if r["step"] == fit.best_step), 0)
+    test = task.score(model, data.test)
     result = TrainResult(
-        dataset=cfg.data.dataset, pred_len=cfg.data.pred_len, seed=cfg.train.seed, test=test, best_val_mse=best_val,
-        best_epoch=best_epoch, epochs_run=len(history), params=n_params, wall_s=earlier_s + time.time() - started,
-        repeat_last=repeat_last_metrics(data.test, cfg.data.features), history=history, output_dir=str(out_dir),
+        dataset=cfg.data.dataset, pred_len=cfg.data.pred_len, seed=cfg.run.seed, test=test,
+        best_val_mse=fit.best if fit.best is not None else math.inf, best_epoch=best_epoch,
+        epochs_run=len(task.history), params=n_params, wall_s=fit.wall_s + time.time() - fit_end,
+        repeat_last=repeat_last_metrics(data.test, cfg.data.features), history=task.history,
+        output_dir=str(ctx.output_dir), stopped=stopped,
     )
-    logger.info(
-        f"test (best epoch {best_epoch}): mse {test['mse']:.4f} mae {test['mae']:.4f} on {test['count'] // max(1, data.n_vars if cfg.data.features != 'MS' else 1) // cfg.data.pred_len} windows; "
-        f"repeat-last mse {result.repeat_last['mse']:.4f} mae {result.repeat_last['mae']:.4f}; {result.wall_s:.0f}s"
+    per_window = max(1, data.n_vars if cfg.data.features != "MS" else 1) * cfg.data.pred_len
+    log.info(
+        f"test (best epoch {best_epoch}): mse {test['mse']:.4f} mae {test['mae']:.4f} on {test['count'] // per_window} "
+        f"windows; repeat-last mse {result.repeat_last['mse']:.4f} mae {result.repeat_last['mae']:.4f}; {result.wall_s:.0f}s"
     )
-    if info.is_main:
-        write_json(out_dir / "results.json", {**result.to_dict(), "config": config_to_dict(cfg)})
-    logger.close()
+    if ctx.is_main and stopped in ("completed", "early_stop"):
+        record = result.to_dict()
+        write_results(ctx.output_dir / "results.json", metrics=record["test"],
+                      data={"dataset": cfg.data.dataset, "path": str(data.path), "split": "test", "windows": len(data.test),
+                            "seq_len": cfg.data.seq_len, "pred_len": cfg.data.pred_len, "features": cfg.data.features},
+                      checkpoint=fit.best_checkpoint, protocol={"weights": "best validation MSE",
+                                                                "space": "scaled (train-split standard scaler)"},
+                      **{k: v for k, v in record.items() if k != "wall_s"}, wall_s=record["wall_s"],
+                      config=config_to_dict(cfg))
+    elif stopped not in ("completed", "early_stop"):
+        log.info(f"run unfinished ({stopped}): no results.json; continue with --resume {ctx.output_dir / 'last.pth'}")
+    log.close()
     return result

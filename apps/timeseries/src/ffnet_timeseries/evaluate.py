@@ -1,14 +1,14 @@
-"""``ffnet-ts-eval --checkpoint runs/x/best.pth [--output DIR] [--unscaled] [data.path=... overrides]``
+"""``ffnet-ts-eval --checkpoint runs/x/best.pth [--output FILE] [--split test] [--unscaled] [key=value ...]``
 
-Evaluates a checkpoint on a split (default: test) -> ``eval.json`` (MSE/MAE/RMSE/MAPE/MSPE/RSE in the scaled
-space used by the literature, optionally also unscaled and labelled so) and ``forecast.png`` (a few windows of
-history, forecast and ground truth for the target variable).
+Evaluates a checkpoint on a split (default: test) -> ``results.json`` (the shared shape: MSE/MAE/RMSE/MAPE/MSPE/RSE
+in the scaled space used by the literature under ``metrics``, optionally also unscaled and labelled so) and, beside
+it, ``forecast.png`` (a few windows of history, forecast and ground truth for the target variable). Overrides
+(``data.path=my.csv``) change the checkpoint's own config.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -16,12 +16,15 @@ from typing import Any
 import torch
 
 from ffnet_timeseries.builders import build_data, build_model
-from ffnet_timeseries.config import TSConfig
-from ffnet_timeseries.engine import evaluate_split, pick_device, predict, repeat_last_metrics
+from ffnet_timeseries.config import TSConfig, upgrade_config
+from ffnet_timeseries.engine import evaluate_split, predict, repeat_last_metrics
 from ffnet_timeseries.weights import load_official_weights
 from metamixer.train.checkpoint import load_checkpoint, load_state_dict_checked
+from metamixer.train.cli import build_eval_parser
 from metamixer.train.config import apply_overrides, config_from_dict, config_to_dict, load_config
+from metamixer.train.device import resolve_device
 from metamixer.train.errors import FFNetError, run_cli
+from metamixer.train.results import write_results
 
 __all__ = ["main", "cli", "evaluate_checkpoint", "plot_forecasts"]
 
@@ -59,14 +62,16 @@ def evaluate_checkpoint(checkpoint: str | Path | None, overrides: Sequence[str] 
                         output: Path | None = None, windows: int = 4, device: str = "auto",
                         config: str | Path | None = None, weights: str | Path | None = None) -> dict[str, Any]:
     """Evaluate our checkpoint (``checkpoint``), or foreign weights (``weights``: e.g. the authors' FFNet-TS
-    state_dict, whose never-used modules are dropped) built from a recipe (``config``)."""
+    state_dict, whose never-used modules are dropped) built from a recipe (``config``). With ``output`` (a
+    ``results.json`` path) the results and ``forecast.png`` are written there."""
+    started = time.time()
     if (checkpoint is None) == (weights is None):
         raise FFNetError("give either --checkpoint (ours) or --weights with --config (e.g. an official state_dict)")
     if checkpoint is not None:
         ckpt = load_checkpoint(checkpoint)
         if not ckpt.get("config"):
             raise FFNetError(f"{checkpoint}: checkpoint has no config; cannot rebuild the model and data")
-        cfg_dict = ckpt["config"]
+        cfg_dict = upgrade_config(ckpt["config"])  # checkpoints of the old engine carry the old config shape
     else:
         if config is None:
             raise FFNetError("--weights needs --config RECIPE.yaml describing the model and data it was trained for")
@@ -79,13 +84,14 @@ def evaluate_checkpoint(checkpoint: str | Path | None, overrides: Sequence[str] 
     if split not in ("train", "val", "test"):
         raise FFNetError(f"--split: expected train, val or test, got {split!r}")
     data = build_data(cfg.data)
-    trained_vars = int(ckpt.get("extra", {}).get("n_vars", data.n_vars))
+    extra = ckpt.get("extra", {})
+    trained_vars = int(extra.get("task", {}).get("n_vars", extra.get("n_vars", data.n_vars)))
     if trained_vars != data.n_vars:
         raise FFNetError(
             f"{checkpoint}: model was trained for {trained_vars} variables but {data.path} gives {data.n_vars} "
             f"(features={cfg.data.features!r}); evaluate it on data with the same columns"
         )
-    dev = pick_device(device)
+    dev = resolve_device(device, key="--device")
     model = build_model(cfg.model, data.n_vars, cfg.data.seq_len, cfg.data.pred_len)
     if weights is not None:
         dropped = load_official_weights(model, weights)
@@ -94,52 +100,59 @@ def evaluate_checkpoint(checkpoint: str | Path | None, overrides: Sequence[str] 
         dropped = []
     model = model.to(dev).eval()
     dataset = getattr(data, split)
-    bs = cfg.train.eval_batch_size or cfg.train.batch_size
+    bs = cfg.eval.batch_size or cfg.train.batch_size
     result: dict[str, Any] = {
         "checkpoint": str(checkpoint), "dataset": cfg.data.dataset, "data_path": str(data.path), "split": split,
         "pred_len": cfg.data.pred_len, "seq_len": cfg.data.seq_len, "features": cfg.data.features,
         "windows": len(dataset), "epoch": ckpt.get("epoch"), "ignored_unused_keys": len(dropped),
-        "metrics_scaled": evaluate_split(model, dataset, bs, dev, cfg.data.features, precision=cfg.train.precision),
+        "metrics_scaled": evaluate_split(model, dataset, bs, dev, cfg.data.features, precision=cfg.run.precision),
         "repeat_last_scaled": repeat_last_metrics(dataset, cfg.data.features),
     }
     if unscaled:
         if data.scaler is None:
             raise FFNetError("--unscaled: this run used data.scale=false, its metrics are already in data units")
         result["metrics_unscaled"] = evaluate_split(model, dataset, bs, dev, cfg.data.features, scaler=data.scaler,
-                                                    precision=cfg.train.precision)
+                                                    precision=cfg.run.precision)
     if output is not None:
-        output.mkdir(parents=True, exist_ok=True)
         picks = torch.linspace(0, len(dataset) - 1, steps=min(windows, len(dataset))).long().tolist()
         hist, fc, truth = predict(model, dataset, picks, dev)
         png = plot_forecasts(hist, fc, truth, data.n_vars - 1, f"{cfg.data.dataset} {split} target {data.columns[-1]!r}",
-                             output / "forecast.png") if windows > 0 else None
+                             output.parent / "forecast.png") if windows > 0 else None
         result["plot"] = str(png) if png else None
-        result["config"] = config_to_dict(cfg)
-        (output / "eval.json").write_text(json.dumps(result, indent=2, default=lambda v: None))
+        write_results(
+            output, metrics=result["metrics_scaled"],
+            data={"dataset": cfg.data.dataset, "path": str(data.path), "split": split, "windows": len(dataset),
+                  "seq_len": cfg.data.seq_len, "pred_len": cfg.data.pred_len, "features": cfg.data.features},
+            checkpoint=checkpoint,
+            protocol={"space": "scaled (train-split standard scaler)", "precision": cfg.run.precision,
+                      "weights": "official state_dict" if weights is not None else "ours"},
+            wall_s=round(time.time() - started, 2), epoch=result["epoch"], repeat_last=result["repeat_last_scaled"],
+            metrics_unscaled=result.get("metrics_unscaled"), ignored_unused_keys=len(dropped), plot=result["plot"],
+            config=config_to_dict(cfg),
+        )
     return result
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="ffnet-ts-eval", description="Evaluate an FFNet-TS checkpoint (MSE/MAE JSON + plot).")
-    parser.add_argument("--checkpoint", default=None, help="best.pth / last.pth written by ffnet-ts-train")
-    parser.add_argument("--weights", default=None, help="a plain/official FFNet-TS state_dict (needs --config)")
+    parser = build_eval_parser("ffnet-ts-eval", "Evaluate an FFNet-TS checkpoint (results.json + forecast plot).",
+                               checkpoint_required=False)
+    parser.add_argument("--weights", default=None, help="instead of --checkpoint: a plain/official FFNet-TS "
+                        "state_dict (needs --config)")
     parser.add_argument("--config", default=None, help="recipe YAML for --weights, e.g. recipes/ETTh1_96.yaml")
-    parser.add_argument("--split", default="test")
-    parser.add_argument("--output", default=None, help="folder for eval.json and forecast.png (default: next to the checkpoint)")
+    parser.add_argument("--split", default="test", choices=("train", "val", "test"))
     parser.add_argument("--unscaled", action="store_true", help="also report metrics in data units (labelled metrics_unscaled)")
-    parser.add_argument("--windows", type=int, default=4, help="forecast windows to plot")
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("overrides", nargs="*", metavar="key.sub=value", help="e.g. data.path=my.csv")
+    parser.add_argument("--windows", type=int, default=4, help="forecast windows to plot (0: no plot)")
+    parser.add_argument("--device", default="auto", help="auto (cuda if available, else cpu) | cpu | cuda | cuda:N | mps")
     args = parser.parse_args(argv)
     source = args.checkpoint or args.weights
     if source is None:
         raise FFNetError("give --checkpoint PATH (or --weights PATH --config RECIPE.yaml)")
-    output = Path(args.output) if args.output else Path(source).parent / f"eval_{args.split}"
+    output = Path(args.output) if args.output else Path(source).parent / f"eval_{args.split}" / "results.json"
     result = evaluate_checkpoint(args.checkpoint, args.overrides, args.split, args.unscaled, output, args.windows,
                                  args.device, config=args.config, weights=args.weights)
     m = result["metrics_scaled"]
     print(f"{result['dataset']} {args.split} ({result['windows']} windows): mse {m['mse']:.4f} mae {m['mae']:.4f} "
-          f"(repeat-last mse {result['repeat_last_scaled']['mse']:.4f}); wrote {output / 'eval.json'}")
+          f"(repeat-last mse {result['repeat_last_scaled']['mse']:.4f}); wrote {output}")
     return 0
 
 

@@ -11,10 +11,17 @@ import argparse
 from dataclasses import dataclass
 from pathlib import Path
 
-from ffnet_timeseries.config import DataConfig, ModelConfig, TrainConfig, TSConfig
+from ffnet_timeseries.config import (
+    DataConfig,
+    ModelConfig,
+    TSConfig,
+    TSOptimConfig,
+    TSRunConfig,
+    TSTrainConfig,
+)
 from metamixer.train.config import save_config
 
-__all__ = ["HORIZONS", "RECIPES", "Recipe", "recipe_config"]
+__all__ = ["HORIZONS", "RECIPES", "Recipe", "recipe_config", "cpu_quickstart_config"]
 
 HORIZONS = (96, 192, 336, 720)
 
@@ -57,11 +64,24 @@ def recipe_config(dataset: str, pred_len: int, seed: int = 2021, output_dir: str
         raise FFNetError(f"no recipe for pred_len={pred_len}; recipes exist for {HORIZONS}")
     r, i = RECIPES[dataset], HORIZONS.index(pred_len)
     return TSConfig(
+        run=TSRunConfig(output_dir=output_dir or f"runs/timeseries/{dataset}_{pred_len}", seed=seed),
         data=DataConfig(dataset=dataset, seq_len=96, pred_len=pred_len),
         model=ModelConfig(ffn_ratio=r.ffn_ratio, dropout=r.dropout[i], head_dropout=r.head_dropout[i]),
-        train=TrainConfig(batch_size=r.batch_size[i], patience=r.patience[i], lr=r.lr, seed=seed, epochs=100),
-        output_dir=output_dir or f"runs/timeseries/{dataset}_{pred_len}",
+        optim=TSOptimConfig(name="adam", lr=r.lr, schedule="official_type3"),
+        train=TSTrainConfig(epochs=100, batch_size=r.batch_size[i], patience=r.patience[i]),
     )
+
+
+def cpu_quickstart_config(output_dir: str = "runs/timeseries/cpu_ETTh1_96") -> TSConfig:
+    """The CPU-sized smoke run of ``ffnet-ts-quickstart`` (``recipes/cpu_ETTh1_96.yaml`` holds the same values):
+    the real ETTh1-96 model and protocol, but 45 steps of batch 128 at lr 1e-3, validating every 15 steps (each
+    a short "epoch" before this engine), and a 100 s training limit."""
+    cfg = recipe_config("ETTh1", 96, seed=2021, output_dir=output_dir)
+    cfg.run.threads, cfg.run.max_time = 2, 100.0
+    cfg.optim.lr, cfg.optim.schedule = 1e-3, "constant"
+    cfg.train = TSTrainConfig(epochs=None, steps=45, val_every=15, save_every=15, batch_size=128)
+    cfg.eval.batch_size = 512
+    return cfg
 
 
 def write_recipes(folder: Path) -> list[Path]:

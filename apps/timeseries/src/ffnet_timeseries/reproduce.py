@@ -4,7 +4,7 @@ paper-style table (mean +- std over seeds) as Markdown + JSON.
 Restartable: a job whose ``results.json`` exists is read, not re-run; a job with a ``last.pth`` resumes exactly.
 The table is rewritten after every job, so an interrupted reproduction still documents what finished.
 
-    ffnet-ts-reproduce --plan paper --output runs/ts_repro --table docs/timeseries_results train.threads=2
+    ffnet-ts-reproduce --plan paper --output runs/ts_repro --table docs/timeseries_results run.threads=2
     ffnet-ts-reproduce --datasets ETTh1 --horizons 96 192 --seeds 2021 --output runs/x --table runs/x/table
     ffnet-ts-reproduce --output runs/x --collect     # table of everything finished under runs/x
     ffnet-ts-reproduce --output runs/x --archive docs/timeseries_runs --collect --table docs/timeseries_results
@@ -13,9 +13,11 @@ The table is rewritten after every job, so an interrupted reproduction still doc
 committed, so results add up across sessions and machines: every job that finishes is copied there, and the
 table is built from the archive plus ``--output``. Runs of one (dataset, horizon) row must share their config up
 to the seed; an archive file with ``rows`` (a table whose per-run files were not kept) contributes its rows'
-seeds through their mean/std, combined exactly with the runs of other seeds.
+seeds through their mean/std, combined exactly with the runs of other seeds. Configs are compared in today's
+shape: an archived run's config of the old shape is read through :func:`ffnet_timeseries.config.upgrade_config`
+and the config class (so a key added since reads as its default, e.g. ``run.precision: fp32``).
 
-Parallel jobs: start the same command once per core (with ``train.threads=1``); the processes share the plan
+Parallel jobs: start the same command once per core (with ``run.threads=1``); the processes share the plan
 through lock files in the job folders (each job is trained once) and each rewrites the table when it finishes.
 """
 
@@ -31,10 +33,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ffnet_timeseries.config import TSConfig
+from ffnet_timeseries.config import TSConfig, upgrade_config
 from ffnet_timeseries.recipes import HORIZONS, RECIPES, recipe_config
 from metamixer.train.cli import build_parser
-from metamixer.train.config import apply_overrides, config_from_dict, config_to_dict
+from metamixer.train.config import ConfigError, apply_overrides, config_from_dict, config_to_dict
 from metamixer.train.errors import FFNetError, run_cli
 from metamixer.train.results import write_json
 
@@ -74,12 +76,17 @@ def _job_dir(root: Path, dataset: str, horizon: int, seed: int) -> Path:
 
 
 #: config fields that may differ between the seeds of one table row (they do not change what is trained)
-_RUN_ONLY_FIELDS = {("train", "seed"), ("train", "threads"), ("train", "progress"), ("train", "device"),
-                    ("train", "save_checkpoints"), ("output_dir",)}
+_RUN_ONLY_FIELDS = {("run", "seed"), ("run", "threads"), ("run", "device"), ("run", "output_dir"),
+                    ("run", "max_time"), ("run", "max_steps"), ("train", "progress"), ("train", "log_every"),
+                    ("train", "save_every")}
 
 
-#: fields added after runs were archived, with the value that a config written before them had implicitly
-_ADDED_FIELDS: dict[tuple[str, ...], Any] = {("train", "precision"): "fp32"}
+def normalized_config(config: dict[str, Any], source: str = "results") -> dict[str, Any]:
+    """A run's config (today's shape or the old one, whole or partial) as the full config of today's shape."""
+    try:
+        return config_to_dict(config_from_dict(TSConfig, upgrade_config(config), source=source))
+    except (ConfigError, FFNetError) as exc:
+        raise FFNetError(f"{source}: config not readable as a TSConfig: {exc}") from None
 
 
 def _config_differences(a: dict[str, Any], b: dict[str, Any], prefix: tuple[str, ...] = ()) -> list[str]:
@@ -88,8 +95,7 @@ def _config_differences(a: dict[str, Any], b: dict[str, Any], prefix: tuple[str,
         path = (*prefix, key)
         if path in _RUN_ONLY_FIELDS:
             continue
-        implicit = _ADDED_FIELDS.get(path)
-        x, y = a.get(key, implicit), b.get(key, implicit)
+        x, y = a.get(key), b.get(key)
         if isinstance(x, dict) and isinstance(y, dict):
             out += _config_differences(x, y, path)
         elif x != y:
@@ -98,7 +104,8 @@ def _config_differences(a: dict[str, Any], b: dict[str, Any], prefix: tuple[str,
 
 
 def _check_same_recipe(dataset: str, horizon: int, runs: list[dict[str, Any]]) -> None:
-    configs = [(r["seed"], r["config"]) for r in runs if r.get("config")]
+    configs = [(r["seed"], normalized_config(r["config"], f"{dataset}-{horizon} seed {r['seed']}"))
+               for r in runs if r.get("config")]
     for seed, config in configs[1:]:
         diff = _config_differences(configs[0][1], config)
         if diff:
@@ -144,7 +151,7 @@ def summarize(results: list[dict[str, Any]], prior_rows: Sequence[dict[str, Any]
         mse_m, mse_s = _pooled(prior, "mse", [r["test"]["mse"] for r in runs])
         mae_m, mae_s = _pooled(prior, "mae", [r["test"]["mae"] for r in runs])
         first = runs[0] if runs else None
-        caps = {int(r.get("config", {}).get("train", {}).get("epochs", 0)) for r in runs}
+        caps = {int(r.get("config", {}).get("train", {}).get("epochs") or 0) for r in runs}
         table.append({
             "dataset": dataset, "pred_len": horizon, "seeds": sorted(seeds + list(prior["seeds"] if prior else [])),
             "mse": mse_m, "mse_std": mse_s, "mae": mae_m, "mae_std": mae_s,
@@ -350,7 +357,7 @@ def _job_config(dataset: str, horizon: int, seed: int, job_dir: Path, overrides:
     if overrides:
         merged = apply_overrides(config_to_dict(cfg), list(overrides), cls=TSConfig, source="command line")
         cfg = config_from_dict(TSConfig, merged, source="command line")
-    cfg.output_dir = str(job_dir)
+    cfg.run.output_dir = str(job_dir)
     return cfg
 
 
@@ -399,6 +406,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{left} of {len(jobs)} jobs left to train", flush=True)
         return 0
     from ffnet_timeseries.engine import train  # heavy import only when running
+    from metamixer.train.allocator import keep_freed_memory
+    from metamixer.train.device import resolve_device
+
+    if any(resolve_device(cfg.run.device).type == "cpu" for cfg in configs.values()):
+        keep_freed_memory()  # ~2x faster CPU steps: no page faults on every step's large activations
 
     results: list[dict[str, Any]] = []
     # seeds that only an archived table holds (their per-run files are gone): done, counted through the table

@@ -61,9 +61,14 @@ class WindowLoader:
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        return self.batches()
+
+    def batches(self, start: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """The epoch's batches from batch index ``start`` on: a resumed run skips the done ones without
+        gathering them (the order itself is one ``randperm``)."""
         order = self._indices()
-        for start in range(0, len(order), self.batch_size):
-            batch = order[start : start + self.batch_size]
+        for first in range(start * self.batch_size, len(order), self.batch_size):
+            batch = order[first : first + self.batch_size]
             if self.drop_last and len(batch) < self.batch_size:
                 break
             yield self.dataset.get_batch(batch)

@@ -2,7 +2,7 @@
 
 bf16 has fp32's exponent range, so it needs no loss scaling and also works on CPU; fp16 overflows without a
 GradScaler, which only CUDA needs/supports well. Keeping both decisions here means every app handles
-``train.precision=...`` the same way.
+``run.precision=...`` the same way.
 """
 
 from __future__ import annotations
@@ -77,8 +77,8 @@ def make_grad_scaler(precision: str, device: str | torch.device) -> torch.amp.Gr
     precision_dtype(precision)
     device_type = _device_type(device)
     if device_type == "cpu" and not cpu_runs_fast(precision):
-        warnings.warn(f"train.precision={precision} on a CPU without native {precision} matrix kernels "
+        warnings.warn(f"run.precision={precision} on a CPU without native {precision} matrix kernels "
                       f"(PyTorch reports none: no AVX-512 {precision.upper()} or AMX): its matmuls run many times "
-                      f"slower than fp32 here; use train.precision=fp32", RuntimeWarning, stacklevel=2)
+                      f"slower than fp32 here; use run.precision=fp32", RuntimeWarning, stacklevel=2)
     enabled = precision == "fp16" and device_type == "cuda"
     return torch.amp.GradScaler(device_type if device_type == "cuda" else "cpu", enabled=enabled)

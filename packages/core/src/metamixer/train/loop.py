@@ -287,7 +287,8 @@ class Trainer:
             else:
                 state.bad_validations += 1
         shown = " ".join(f"{k} {v:.4g}" for k, v in metrics.items())
-        self.log.info(f"validation at step {state.step} (epoch {state.epoch}): {shown}{' *' if improved else ''}")
+        epoch = state.epoch + 1 if state.batch > 0 else state.epoch  # mid-epoch: the epoch in progress
+        self.log.info(f"validation at step {state.step} (epoch {epoch}): {shown}{' *' if improved else ''}")
         return self.cfg.patience is not None and state.bad_validations >= self.cfg.patience
 
     def _windows(self, state: _State, spe: int) -> Iterator[list[Any]]:
@@ -371,10 +372,13 @@ class Trainer:
         total = cfg.steps if cfg.steps is not None else cfg.epochs * steps_per_epoch
         self.schedule = task.lr_schedule(self.optim_cfg, total, steps_per_epoch)
         state = self._restore(resume, _State()) if resume else _State()
+        if cfg.patience is not None and state.bad_validations >= cfg.patience:
+            stopped = "early_stop"  # the run had stopped early when this checkpoint was written: it stays finished
+        else:
+            stopped = "completed"
         self.wrapped = wrap_ddp(self.model, self.ctx.info)
         epoch_run = cfg.epochs is not None
         earlier = state.elapsed_s
-        stopped = "completed"
         last_path: Path | None = None
         saved_at = -1
         running: dict[str, float] = {}
