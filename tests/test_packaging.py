@@ -21,7 +21,7 @@ DIST_MODULES = {
     "kornia": {"kornia"}, "onnx": {"onnx"}, "onnxruntime": {"onnxruntime"}, "onnxscript": {"onnxscript"},
     "pandas": {"pandas"}, "matplotlib": {"matplotlib"}, "spconv": {"spconv"}, "spconv-cu120": {"spconv"},
     "spconv-cu121": {"spconv"}, "spconv-cu124": {"spconv"}, "spconv-cu126": {"spconv"},
-    "diffusers": {"diffusers"}, "timm": {"timm"}, "torchvision": {"torchvision"}, "metamixer": {"metamixer"},
+    "opencv-python-headless": {"cv2"}, "diffusers": {"diffusers"}, "timm": {"timm"}, "torchvision": {"torchvision"}, "metamixer": {"metamixer"},
     "pytest": {"pytest"}, "safetensors": {"safetensors"}, "plyfile": {"plyfile"}, "imageio": {"imageio"},
     "pytest-timeout": set(), "ruff": set(), "psutil": {"psutil"}, "tabulate": {"tabulate"},
 }
@@ -96,6 +96,14 @@ def test_app_metadata_and_console_scripts(pkg: Path):
     assert proj.get("version"), "every package carries its own version"
     deps = {_dist_name(r) for r in proj.get("dependencies", [])}
     assert "metamixer" in deps, f"{pkg.name} must depend on core by name"
+    core = next(r for r in proj["dependencies"] if _dist_name(r) == "metamixer")
+    core_version = _project(ROOT / "packages" / "core")["version"]
+    from packaging.specifiers import SpecifierSet
+    from packaging.requirements import Requirement
+
+    spec = Requirement(core).specifier
+    assert "~=" in str(spec), f"{pkg.name}: depend on core with a compatible-version specifier, not {core!r}"
+    assert core_version in spec and "1.0.0" not in SpecifierSet(str(spec)), f"{pkg.name}: {core!r} vs core {core_version}"
     assert not any("+cpu" in r for r in proj.get("dependencies", [])), "never pin a +cpu torch build"
     scripts = proj.get("scripts", {})
     assert scripts, f"{pkg.name} defines no console scripts"

@@ -209,15 +209,6 @@ def test_import_does_not_import_timm() -> None:
     assert out.stdout.strip() == "False"
 
 
-def test_timm_registration_when_installed() -> None:
-    timm = pytest.importorskip("timm")
-    from ffnet_classification import register_timm
-
-    assert register_timm()
-    model = timm.create_model("ffnet_1", num_classes=10, pretrained=False)
-    assert isinstance(model, FFNet) and model.num_classes == 10
-
-
 def test_cpu_inference_layout_is_the_fused_model() -> None:
     from ffnet_classification.models.cpu_opt import ChannelMultiplierConv2d, optimize_for_cpu
 

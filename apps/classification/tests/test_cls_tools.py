@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import pytest
@@ -51,18 +52,36 @@ def test_onnx_and_torchscript_export_match_pytorch(tmp_path: Path) -> None:
     torch.manual_seed(0)
     model = create_model("ffnet_1", num_classes=10, drop_path_rate=0.3,
                          **dict(TINY, channel_kernels=[7, 7, 7, 7], layer_scale_init=1e-2))
-    report = export_model(model, tmp_path, "tiny", input_size=64)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        report = export_model(model, tmp_path, "tiny", input_size=64)
+    # the legacy TorchScript-based ONNX exporter (dynamo=False) warns DeprecationWarning in torch 2.13
+    deprecations = [str(w.message) for w in caught if issubclass(w.category, (DeprecationWarning, FutureWarning))]
+    assert not deprecations, deprecations
     onnx_r, ts_r = report["onnx"], report["torchscript"]
     assert onnx_r["max_abs_diff"] < 1e-4 and ts_r["max_abs_diff"] < 1e-4
     assert not onnx_r["forbidden_ops"] and not ts_r["forbidden_ops"]
     assert "BatchNormalization" not in onnx_r["ops"] or onnx_r["ops"].count("BatchNormalization") == 1
     assert Path(onnx_r["path"]).is_file() and Path(ts_r["path"]).is_file()
+    assert onnx_r["opset"] == 18 and onnx_r["checked_batch"] == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["export.json", "tiny_64.onnx", "tiny_64.pt"]  # no .data
     # the fused graph is smaller: no BN of the mixers, one DW conv per RepVGG block
     import onnx
+    import onnxruntime as ort
 
-    convs = sum(n.op_type == "Conv" for n in onnx.load(onnx_r["path"]).graph.node)
-    fused_convs = sum(isinstance(m, torch.nn.Conv2d) for m in model.fuse().modules())
+    proto = onnx.load(onnx_r["path"])
+    convs = sum(n.op_type == "Conv" for n in proto.graph.node)
+    fused = model.fuse().eval()
+    fused_convs = sum(isinstance(m, torch.nn.Conv2d) for m in fused.modules())
     assert convs == fused_convs < sum(isinstance(m, torch.nn.Conv2d) for m in model.modules())
+    # the promised dynamic batch: symbolic in the graph, and a batch of 3 (example: 1) runs and matches
+    assert [(i.name, i.type.tensor_type.shape.dim[0].dim_param) for i in proto.graph.input] == [("images", "batch")]
+    x = torch.randn(3, 3, 64, 64, generator=torch.Generator().manual_seed(5))
+    sess = ort.InferenceSession(onnx_r["path"], providers=["CPUExecutionProvider"])
+    (out,) = sess.run(["logits"], {"images": x.numpy()})
+    with torch.no_grad():
+        ref = fused(x)
+    assert out.shape == (3, 10) and torch.allclose(torch.from_numpy(out), ref, atol=1e-4)
 
 
 def test_evaluate_fused_by_default_unfused_and_ema_results_json(run_checkpoint: tuple[Path, Path], tmp_path: Path,

@@ -33,6 +33,9 @@ from metamixer.train.config import load_config
 from metamixer.train.datadir import data_root
 from metamixer.train.errors import FFNetError
 
+# the tiny configs below run 7 steps an epoch on purpose; the few-steps warning is tested in test_timeseries_csvcheck
+pytestmark = pytest.mark.filterwarnings("ignore:train.batch_size=.* optimizer steps? per epoch:UserWarning")
+
 RECIPE_DIR = Path(__file__).resolve().parents[1] / "recipes"
 ETTH1 = data_root() / "ts" / "ETT-small" / "ETTh1.csv"
 

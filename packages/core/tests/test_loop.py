@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 from dataclasses import replace
 from pathlib import Path
@@ -294,3 +295,34 @@ def test_eval_parser_without_overrides_rejects_key_value_tokens(capsys: pytest.C
     with pytest.raises(SystemExit) as info:
         parser.parse_args(["--checkpoint", "c.pth", "eval.batch_size=2"])
     assert info.value.code == 2 and "takes no key=value settings" in capsys.readouterr().err
+
+
+def test_file_size_limit_keeps_the_previous_checkpoint_and_says_so(tmp_path: Path) -> None:
+    """A real write failure, not a patched one: under ``ulimit -f`` (RLIMIT_FSIZE) in a fresh interpreter the
+    kernel refuses the checkpoint write; the run stops with one message, last.pth stays the previous one."""
+    import subprocess
+    import sys
+    import textwrap
+
+    _fit(tmp_path, "fsize", epochs=1)
+    last = tmp_path / "fsize" / "last.pth"
+    before = _weights(last)
+    limit = last.stat().st_size // 2
+    child = textwrap.dedent(f"""
+        import resource, sys
+        sys.path.insert(0, {str(Path(__file__).parent)!r})
+        from pathlib import Path
+        from test_loop import _fit
+        from metamixer.train.errors import FFNetError
+        resource.setrlimit(resource.RLIMIT_FSIZE, ({limit}, {limit}))
+        try:
+            _fit(Path({str(tmp_path)!r}), "fsize", epochs=2, resume=Path({str(last)!r}))
+        except FFNetError as exc:
+            print(exc)
+            sys.exit(2)
+    """)
+    out = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2, out.stderr[-2000:]
+    assert re.search(r"could not write checkpoint .*\.pth: File too large; the previous \S+ is intact", out.stdout)
+    _same(before, _weights(last))
+    assert not list((tmp_path / "fsize").glob(".*.tmp"))

@@ -86,6 +86,8 @@ def preprocess_scannet_scene(scene_dir: Path, out_dir: Path) -> Path:
     faces = mesh.get("face", {}).get("vertex_indices")
     if faces is None:
         faces = mesh.get("face", {}).get("vertex_index")
+    if faces is not None and len(faces) and (faces.dtype == object or faces.ndim != 2 or faces.shape[1] != 3):
+        raise FFNetError(f"{mesh_path}: expected a triangle mesh (3 vertex indices per face)")
     normal = (
         mesh_vertex_normals(coord, np.asarray(faces))
         if faces is not None and len(faces)

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import torch
 
 from ffnet_timeseries.config import DataConfig, ModelConfig, TSConfig
 from ffnet_timeseries.data import DATASETS, ForecastData, load_forecast_data
-from ffnet_timeseries.models import FFNetTS
+from ffnet_timeseries.models import FFNetTS, create_model
 from metamixer.train.datadir import data_path, data_root
 from metamixer.train.errors import FFNetError
 
@@ -35,37 +36,24 @@ def resolve_data_file(cfg: DataConfig) -> tuple[Path, str]:
 
 
 def build_data(cfg: DataConfig) -> ForecastData:
+    """Load ``cfg``'s CSV; a benchmark name also brings its documented irregular rows (kept, as TSLib does)."""
     path, layout = resolve_data_file(cfg)
+    spec = DATASETS.get(cfg.dataset)
     return load_forecast_data(
-        path, layout, cfg.seq_len, cfg.pred_len, cfg.features, cfg.target, cfg.scale, cfg.date_column  # type: ignore[arg-type]
+        path, layout, cfg.seq_len, cfg.pred_len, cfg.features, cfg.target, cfg.scale, cfg.date_column,  # type: ignore[arg-type]
+        delimiter=cfg.delimiter, sort_timestamps=cfg.sort_timestamps, allow_irregular=cfg.allow_irregular,
+        known_irregular_rows=spec.known_irregular_rows if spec else (),
     )
 
 
 def build_model(cfg: ModelConfig, n_vars: int, seq_len: int, pred_len: int) -> FFNetTS:
+    """The ``model`` section through the one factory, :func:`~ffnet_timeseries.models.create_model` (every
+    section key is one of its options, under the same name)."""
     if len(cfg.token_dropouts) != 2:
         raise FFNetError(f"model.token_dropouts: expected two values [hidden, out], got {cfg.token_dropouts}")
-    return FFNetTS(
-        n_vars,
-        seq_len,
-        pred_len,
-        ffn_ratio=cfg.ffn_ratio,
-        dims=list(cfg.dims),
-        num_blocks=list(cfg.num_blocks),
-        large_kernel=cfg.large_kernel,
-        small_kernel=cfg.small_kernel,
-        patch_size=cfg.patch_size,
-        patch_stride=cfg.patch_stride,
-        downsample_ratio=cfg.downsample_ratio,
-        token_expansion=cfg.token_expansion,
-        dropout=cfg.dropout,
-        token_dropouts=tuple(cfg.token_dropouts),
-        channel_out_dropout=cfg.channel_out_dropout,
-        head_dropout=cfg.head_dropout,
-        mixing=cfg.mixing,
-        revin=cfg.revin,
-        affine=cfg.affine,
-        subtract_last=cfg.subtract_last,
-    )
+    options = dataclasses.asdict(cfg)
+    options["token_dropouts"] = tuple(options["token_dropouts"])
+    return create_model(n_vars, seq_len, pred_len, **options)
 
 
 def model_memory_report(model: torch.nn.Module, cfg: TSConfig, n_vars: int) -> str:

@@ -32,6 +32,10 @@ class DataConfig:
     seq_len: int = bounded(96, ge=1)
     pred_len: int = bounded(96, ge=1)
     scale: bool = True
+    # CSV reading (docs/timeseries.md, "Input CSVs: checks and options"); the defaults read every shipped benchmark unchanged
+    delimiter: Literal[",", ";", "\t", "|", "comma", "semicolon", "tab", "pipe"] | None = None  # null = from the header
+    sort_timestamps: bool = False  # sort rows by date_column when loading (else out-of-order rows are an error)
+    allow_irregular: bool = False  # accept steps other than the dominant one (gaps); never duplicates
 
     def __post_init__(self) -> None:
         if self.path == "":

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,7 +24,7 @@ from torch.nn import functional as F
 
 from ffnet_timeseries.builders import build_data, build_model, model_memory_report
 from ffnet_timeseries.config import TSConfig
-from ffnet_timeseries.data import ForecastData, WindowDataset, WindowLoader
+from ffnet_timeseries.data import ForecastData, WindowDataset, WindowLoader, few_steps_advice
 from ffnet_timeseries.metrics import MetricAccumulator
 from ffnet_timeseries.schedule import EPOCH_SCHEDULES, epoch_schedule
 from metamixer.train.amp import autocast
@@ -230,7 +231,13 @@ def train(cfg: TSConfig, resume: str | None = None, data: ForecastData | None = 
     n_params = sum(p.numel() for p in model.parameters())
     log.info(model_memory_report(model, cfg, data.n_vars))
     log.info(f"data: {data.path} rows train/val/test {data.borders}; windows {len(data.train)}/{len(data.val)}/{len(data.test)}")
+    for note in data.notes:
+        log.info(f"data: {note}")
     task = ForecastTask(cfg, data, model, ctx.info)
+    advice = few_steps_advice(len(data.train), cfg.train.batch_size, cfg.train.accum_steps, ctx.info.world_size)
+    if advice is not None and cfg.train.epochs is not None and ctx.is_main:
+        log.info(f"warning: {advice}")
+        warnings.warn(advice, UserWarning, stacklevel=2)
     fit = Trainer(task, ctx, cfg.optim, cfg.train, cfg.run, config=cfg).fit(resume)
     fit_end = time.time()
     stopped = fit.stopped

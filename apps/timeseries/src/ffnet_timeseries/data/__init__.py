@@ -9,7 +9,7 @@ from ffnet_timeseries.data.dataset import (
     load_forecast_data,
     split_borders,
 )
-from ffnet_timeseries.data.loader import WindowLoader
+from ffnet_timeseries.data.loader import WindowLoader, few_steps_advice
 
 __all__ = [
     "DATASETS",
@@ -18,6 +18,7 @@ __all__ = [
     "StandardScaler",
     "WindowDataset",
     "WindowLoader",
+    "few_steps_advice",
     "load_forecast_data",
     "split_borders",
 ]

@@ -8,24 +8,30 @@
 - A standard scaler is fitted on the *train rows only* and applied to every split; metrics are reported in that
   scaled space, as the literature does (``inverse_transform`` is available for unscaled reporting).
 - Windows: x = rows [s, s+L), y = rows [s+L, s+L+H), stride 1; count = rows - L - H + 1.
+- Rows are time steps, so the date column is checked first (:mod:`ffnet_timeseries.data.csvcheck`): in order, no
+  duplicates, one step; a benchmark's documented defects (Weather: one repeated row, one gap) are kept as TSLib
+  reads them, because dropping or filling rows would move the split borders away from the published ones.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from collections.abc import Collection
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import numpy as np
 import torch
 
+from ffnet_timeseries.data.csvcheck import check_time_axis, delimiter_hint, resolve_delimiter
 from metamixer.train.errors import FFNetError
 
 __all__ = [
     "DATASETS",
     "DatasetSpec",
     "ForecastData",
+    "SeriesTable",
     "StandardScaler",
     "WindowDataset",
     "load_forecast_data",
@@ -39,11 +45,14 @@ Features = Literal["M", "S", "MS"]
 
 @dataclass(frozen=True)
 class DatasetSpec:
-    """Where a benchmark lives under the data root and which split convention it uses."""
+    """Where a benchmark lives under the data root and which split convention it uses. ``known_irregular_rows``:
+    data rows (1-based) of the shipped file whose step from the row before is irregular (a repeat or a gap); the
+    loader keeps exactly those as TSLib does, so the split borders and scores stay comparable with the literature."""
 
     path: str
     layout: Layout
     n_vars: int
+    known_irregular_rows: tuple[int, ...] = ()
 
 
 DATASETS: dict[str, DatasetSpec] = {
@@ -51,7 +60,9 @@ DATASETS: dict[str, DatasetSpec] = {
     "ETTh2": DatasetSpec("ts/ETT-small/ETTh2.csv", "ett_hour", 7),
     "ETTm1": DatasetSpec("ts/ETT-small/ETTm1.csv", "ett_minute", 7),
     "ETTm2": DatasetSpec("ts/ETT-small/ETTm2.csv", "ett_minute", 7),
-    "Weather": DatasetSpec("ts/weather/weather.csv", "custom", 21),
+    # weather.csv: data row 19045 repeats row 19044 (same time, same values); row 21515 follows 1h40min after
+    # 21514 (nine 10-min readings missing). Both lie in the train split.
+    "Weather": DatasetSpec("ts/weather/weather.csv", "custom", 21, known_irregular_rows=(19045, 21515)),
     "Exchange": DatasetSpec("ts/exchange_rate/exchange_rate.csv", "custom", 8),
     "ECL": DatasetSpec("ts/electricity/electricity.csv", "custom", 321),
     "Traffic": DatasetSpec("ts/traffic/traffic.csv", "custom", 862),
@@ -113,24 +124,45 @@ class StandardScaler:
         return {"mean": [float(v) for v in self.mean], "std": [float(v) for v in self.std]}  # type: ignore[union-attr]
 
 
-def read_series_csv(path: str | os.PathLike[str], target: str = "OT", date_column: str = "date") -> tuple[list[str], np.ndarray]:
-    """Read a forecasting CSV -> (column names [features..., target], float array [rows, columns]).
+class SeriesTable(NamedTuple):
+    """What :func:`read_series_csv` read: column names [features..., target], values [rows, columns], notes to log."""
+
+    columns: list[str]
+    values: np.ndarray
+    notes: list[str]
+
+
+def read_series_csv(
+    path: str | os.PathLike[str],
+    target: str = "OT",
+    date_column: str = "date",
+    delimiter: str | None = None,
+    sort_timestamps: bool = False,
+    allow_irregular: bool = False,
+    known_irregular_rows: Collection[int] = (),
+) -> SeriesTable:
+    """Read a forecasting CSV -> (column names [features..., target], float array [rows, columns], notes).
 
     Columns are reordered to [other features..., target] (TSLib's ``custom`` convention; ETT files already have
-    OT last). Every problem is reported as an :class:`FFNetError` naming the file and column.
+    OT last). ``delimiter`` None: detected from the header (a note says when it is not a comma). The date column
+    must increase by one step per row (see :func:`~ffnet_timeseries.data.csvcheck.check_time_axis`). Every problem
+    is reported as an :class:`FFNetError` naming the file and column, with data rows counted from 1 after the header.
     """
     import pandas as pd
 
     path = Path(path)
     if not path.is_file():
         raise FFNetError(f"data file not found: {path}")
+    sep, note = resolve_delimiter(path, delimiter)
+    notes = [note] if note else []
     try:
-        frame = pd.read_csv(path, encoding="utf-8", encoding_errors="replace")
+        frame = pd.read_csv(path, sep=sep, encoding="utf-8-sig", encoding_errors="replace")
     except Exception as exc:  # pandas raises many parser error types
-        raise FFNetError(f"{path}: could not be parsed as CSV ({exc})") from None
+        raise FFNetError(f"{path}: could not be parsed as CSV with delimiter {sep!r} ({exc})") from None
     frame.columns = [str(c).strip() for c in frame.columns]
     if date_column not in frame.columns:
-        raise FFNetError(f"{path}: missing date column {date_column!r} (columns: {list(frame.columns)[:10]})")
+        raise FFNetError(f"{path}: missing date column {date_column!r} (columns: {list(frame.columns)[:10]})"
+                         f"{delimiter_hint(path, list(frame.columns), sep)}")
     if target not in frame.columns:
         raise FFNetError(f"{path}: missing target column {target!r} (columns: {list(frame.columns)[:10]})")
     if frame[date_column].isna().any():
@@ -142,15 +174,19 @@ def read_series_csv(path: str | os.PathLike[str], target: str = "OT", date_colum
         bad = values.isna() & frame[col].notna()
         if bad.any():
             row = int(np.flatnonzero(bad.to_numpy())[0])
+            comma = sep != "," and "," in str(frame[col].iloc[row])
             raise FFNetError(
                 f"{path}: column {col!r} has a non-numeric value {frame[col].iloc[row]!r} at data row {row + 1}; "
-                "expected numbers only"
+                "expected numbers only" + (" (decimal commas? write the numbers with '.')" if comma else "")
             )
         if values.isna().any():
             row = int(np.flatnonzero(values.isna().to_numpy())[0])
             raise FFNetError(f"{path}: column {col!r} has a missing value (NaN) at data row {row + 1}; fill or drop it first")
         frame[col] = values
-    return features, frame[features].to_numpy(dtype=np.float64)
+    order, time_notes = check_time_axis(path, date_column, frame[date_column], sort_timestamps, allow_irregular,
+                                        known_irregular_rows)
+    table = frame[features].to_numpy(dtype=np.float64)
+    return SeriesTable(features, table if order is None else table[order], notes + time_notes)
 
 
 class WindowDataset(torch.utils.data.Dataset):
@@ -194,6 +230,7 @@ class ForecastData:
     columns: list[str]
     borders: dict[str, tuple[int, int]]
     path: Path
+    notes: list[str] = field(default_factory=list)  # what the reader accepted or detected (logged by training)
 
     @property
     def n_vars(self) -> int:
@@ -209,13 +246,19 @@ def load_forecast_data(
     target: str = "OT",
     scale: bool = True,
     date_column: str = "date",
+    delimiter: str | None = None,
+    sort_timestamps: bool = False,
+    allow_irregular: bool = False,
+    known_irregular_rows: Collection[int] = (),
 ) -> ForecastData:
-    """Read, split, scale (train rows only) and window one CSV. Errors name the file and what was expected."""
+    """Read, split, scale (train rows only) and window one CSV. Errors name the file and what was expected; the
+    reading options are :func:`read_series_csv`'s."""
     if features not in ("M", "S", "MS"):
         raise FFNetError(f"data.features: expected 'M', 'S' or 'MS', got {features!r}")
     if seq_len <= 0 or pred_len <= 0:
         raise FFNetError(f"data.seq_len and data.pred_len must be positive, got {seq_len} and {pred_len}")
-    columns, values = read_series_csv(path, target=target, date_column=date_column)
+    columns, values, notes = read_series_csv(path, target, date_column, delimiter, sort_timestamps, allow_irregular,
+                                             known_irregular_rows)
     if features == "S":
         columns, values = columns[-1:], values[:, -1:]
     borders = split_borders(len(values), layout, seq_len)
@@ -237,4 +280,4 @@ def load_forecast_data(
         start, end = borders[split]
         return WindowDataset(values[start:end], seq_len, pred_len, target_columns)
 
-    return ForecastData(window("train"), window("val"), window("test"), scaler, columns, borders, Path(path))
+    return ForecastData(window("train"), window("val"), window("test"), scaler, columns, borders, Path(path), notes)

@@ -13,7 +13,37 @@ import torch
 
 from ffnet_timeseries.data.dataset import WindowDataset
 
-__all__ = ["WindowLoader"]
+__all__ = ["WindowLoader", "few_steps_advice"]
+
+#: fewer optimizer steps per epoch than this and the per-epoch machinery (lr rules, validation, patience) is coarse
+MIN_STEPS_PER_EPOCH = 10
+
+
+def few_steps_advice(windows: int, batch_size: int, accum_steps: int = 1, world_size: int = 1,
+                     minimum: int = MIN_STEPS_PER_EPOCH) -> str | None:
+    """A warning when an epoch of ``windows`` training windows has fewer than ``minimum`` optimizer steps, with the
+    largest ``train.batch_size`` that gives ``minimum`` (and a power of two at most that); None when it is enough.
+
+    Why: the authors' recipes set the lr per epoch and stop after ``patience`` epochs without improvement, tuned
+    for thousands of windows; on a small CSV (e.g. the 966-row illness file: 617 windows, 2 steps at batch 512)
+    that is a few dozen updates in all, and the model barely leaves its initialization.
+    """
+    per_rank = -(-windows // world_size)
+    batches = -(-per_rank // batch_size)
+    steps = -(-batches // accum_steps)  # what the trainer counts: ceil(batches / accum_steps)
+    if steps >= minimum:
+        return None
+    head = (f"train.batch_size={batch_size} gives only {steps} optimizer step{'s' if steps != 1 else ''} per epoch "
+            f"({windows} training windows"
+            + (f", {world_size} processes" if world_size > 1 else "") + (f", accum_steps {accum_steps}" if accum_steps > 1 else "")
+            + "): the per-epoch lr schedule, validation and early stopping act only every few updates")
+    # ceil(ceil(n / b) / a) >= m  <=>  ceil(n / b) > (m - 1) a  <=>  b < n / ((m - 1) a)
+    largest = -(-per_rank // ((minimum - 1) * accum_steps)) - 1
+    if largest < 1:
+        return f"{head}; there are too few windows for {minimum} steps even at train.batch_size=1"
+    power = 1 << (largest.bit_length() - 1)
+    choice = f"train.batch_size={power}" + (f" (or any value up to {largest})" if power != largest else "")
+    return f"{head}; use {choice} for at least {minimum} steps per epoch"
 
 
 class WindowLoader:

@@ -164,6 +164,22 @@ def save_checkpoint(
 
 
 # ------------------------------------------------------------------------------------------- reading
+def _check_torch_archive(path: Path, size: int) -> None:
+    """A zip archive is a torch file only if it holds ``<name>/data.pkl`` (torch's own error for any other zip
+    is an internal assertion text)."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except zipfile.BadZipFile as exc:
+        raise FFNetError(f"{path}: not a readable checkpoint ({size} bytes): a damaged zip archive ({exc})") from None
+    if not any(name.endswith("data.pkl") for name in names):
+        shown = ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
+        raise FFNetError(f"{path}: a zip archive but not a PyTorch checkpoint (no data.pkl inside; it holds "
+                         f"{shown or 'nothing'})")
+
+
 def load_weights_file(path: str | os.PathLike[str]) -> Any:
     """``torch.load(path, map_location="cpu", weights_only=True)`` with one clear error naming the file.
 
@@ -188,6 +204,8 @@ def load_weights_file(path: str | os.PathLike[str]) -> Any:
     if head.startswith(b"PK") and b"PK\x05\x06" not in tail:  # a zip ends with its central directory record
         raise FFNetError(f"{path}: not a readable checkpoint ({size} bytes): truncated (the end of the archive is "
                          "missing: an interrupted copy or download?)")
+    if head.startswith(b"PK"):
+        _check_torch_archive(path, size)
     try:
         with torch.serialization.safe_globals([argparse.Namespace]):
             return torch.load(path, map_location="cpu", weights_only=True)
