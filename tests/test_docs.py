@@ -71,3 +71,17 @@ def test_core_api_page_is_generated_from_the_code() -> None:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     assert module.OUT.read_text() == module.render(), "docs/core_api.md is stale: run python scripts/gen_core_api.py"
+
+
+def test_measured_numbers_come_from_docs_measured_yaml() -> None:
+    """Each measured number the pages repeat lives once, in docs/measured.yaml; every marker shows that value,
+    names a known key, and every entry is shown somewhere."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("measured", ROOT / "scripts" / "measured.py")
+    measured = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(measured)
+    assert measured.problems() == []
+    assert len(measured.load()) >= 15
+    readme = (ROOT / "README.md").read_text()
+    assert readme.count("<!--m:") >= 15  # the headline table takes its numbers from there
