@@ -2,7 +2,7 @@
 
 ``config`` (dataclasses + YAML + dotted overrides), ``cli`` (the console-script shape), ``checkpoint`` (one
 format, atomic writes, ``weights_only`` loads), ``logger`` (tensorboard + tqdm), ``ema``, ``amp``, ``distributed``
-(DDP), ``seed``, ``errors`` (one-line user errors), ``results`` (atomic result files), ``datadir`` (where the
+(DDP), ``seed``, ``errors`` (one-line user errors), ``atomic`` (the one atomic file writer), ``results`` (result files), ``datadir`` (where the
 apps' CLIs and tests find the shared datasets) and ``allocator`` (an opt-in glibc tweak for CPU training CLIs).
 """
 from __future__ import annotations
@@ -18,6 +18,7 @@ _EXPORTS = {
     "build_eval_parser": "cli", "Task": "loop", "Trainer": "loop", "FitResult": "loop", "RunContext": "loop",
     "prepare_run": "loop", "build_optimizer": "loop", "RunConfig": "sections", "OptimConfig": "sections",
     "TrainConfig": "sections", "resolve_device": "device", "build_schedule": "schedules", "bounded": "config",
+    "atomic_write": "atomic",
 }
 __all__ = sorted(_EXPORTS)
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())

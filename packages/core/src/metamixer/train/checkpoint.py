@@ -20,7 +20,6 @@ import os
 import pickle
 import random
 import re
-import uuid
 import warnings
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
@@ -31,6 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from metamixer.train.atomic import atomic_write
 from metamixer.train.config import config_to_dict
 from metamixer.train.distributed import unwrap_model
 from metamixer.train.errors import FFNetError
@@ -96,29 +96,9 @@ def set_rng_state(state: Mapping[str, Any]) -> None:
 
 # ------------------------------------------------------------------------------------------- writing
 def _atomic_torch_save(obj: Any, path: Path) -> None:
-    """``torch.save`` to a temp file in the same folder, fsync, then ``os.replace`` over ``path``.
-
-    Same folder = same filesystem, so the rename is atomic: readers see the old file or the new one, never a
-    partial write. The temp file is removed if anything fails.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        with open(tmp, "wb") as handle:
-            torch.save(obj, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
-    with contextlib.suppress(OSError):  # persist the rename itself (directory entry)
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+    """``torch.save`` through :func:`~metamixer.train.atomic.atomic_write`: a crash or a full disk never leaves a
+    truncated checkpoint."""
+    atomic_write(path, lambda handle: torch.save(obj, handle))
 
 
 def _state(obj: Any) -> Any:

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
+
+from metamixer.train.atomic import atomic_write
 
 __all__ = ["write_json", "write_results", "environment"]
 
@@ -20,21 +21,8 @@ def write_json(path: str | os.PathLike[str], obj: object) -> Path:
     Every app writes its results (eval metrics, benchmark tables) through this, so an interrupted run never
     leaves a truncated results file behind.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a results file is for everyone who may read the folder
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=2)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    text = json.dumps(obj, indent=2) + "\n"
+    return atomic_write(path, lambda handle: handle.write(text.encode()))
 
 
 def environment() -> dict[str, str]:
