@@ -314,3 +314,15 @@ def test_error_line_does_not_share_a_line_with_an_open_progress_bar(capsys: pyte
         run_cli(main)([])
     err = capsys.readouterr().err
     assert "\nerror: data.csv: column 'OT' missing\n" in err, repr(err)
+
+
+def test_float_fields_take_yaml_strings_that_are_numbers(tmp_path: Path) -> None:
+    """PyYAML reads ``3e-4`` (no dot) and ``nan`` as strings: a float field takes them as the numbers they
+    spell, so a YAML ``lr: 3e-4`` works and ``lr: nan`` reaches the range check instead of a type error."""
+    recipe = _write(tmp_path, "train:\n  lr: 3e-4\n")
+    assert load_config(Cfg, recipe).train.lr == pytest.approx(3e-4)
+    assert load_config(Cfg, overrides=["train.lr=1E-2"]).train.lr == pytest.approx(1e-2)
+    from metamixer.train.sections import OptimConfig
+
+    with pytest.raises(ConfigError, match=r"field 'lr' must be a finite number > 0, got float nan"):
+        load_config(OptimConfig, overrides=["lr=nan"])

@@ -224,6 +224,11 @@ def _coerce(value: Any, tp: Any, key: str, source: str) -> Any:
     if tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
+        if isinstance(value, str):  # PyYAML reads `3e-4` and `nan` as strings; range checks then judge the value
+            try:
+                return float(value.strip())
+            except ValueError:
+                pass
         raise _Mismatch
     if tp is str:
         if isinstance(value, str):
