@@ -326,3 +326,45 @@ def test_file_size_limit_keeps_the_previous_checkpoint_and_says_so(tmp_path: Pat
     assert re.search(r"could not write checkpoint .*\.pth: File too large; the previous \S+ is intact", out.stdout)
     _same(before, _weights(last))
     assert not list((tmp_path / "fsize").glob(".*.tmp"))
+
+
+def test_a_cli_run_that_fails_before_any_checkpoint_leaves_no_folder(tmp_path: Path,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """A user error after the run folder was made (bad data found while building the task) removes the folders
+    this run created; a folder that existed before is kept."""
+    from metamixer.train.errors import run_cli
+
+    def main(argv):  # noqa: ANN001, ANN202
+        prepare_run(RunConfig(output_dir=argv[0]), {"toy": True}, quiet=True)
+        raise FFNetError("data.path: bad file")
+
+    new = tmp_path / "new" / "run"
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(main)([str(new)])
+    assert exit_info.value.code == 2 and "error: data.path: bad file" in capsys.readouterr().err
+    assert not (tmp_path / "new").exists()
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    with pytest.raises(SystemExit):
+        run_cli(main)([str(kept)])
+    assert kept.is_dir()
+
+
+def test_argparse_rejections_are_one_line_and_ranges_are_checked(capsys: pytest.CaptureFixture[str]) -> None:
+    from metamixer.train.cli import build_eval_parser, positive_float, positive_int
+
+    parser = build_eval_parser("ffnet-x-eval")
+    parser.add_argument("--tile", type=positive_int, default=None)
+    parser.add_argument("--scale-factor", type=positive_float, default=1.0)
+    ck = ["--checkpoint", "c.pth"]
+    for argv, needle in ([[*ck, "--tile", "0"], "argument --tile: expected a value >= 1, got '0'"],
+                         [[*ck, "--tile", "x"], "argument --tile: expected an integer >= 1, got 'x'"],
+                         [[*ck, "--scale-factor", "nan"], "argument --scale-factor: expected a finite value > 0"],
+                         [[*ck, "--nope"], "unrecognized arguments: --nope"],
+                         [[], "the following arguments are required: --checkpoint"]):
+        with pytest.raises(SystemExit) as info:
+            parser.parse_args(argv)
+        err = capsys.readouterr().err
+        assert info.value.code == 2 and len(err.strip().splitlines()) == 1, err
+        assert err.startswith("error: ffnet-x-eval: ") and needle in err, err
+    assert parser.parse_args([*ck, "--tile", "3"]).tile == 3

@@ -20,7 +20,7 @@ from ffnet_timeseries.config import TSConfig, upgrade_config
 from ffnet_timeseries.engine import evaluate_split, predict, repeat_last_metrics
 from ffnet_timeseries.weights import load_official_weights
 from metamixer.train.checkpoint import load_checkpoint, load_state_dict_checked
-from metamixer.train.cli import build_eval_parser
+from metamixer.train.cli import build_eval_parser, non_negative_int
 from metamixer.train.config import apply_overrides, config_from_dict, config_to_dict, load_config
 from metamixer.train.device import resolve_device
 from metamixer.train.errors import FFNetError, run_cli
@@ -114,10 +114,12 @@ def evaluate_checkpoint(checkpoint: str | Path | None, overrides: Sequence[str] 
         result["metrics_unscaled"] = evaluate_split(model, dataset, bs, dev, cfg.data.features, scaler=data.scaler,
                                                     precision=cfg.run.precision)
     if output is not None:
-        picks = torch.linspace(0, len(dataset) - 1, steps=min(windows, len(dataset))).long().tolist()
-        hist, fc, truth = predict(model, dataset, picks, dev)
-        png = plot_forecasts(hist, fc, truth, data.n_vars - 1, f"{cfg.data.dataset} {split} target {data.columns[-1]!r}",
-                             output.parent / "forecast.png") if windows > 0 else None
+        png = None
+        if windows > 0:
+            picks = torch.linspace(0, len(dataset) - 1, steps=min(windows, len(dataset))).long().tolist()
+            hist, fc, truth = predict(model, dataset, picks, dev)
+            png = plot_forecasts(hist, fc, truth, data.n_vars - 1,
+                                 f"{cfg.data.dataset} {split} target {data.columns[-1]!r}", output.parent / "forecast.png")
         result["plot"] = str(png) if png else None
         write_results(
             output, metrics=result["metrics_scaled"],
@@ -141,7 +143,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--config", default=None, help="recipe YAML for --weights, e.g. recipes/ETTh1_96.yaml")
     parser.add_argument("--split", default="test", choices=("train", "val", "test"))
     parser.add_argument("--unscaled", action="store_true", help="also report metrics in data units (labelled metrics_unscaled)")
-    parser.add_argument("--windows", type=int, default=4, help="forecast windows to plot (0: no plot)")
+    parser.add_argument("--windows", type=non_negative_int, default=4, help="forecast windows to plot (0: no plot)")
     parser.add_argument("--device", default="auto", help="auto (cuda if available, else cpu) | cpu | cuda | cuda:N | mps")
     args = parser.parse_args(argv)
     source = args.checkpoint or args.weights

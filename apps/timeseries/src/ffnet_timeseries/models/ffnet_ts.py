@@ -355,7 +355,7 @@ class FFNetTSBackbone(nn.Module):
             if i > 0 and y.shape[-1] % self.downsample_ratio:
                 pad = self.downsample_ratio - y.shape[-1] % self.downsample_ratio
                 y = torch.cat([y, y[:, :, -pad:]], dim=-1)
-            z = _stem_cm(self.downsample_layers[0], y.view(batch, m, -1)) if i == 0 else None
+            z = _stem_cm(self.downsample_layers[0], y.view(batch, m, y.shape[-1])) if i == 0 else None
             if z is None:
                 y = self.downsample_layers[i](y)  # [B*M, D, N]
                 z = _to_channel_major(y.view(batch, m, y.shape[1], y.shape[2]))

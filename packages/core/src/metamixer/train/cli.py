@@ -10,11 +10,12 @@
 from __future__ import annotations
 
 import argparse
+import math
 import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, NoReturn, TypeVar
 
 from metamixer.train.config import load_config
 from metamixer.train.errors import FFNetError
@@ -42,6 +43,12 @@ class OverrideParser(argparse.ArgumentParser):
     the ``--option=value`` form.
     """
 
+    def error(self, message: str) -> NoReturn:
+        """One line on stderr (``error: <prog>: ...``), exit 2: the rule every FFNet CLI follows, also for what
+        argparse itself rejects (it would print the whole usage block first)."""
+        sys.stderr.write(f"error: {self.prog}: {message} (see {self.prog} --help)\n")
+        raise SystemExit(2)
+
     def parse_known_args(self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None):  # noqa: ANN201
         tokens = list(sys.argv[1:] if args is None else args)
         lifted = [t for t in tokens if _OVERRIDE.match(t)]
@@ -50,6 +57,31 @@ class OverrideParser(argparse.ArgumentParser):
         parsed, extra = super().parse_known_args([t for t in tokens if not _OVERRIDE.match(t)], namespace)
         parsed.overrides = lifted + list(getattr(parsed, "overrides", None) or [])
         return parsed, extra
+
+
+def _bounded_number(kind: type, low: float, inclusive: bool) -> Callable[[str], Any]:
+    relation = ">=" if inclusive else ">"
+
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'} {relation} "
+                                             f"{low:g}, got {text!r}") from None
+        if not math.isfinite(value) or value < low or (value == low and not inclusive):
+            raise argparse.ArgumentTypeError(f"expected a {'' if kind is int else 'finite '}value {relation} {low:g}, "
+                                             f"got {text!r}")
+        return value
+
+    parse.__name__ = f"{kind.__name__} {relation} {low:g}"
+    return parse
+
+
+#: argparse ``type=`` callables for range-checked options (the message names the option through argparse)
+positive_int = _bounded_number(int, 1, True)
+non_negative_int = _bounded_number(int, 0, True)
+positive_float = _bounded_number(float, 0, False)
+non_negative_float = _bounded_number(float, 0, True)
 
 
 def build_parser(prog: str, description: str = "", config: bool = True) -> OverrideParser:

@@ -8,6 +8,7 @@ would make them impossible to report.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import sys
 from collections.abc import Callable, Sequence
@@ -92,6 +93,21 @@ def _os_error_message(exc: OSError) -> str:
     return f"{what}: {path}" if path else f"{what}: {exc}"
 
 
+_CLEANUPS: list[Callable[[], None]] = []
+
+
+def on_user_error(cleanup: Callable[[], None]) -> None:
+    """Register ``cleanup`` to run when the current CLI command stops on a user error (before it exits 2), e.g.
+    removing a run folder that holds nothing of value yet. Outside :func:`run_cli` nothing calls it."""
+    _CLEANUPS.append(cleanup)
+
+
+def _clean_up() -> None:
+    while _CLEANUPS:
+        with contextlib.suppress(Exception):
+            _CLEANUPS.pop()()
+
+
 def run_cli(main: Callable[[Sequence[str] | None], Any]) -> Callable[[Sequence[str] | None], int]:
     """Wrap a console-script ``main(argv)`` so user errors become one ``error: ...`` line and exit code 2.
 
@@ -107,12 +123,15 @@ def run_cli(main: Callable[[Sequence[str] | None], Any]) -> Callable[[Sequence[s
         if "--debug" in (sys.argv[1:] if argv is None else argv):
             result = main(argv)  # no translation: the full traceback of any failure
             return 0 if result is None else result
+        _CLEANUPS.clear()
         try:
             result = main(argv)
         except FFNetError as exc:
+            _clean_up()
             _report(str(exc))
             raise SystemExit(getattr(exc, "exit_code", EXIT_USER_ERROR)) from None
         except (FileNotFoundError, PermissionError) as exc:
+            _clean_up()
             _report(_os_error_message(exc))
             raise SystemExit(EXIT_USER_ERROR) from None
         except RunInterrupted as exc:
@@ -122,6 +141,8 @@ def run_cli(main: Callable[[Sequence[str] | None], Any]) -> Callable[[Sequence[s
         except KeyboardInterrupt:
             _report("interrupted")
             raise SystemExit(EXIT_INTERRUPTED) from None
+        finally:
+            _CLEANUPS.clear()
         return 0 if result is None else result
 
     return wrapper

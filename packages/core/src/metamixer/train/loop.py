@@ -35,7 +35,7 @@ from metamixer.train.config import save_config
 from metamixer.train.device import resolve_device
 from metamixer.train.distributed import DistInfo, init_distributed, wrap_ddp
 from metamixer.train.ema import ModelEMA
-from metamixer.train.errors import EXIT_INTERRUPTED, EXIT_TERMINATED, FFNetError, RunInterrupted
+from metamixer.train.errors import EXIT_INTERRUPTED, EXIT_TERMINATED, FFNetError, RunInterrupted, on_user_error
 from metamixer.train.logger import RunLogger
 from metamixer.train.schedules import Schedule, build_schedule
 from metamixer.train.sections import OptimConfig, RunConfig, TrainConfig
@@ -69,6 +69,13 @@ def _remove_stale_temporaries(folder: Path) -> None:
             tmp.unlink()
 
 
+def _remove_unfinished_run_folder(folder: Path) -> None:
+    """A command that created its run folder and stopped on a user error (bad data, a wrong key) before any
+    checkpoint leaves no folder behind: it would only hold a config of a run that never ran."""
+    if folder.is_dir() and not any(folder.rglob("*.pth")):
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def prepare_run(run: RunConfig, config: Any, *, quiet: bool = False) -> RunContext:
     """Threads, device and process group, seeds, the run folder (stale temporaries removed, the resolved
     ``config.yaml`` written) and the logger: the same start for every app's training."""
@@ -78,9 +85,12 @@ def prepare_run(run: RunConfig, config: Any, *, quiet: bool = False) -> RunConte
     seed_everything(run.seed + info.rank, deterministic=run.deterministic)
     out = Path(run.output_dir)
     if info.is_main:
+        created = next((p for p in [*reversed(out.absolute().parents), out.absolute()] if not p.exists()), None)
         out.mkdir(parents=True, exist_ok=True)
         _remove_stale_temporaries(out)
         save_config(config, out / "config.yaml")
+        if created is not None:  # the outermost folder this run creates
+            on_user_error(lambda: _remove_unfinished_run_folder(created))
     return RunContext(info, out, RunLogger(out, enabled=info.is_main, echo=not quiet))
 
 
