@@ -84,15 +84,19 @@ def test_sample_npz_is_adm_layout_and_seeded(quickstart_run, tmp_path):
     assert Image.open(tmp_path / "a" / "grid.png").size[0] > 16
     info = json.loads((tmp_path / "a" / "sample_info.json").read_text())
     assert info["cfg_scale"] == 2.0 and info["method"] == "ddim"
+    # written atomically: the finished files only (no .shards folder, no .tmp left over)
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["grid.png", "sample_info.json", "samples.npz"]
 
 
 @pytest.mark.parametrize("extra, message", [
-    (["--labels", "3,12"], "class labels must be in"),
-    (["--cfg-scale", "-1"], "guidance scale"),
-    (["--cfg-scale", "80"], "guidance scale"),
-    (["--steps", "5000"], "cannot take 5000 steps"),
-    (["--steps", "ddim0"], ">= 1"),
-    (["--labels", "a,b"], "comma list"),
+    (["--labels", "3,12"], "--labels: class labels must be in"),
+    (["--cfg-scale", "-1"], "--cfg-scale must be a number in [0, 50] (1 = no guidance"),
+    (["--cfg-scale", "80"], "--cfg-scale must be a number in [0, 50]"),
+    (["--steps", "5000"], "--steps=5000: cannot take 5000 steps"),
+    (["--steps", "ddim0"], "--steps must be N (DDPM respaced to N steps, N >= 1)"),
+    (["--labels", "a,b"], "--labels must be 'random', 'all' or a comma list"),
+    (["--guided-channels", "2"], "--guided-channels must be in [1, 1] for this checkpoint"),
+    (["--output", __file__], "is an existing file, expected a folder"),
 ])
 def test_sample_bad_inputs(quickstart_run, tmp_path, capsys, extra, message):
     out, _ = quickstart_run
@@ -101,6 +105,7 @@ def test_sample_bad_inputs(quickstart_run, tmp_path, capsys, extra, message):
                     "--steps", "ddim2"] + extra)
     assert exc.value.code == 2
     assert message in _one_line_error(capsys)
+    assert not (tmp_path / "x").exists()  # checked before the output folder is made
 
 
 def test_resume_equals_uninterrupted(tmp_path):
@@ -154,7 +159,12 @@ def test_train_cli_bad_config_and_unreadable_image(tmp_path, capsys):
                    f"data.path={tmp_path / 'imgs'}", "data.num_workers=0", "model.name=u_ffnet_tiny",
                    "model.input_size=16", "model.in_channels=3", "model.num_classes=2", "train.batch_size=2",
                    "train.steps=3", "train.progress=false"])
-    assert "broken.png" in _one_line_error(capsys)
+    assert exc.value.code == 2
+    # the pre-flight decode of every image: one line per bad file, then the summary; no run folder yet
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and "broken.png" in err[0] and err[0].startswith("error:"), err
+    assert "1 of 2 images" in err[1] and "training did not start" in err[1], err
+    assert not (tmp_path / "run").exists()
 
 
 def test_class_count_mismatch_with_data(tmp_path):

@@ -62,3 +62,18 @@ def test_unknown_and_old_keys_are_rejected(tmp_path):
         load_config(SRConfig, None, ["train.stop_at=3"])
     with pytest.raises(ConfigError, match="data.patch_size"):
         load_config(SRConfig, None, ["data.patch_size=0"])
+
+
+@pytest.mark.parametrize(("text", "key"), [
+    ("data:\n  patch_size: 0\n", "data.patch_size"),
+    ("train:\n  steps: 10\n  batch_size: 0\n", "train.batch_size"),
+    ("optim:\n  lr: .nan\n", "optim.lr"),
+    ("optim:\n  lr: -1\n", "optim.lr"),
+    ("model:\n  scale: 0\n", "model.scale"),
+], ids=["patch_size_0", "batch_size_0", "lr_nan", "lr_negative", "scale_0"])
+def test_out_of_range_values_name_the_dotted_key(tmp_path, text, key):
+    recipe = tmp_path / "bad.yaml"
+    recipe.write_text(text)
+    with pytest.raises(ConfigError, match=rf"bad\.yaml: field '{key}' must be a finite number") as info:
+        load_config(SRConfig, recipe)
+    assert "\n" not in str(info.value)

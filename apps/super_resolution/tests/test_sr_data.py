@@ -99,3 +99,37 @@ def test_layouts_and_errors(tmp_path, sr_data):
         SRTrainDataset([tmp_path], 2, lr_source="folder")
     with pytest.raises(FFNetError, match="too small"):
         SRTrainDataset([sr_data / "Set5" / "HR"], 4, patch_size=200)[0]
+
+
+def test_training_images_are_checked_up_front_from_their_headers(tmp_path):
+    """Too small, a decompression bomb, or an LR file of the wrong size: one message naming the file when the
+    dataset is built (before the run folder exists), not later inside a loader worker."""
+    import struct
+    import zlib
+
+    from PIL import Image
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    hr = tmp_path / "hr"
+    hr.mkdir()
+    Image.fromarray(np.zeros((40, 40, 3), np.uint8)).save(hr / "ok.png")
+    Image.fromarray(np.zeros((5, 3, 3), np.uint8)).save(hr / "tiny.png")
+    with pytest.raises(FFNetError, match=r"tiny\.png: 3x5 pixels is too small .* at least 32x32 pixels"):
+        SRTrainDataset([hr], 2, patch_size=16)
+    (hr / "tiny.png").unlink()
+    ihdr = struct.pack(">IIBBBBB", 100_000, 100_000, 8, 2, 0, 0, 0)  # a header declaring 10^10 pixels, no data
+    (hr / "bomb.png").write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b""))
+    with pytest.raises(FFNetError, match=r"bomb\.png: 100000x100000 = 10,000,000,000 pixels is more than the limit"):
+        SRTrainDataset([hr], 2, patch_size=16)
+    (hr / "bomb.png").unlink()
+    div2k = tmp_path / "DIV2K_train_HR"
+    hr.rename(div2k)
+    lr = tmp_path / "DIV2K_train_LR_bicubic" / "X2"
+    lr.mkdir(parents=True)
+    Image.fromarray(np.zeros((19, 20, 3), np.uint8)).save(lr / "okx2.png")
+    with pytest.raises(FFNetError, match=r"okx2\.png is 20x19 pixels, expected 20x20"):
+        SRTrainDataset([div2k], 2, patch_size=16)
+    Image.fromarray(np.zeros((20, 20, 3), np.uint8)).save(lr / "okx2.png")
+    assert len(SRTrainDataset([div2k], 2, patch_size=16)) == 1

@@ -33,8 +33,12 @@ def test_crop_border_zero_is_used_as_given(tmp_path, sr_data, capsys):
         out = tmp_path / f"res{crop}.json"
         assert eval_cli(["--bicubic", "--scale", "4", "--sets", "Set5", "--crop-border", crop, "--output", str(out)]) == 0
         scored[crop] = json.loads(out.read_text())
-    assert scored["0"]["protocol"]["crop_border"] == 0
-    assert scored["0"]["metrics"]["Set5"]["ssim"] != scored["4"]["metrics"]["Set5"]["ssim"]
+    assert scored["0"]["protocol"]["crop_border"] == 0 and scored["4"]["protocol"]["crop_border"] == 4
+    for key in ("psnr", "ssim"):  # scored with no shave, not only reported so
+        assert scored["0"]["metrics"]["Set5"][key] != scored["4"]["metrics"]["Set5"][key]
+    for record in scored.values():  # Y is what was scored, whatever the crop
+        assert record["protocol"]["test_y_channel"] is True and "rgb2ycbcr" in record["protocol"]["y_channel"]
+    assert "crop 0" in capsys.readouterr().out
 
 
 def test_eval_checkpoint_with_self_ensemble_overrides_and_errors(tmp_path, sr_data, capsys):
@@ -54,7 +58,9 @@ def test_eval_checkpoint_with_self_ensemble_overrides_and_errors(tmp_path, sr_da
         (["--bicubic", "--sets", "Set5"], "--scale"),
         (["--bicubic", "--scale", "2", "--sets", "NoSuchSet"], "NoSuchSet"),
         (["--sets", "Set5"], "--checkpoint"),
-        (["--bicubic", "--scale", "2", "--tile", "0"], "eval.tile"),
+        (["--bicubic", "--scale", "2", "--tile", "0"], "argument --tile: expected a value >= 1, got '0'"),
+        (["--bicubic", "--scale", "2", "eval.tile=0"], "field 'eval.tile'"),  # an override: named by its key
+        (["--bicubic", "--scale", "0"], "argument --scale: expected a value >= 1"),
         (["--bicubic", "--scale", "2", "model.depth=3"], "model"),  # only run.* and eval.* are eval settings
         (["--checkpoint", str(ckpt), "--device", "cuda:7"], "run.device"),
     ]:

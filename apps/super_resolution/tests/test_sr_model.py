@@ -98,3 +98,8 @@ def test_macs_for_720p_output(name, scale, lr_hw, gmacs):
     from ffnet_sr.bench import model_macs
 
     assert model_macs(name, scale, lr_hw) / 1e9 == pytest.approx(gmacs, abs=0.05)
+
+
+def test_foreign_weights_message_names_the_file():
+    with pytest.raises(FFNetError, match=r"^other\.pth: weights are not FFNetSR weights .*found fc\.weight"):
+        model_from_state_dict({"fc.weight": torch.zeros(3, 3)}, "other.pth")

@@ -109,3 +109,20 @@ def test_short_real_training_beats_bicubic_on_set5(tmp_path, sr_data):
     assert saved["protocol"]["crop_border"] == 2 and saved["protocol"]["test_y_channel"] is True
     assert saved["checkpoint"].endswith("last.pth") and "torch" in saved["versions"]
     assert (tmp_path / "butterfly_x2_ffnetsr.png").is_file()
+
+
+def test_bad_training_data_stops_before_the_run_folder_exists(tmp_path, capsys):
+    import numpy as np
+    from PIL import Image
+
+    images = tmp_path / "images"
+    images.mkdir()
+    Image.fromarray(np.zeros((5, 3, 3), np.uint8)).save(images / "tiny.png")
+    run = tmp_path / "run"
+    for extra, expected in [([f"data.train_dirs=[{images}]", "data.val_set=null"], "tiny.png: 3x5 pixels"),
+                            (["data.val_set=NoSuchSet"], "NoSuchSet")]:
+        with pytest.raises(SystemExit) as exc:
+            train_cli(["cpu_b100_x2", "data.patch_size=16", f"run.output_dir={run}", *extra])
+        err = capsys.readouterr().err
+        assert exc.value.code == 2 and expected in err and err.count("\n") == 1, err
+        assert not run.exists()

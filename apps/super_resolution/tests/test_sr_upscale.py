@@ -8,8 +8,7 @@ import torch
 from PIL import Image
 
 from ffnet_sr import create_model
-from ffnet_sr.data.io import read_image
-from ffnet_sr.data.png16 import read_png16, write_png16
+from ffnet_sr.data.io import read_image, write_png
 from ffnet_sr.inference import forward_self_ensemble, forward_tiled, receptive_radius
 from ffnet_sr.upscale import cli as upscale_cli
 from metamixer.train.checkpoint import save_checkpoint
@@ -70,7 +69,7 @@ def test_upscale_rgb_grey_rgba_16bit_and_exif(tmp_path, checkpoint, capsys):
     Image.fromarray(rng.integers(0, 255, (20, 30), dtype=np.uint8)).save(src / "grey.png")
     rgba = rng.integers(0, 255, (20, 30, 4), dtype=np.uint8)
     Image.fromarray(rgba).save(src / "rgba.png")
-    write_png16(src / "deep.png", rng.integers(0, 65535, (20, 30, 3), dtype=np.uint16))
+    write_png(src / "deep.png", rng.integers(0, 65535, (20, 30, 3), dtype=np.uint16))
     rotated = Image.fromarray(rng.integers(0, 255, (20, 30, 3), dtype=np.uint8))
     exif = Image.Exif()
     exif[0x0112] = 6  # rotate 90° clockwise on display
@@ -84,17 +83,10 @@ def test_upscale_rgb_grey_rgba_16bit_and_exif(tmp_path, checkpoint, capsys):
     from ffnet_sr.imresize import imresize
 
     assert np.array_equal(np.asarray(up)[..., 3], imresize(rgba[..., 3], 2.0))  # alpha: separate bicubic
-    deep = read_png16(out / "deep_x2.png")
-    assert deep.dtype == np.uint16 and deep.shape == (40, 60, 3) and int(deep.max()) > 255
+    deep = read_image(out / "deep_x2.png")
+    assert deep.bit_depth == 16 and deep.color.dtype == np.uint16 and deep.color.shape == (40, 60, 3)
+    assert int(deep.color.max()) > 255
     assert np.asarray(Image.open(out / "phone_x2.png")).shape == (60, 40, 3)  # upright: EXIF applied
-
-
-def test_png16_roundtrip(tmp_path):
-    arr = np.random.default_rng(0).integers(0, 65535, (7, 5, 4), dtype=np.uint16)
-    write_png16(tmp_path / "a.png", arr)
-    assert np.array_equal(read_png16(tmp_path / "a.png"), arr)
-    loaded = read_image(tmp_path / "a.png")
-    assert loaded.bit_depth == 16 and np.array_equal(loaded.alpha, arr[..., 3])
 
 
 def test_upscale_bad_inputs(tmp_path, checkpoint, capsys):
@@ -144,3 +136,67 @@ def test_pad_to_multiple_and_crop_back():
     y = forward_tiled(NeedsMultipleOf8(), x, 2, multiple=8)
     assert y.shape == (1, 3, 26, 42)
     assert torch.equal(y, torch.nn.functional.interpolate(x, scale_factor=2, mode="nearest"))
+
+
+def test_folder_run_goes_on_past_bad_files_and_exits_1(tmp_path, capsys):
+    src = tmp_path / "in"
+    src.mkdir()
+    Image.fromarray(np.full((6, 8, 3), 40, np.uint8)).save(src / "a.png")
+    Image.fromarray(np.full((6, 8, 3), 90, np.uint8)).save(src / "a.jpg")  # same stem: both kept, named apart
+    (src / "b.png").write_bytes(b"not an image")
+    out = tmp_path / "out"
+    assert _run([str(src), "--scale", "2", "--output", str(out), "--bicubic"]) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 2 and str(src / "b.png") in err[0], err
+    assert err[1] == f"error: 1 of 3 images failed: {src / 'b.png'}"
+    assert sorted(p.name for p in out.iterdir()) == ["a_jpg_x2.png", "a_png_x2.png"]
+    assert np.asarray(Image.open(out / "a_png_x2.png")).shape == (12, 16, 3)
+    # every input bad: no output folder is left behind
+    (src / "a.png").unlink()
+    (src / "a.jpg").write_bytes(b"")
+    assert _run([str(src), "--scale", "2", "--output", str(tmp_path / "none"), "--bicubic"]) == 1
+    assert not (tmp_path / "none").exists()
+
+
+def test_a_failed_write_leaves_no_partial_file(tmp_path, monkeypatch):
+    from metamixer.train.errors import FFNetError
+
+    target = tmp_path / "x.png"
+    write_png(target, np.full((4, 4, 3), 7, np.uint8))
+    before = target.read_bytes()
+
+    def half_then_disk_full(self, fp, format=None, **params):  # noqa: A002, ANN001
+        open(fp, "wb").write(b"\x89PNG partial")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Image.Image, "save", half_then_disk_full)
+    with pytest.raises(FFNetError, match=r"x\.png: cannot write the PNG \(No space left on device\)"):
+        write_png(target, np.zeros((4, 4, 3), np.uint8))
+    assert target.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["x.png"]
+    with pytest.raises(FFNetError, match="cannot write"):
+        write_png(tmp_path / "new.png", np.zeros((4, 4, 3), np.uint8))
+    assert [p.name for p in tmp_path.iterdir()] == ["x.png"]  # no temporary, no partial new.png
+
+
+def test_max_pixels_guards_8_and_16_bit_files_alike(tmp_path, capsys):
+    Image.fromarray(np.zeros((4, 5, 3), np.uint8)).save(tmp_path / "flat.png")
+    write_png(tmp_path / "deep.png", np.zeros((4, 5, 3), np.uint16))
+    out = tmp_path / "out"
+    for name in ("flat.png", "deep.png"):
+        assert _run([str(tmp_path / name), "--scale", "2", "--output", str(out), "--bicubic",
+                     "--max-pixels", "19"]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and f"{name}: 5x4 = 20 pixels is more than the limit of 19" in err, err
+    assert not out.exists()
+    assert _run([str(tmp_path / "deep.png"), "--scale", "2", "--output", str(out), "--bicubic",
+                 "--max-pixels", "0"]) == 0  # 0 = no limit
+    assert (out / "deep_x2.png").is_file()
+
+
+def test_debug_shows_the_traceback(tmp_path):
+    from metamixer.train.images import ImageReadError
+
+    bad = tmp_path / "bad.png"
+    bad.write_text("not an image")
+    with pytest.raises(ImageReadError, match="bad.png"):
+        upscale_cli([str(bad), "--scale", "2", "--output", str(tmp_path / "out"), "--bicubic", "--debug"])

@@ -368,3 +368,24 @@ def test_argparse_rejections_are_one_line_and_ranges_are_checked(capsys: pytest.
         assert info.value.code == 2 and len(err.strip().splitlines()) == 1, err
         assert err.startswith("error: ffnet-x-eval: ") and needle in err, err
     assert parser.parse_args([*ck, "--tile", "3"]).tile == 3
+
+
+def test_a_user_error_in_a_dataloader_worker_is_reported_as_its_own_line(capsys: pytest.CaptureFixture[str]) -> None:
+    from torch.utils.data import DataLoader, Dataset
+
+    from metamixer.train.errors import run_cli
+
+    class Corrupt(Dataset):
+        def __len__(self) -> int:
+            return 2
+
+        def __getitem__(self, i: int):  # noqa: ANN204
+            raise FFNetError("scene_0001.npy: corrupt file (expected 6 columns)")
+
+    def main(argv):  # noqa: ANN001, ANN202
+        list(DataLoader(Corrupt(), num_workers=1))
+
+    with pytest.raises(SystemExit) as info:
+        run_cli(main)([])
+    assert info.value.code == 2
+    assert capsys.readouterr().err == "error: scene_0001.npy: corrupt file (expected 6 columns)\n"

@@ -34,8 +34,16 @@ def build_diffusion(cfg: GenerationConfig, steps: str | int | None = None) -> Ga
                             loss_type=d.loss_type)
 
 
-def build_dataset(cfg: GenerationConfig):
-    """The training dataset of ``cfg.data.mode``, checked against the model's channels / classes / size."""
+def _check_folder(path: str, expected: str) -> None:
+    folder = Path(path).expanduser()
+    if not folder.is_dir():
+        found = "is a file" if folder.exists() else "does not exist"
+        raise FFNetError(f"data.path={path}: {found}, expected {expected}")
+
+
+def build_dataset(cfg: GenerationConfig, verify: bool = False):
+    """The training dataset of ``cfg.data.mode``, checked against the model's channels / classes / size;
+    ``verify`` decodes every image of a pixel-mode folder once (all unreadable files listed, then an error)."""
     from .data.images import DigitsDataset, ImageFolderDataset
     from .data.latents import LatentDataset
 
@@ -47,11 +55,18 @@ def build_dataset(cfg: GenerationConfig):
     if mode == "pixel":
         if m.in_channels not in (1, 3):
             raise FFNetError(f"pixel mode needs model.in_channels 1 or 3, got {m.in_channels}")
-        return ImageFolderDataset(cfg.data.path, m.input_size, m.in_channels, hflip=False,
-                                  num_classes=m.num_classes)
+        if not cfg.data.path:
+            raise FFNetError("data.mode=pixel needs data.path: a folder of images (class sub-folders = labels)")
+        _check_folder(cfg.data.path, "a folder of images (class sub-folders = labels)")
+        ds = ImageFolderDataset(cfg.data.path, m.input_size, m.in_channels, hflip=False,
+                                num_classes=m.num_classes, max_pixels=cfg.data.max_pixels)
+        if verify:
+            ds.verify()
+        return ds
     if mode == "latent":
         if not cfg.data.path:
             raise FFNetError("data.mode=latent needs data.path: a folder written by ffnet-gen-extract-latents")
+        _check_folder(cfg.data.path, "a folder written by ffnet-gen-extract-latents")
         ds = LatentDataset(cfg.data.path, num_classes=m.num_classes)
         shape = ds[0][0].shape
         if shape[0] != m.in_channels or shape[-1] != m.input_size:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from metamixer.train.config import bounded
+from metamixer.train.images import DEFAULT_MAX_PIXELS
 from metamixer.train.sections import OptimConfig, RunConfig, TrainConfig
 
 __all__ = ["DiffusionConfig", "ModelConfig", "DataConfig", "GenOptimConfig", "GenTrainConfig", "EvalConfig", "GenerationConfig"]
@@ -59,6 +60,8 @@ class DataConfig:
     num_workers: int = bounded(4, ge=0)
     #: latent mode: local diffusers AutoencoderKL folder decoding the sample grids and samples; null = none
     vae_path: str | None = None
+    #: pixel mode: images with more pixels are refused (decompression-bomb guard); null = no limit
+    max_pixels: int | None = bounded(DEFAULT_MAX_PIXELS, ge=1)
 
 
 @dataclass

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from metamixer.train.cli import OverrideParser
 from metamixer.train.errors import FFNetError, run_cli
 from metamixer.train.results import write_results
 from metamixer.train.sections import RunConfig
@@ -36,8 +37,11 @@ from .config import (
     GenTrainConfig,
     ModelConfig,
 )
+from .files import check_output_folder, copy_file
 from .metrics.digits import DigitsReference
+from .models import model_kwargs
 from .sample import sample_to_npz
+from .sampling import check_steps
 from .train import train
 
 __all__ = ["run_quickstart", "main", "cli"]
@@ -57,13 +61,32 @@ def quickstart_config(output: Path, steps: int, model: str, seed: int) -> Genera
         eval=EvalConfig(grid_count=None))
 
 
+def _check_options(output: str | Path, *, steps: int, early_step: int, num_samples: int, sample_steps: str,
+                   model: str, threads: int) -> None:
+    """All options, before the old ``<output>/train`` is removed or anything is trained (a typo in
+    ``--sample-steps`` must not cost a finished training)."""
+    if steps < 2:
+        raise FFNetError(f"--steps must be >= 2 (an early and a final checkpoint), got {steps}")
+    if not 0 < early_step < steps:
+        raise FFNetError(f"--early-step must be in (0, --steps={steps}), got {early_step}")
+    for key, value in (("--num-samples", num_samples), ("--threads", threads)):
+        if value < 1:
+            raise FFNetError(f"{key} must be >= 1, got {value}")
+    check_steps(sample_steps, DiffusionConfig().num_steps, "--sample-steps")
+    try:
+        model_kwargs(model)
+    except FFNetError as exc:
+        raise FFNetError(f"--model: {exc}") from None
+    check_output_folder(output)
+
+
 def run_quickstart(output: str | Path, *, steps: int = 400, early_step: int = 50, num_samples: int = 250,
                    sample_steps: str = "ddim20", model: str = "u_ffnet_tiny", seed: int = 0,
                    threads: int = 1) -> dict:
     """Train (stopping once at ``early_step`` to keep that checkpoint, then resuming), sample both checkpoints,
     score them, and write ``<output>/results.json``; returns the results record."""
-    if not 0 < early_step < steps:
-        raise FFNetError(f"--early-step must be in (0, --steps={steps}), got {early_step}")
+    _check_options(output, steps=steps, early_step=early_step, num_samples=num_samples, sample_steps=sample_steps,
+                   model=model, threads=threads)
     torch.set_num_threads(threads)
     out = Path(output)
     if (out / "train").exists():
@@ -77,7 +100,7 @@ def run_quickstart(output: str | Path, *, steps: int = 400, early_step: int = 50
     early = out / "train" / f"step_{early_step:07d}.pth"
     # run.max_steps stops at the early step with a resumable last.pth; the resumed run equals an uninterrupted one
     train(replace(cfg, run=replace(cfg.run, max_steps=early_step)))
-    shutil.copyfile(last, early)
+    copy_file(last, early)
     fit = train(cfg, resume=str(last))
     t_train = time.perf_counter() - t_start - t_clf
 
@@ -88,7 +111,7 @@ def run_quickstart(output: str | Path, *, steps: int = 400, early_step: int = 50
         data = np.load(info["npz"])
         results[tag] = {"train_step": info["train_step"], **yardstick.score(data["arr_0"], data["arr_1"]),
                         "num_samples": num_samples}
-    shutil.copyfile(out / "samples_final" / "grid.png", out / "final_grid.png")
+    copy_file(out / "samples_final" / "grid.png", out / "final_grid.png")
 
     history = [{"step": h["step"], "loss": h["train_loss"]} for h in fit.history]
     metrics = {"digits_fid_early": results["early"]["digits_fid"], "digits_fid_final": results["final"]["digits_fid"],
@@ -112,15 +135,15 @@ def run_quickstart(output: str | Path, *, steps: int = 400, early_step: int = 50
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    import argparse
-
-    p = argparse.ArgumentParser(prog="ffnet-gen-quickstart", description=__doc__.splitlines()[0])
-    p.add_argument("--output", default="runs/gen_quickstart")
-    p.add_argument("--steps", type=int, default=400)
-    p.add_argument("--early-step", type=int, default=50)
-    p.add_argument("--num-samples", type=int, default=250)
-    p.add_argument("--sample-steps", default="ddim20")
-    p.add_argument("--model", default="u_ffnet_tiny")
+    p = OverrideParser(prog="ffnet-gen-quickstart", description=__doc__.splitlines()[0])
+    p.add_argument("--debug", action="store_true", help="on failure show the full traceback")
+    p.add_argument("--output", default="runs/gen_quickstart", metavar="FOLDER",
+                   help="folder for the run, samples, final_grid.png and results.json")
+    p.add_argument("--steps", type=int, default=400, help="training steps (>= 2)")
+    p.add_argument("--early-step", type=int, default=50, help="the early checkpoint kept and scored, in (0, --steps)")
+    p.add_argument("--num-samples", type=int, default=250, help="images sampled per checkpoint (>= 1)")
+    p.add_argument("--sample-steps", default="ddim20", help="sampler: N (DDPM respaced) or ddimN")
+    p.add_argument("--model", default="u_ffnet_tiny", help="a registered model name")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1, help="intra-op threads (1 is fastest for this small model, and on a busy machine)")
     a = p.parse_args(argv)

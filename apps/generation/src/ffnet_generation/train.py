@@ -14,6 +14,7 @@ loss since the previous one and draws an EMA sample grid, and no ``best.pth`` is
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -22,6 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+from torch.utils.data import Dataset
 
 from metamixer.nn.flops import count_params
 from metamixer.train.allocator import keep_freed_memory
@@ -35,8 +37,10 @@ from metamixer.train.loop import FitResult, RunContext, Task, Trainer, prepare_r
 from .builders import build_dataset, build_diffusion, build_model
 from .config import GenerationConfig
 from .data.images import make_grid, save_png, to_uint8
+from .models import model_kwargs
+from .sampling import EVAL_NAMES, check_sampler_options, check_steps
 
-__all__ = ["DiffusionTask", "train", "main", "cli", "RECIPES"]
+__all__ = ["DiffusionTask", "check_run", "train", "main", "cli", "RECIPES"]
 
 #: the shipped recipes (editable install: apps/generation/recipes); None when not installed from the repo
 RECIPES: Path | None = Path(__file__).resolve().parents[2] / "recipes"
@@ -56,10 +60,10 @@ class DiffusionTask(Task):
 
     monitor = None  # no validation metric: no best.pth
 
-    def __init__(self, cfg: GenerationConfig, ctx: RunContext) -> None:
+    def __init__(self, cfg: GenerationConfig, ctx: RunContext, dataset: Dataset | None = None) -> None:
         self.cfg, self.ctx = cfg, ctx
         self.diffusion = build_diffusion(cfg)
-        self.dataset = build_dataset(cfg)
+        self.dataset = dataset if dataset is not None else build_dataset(cfg)
         self.memory_format = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
         model = build_model(cfg.model, learn_sigma=self.diffusion.learn_sigma).to(memory_format=self.memory_format)
         super().__init__(model)
@@ -163,12 +167,51 @@ class DiffusionTask(Task):
         self.window = dict(state.get("window", self.window))
 
 
+def check_run(cfg: GenerationConfig, resume: str | None = None) -> Dataset:
+    """Everything a config can get wrong, checked before the run folder exists; returns the training dataset.
+
+    Why here and not where each value is used: the grids' sampler is first built at the first validation and a
+    bad image is first drawn some batches in, both after the run folder, its ``config.yaml`` and maybe hours of
+    training. Here: the diffusion and both samplers (``eval.grid_steps``, ``eval.steps``), the labels, the
+    model (built on the meta device: no memory, no weights), the VAE folder, the data (pixel mode: every image
+    decoded once, all unreadable files listed) and its size against one global batch.
+    """
+    diffusion = build_diffusion(cfg)
+    ev = cfg.eval
+    if ev.grid_count is not None:
+        check_steps(ev.grid_steps, cfg.model.diffusion.num_steps, "eval.grid_steps")
+    check_sampler_options(num=ev.num_samples, labels=ev.labels, steps=ev.steps, cfg_scale=ev.cfg_scale,
+                          eta=ev.eta, guided_channels=ev.guided_channels, batch_size=ev.batch_size, names=EVAL_NAMES)
+    check_steps(ev.steps, cfg.model.diffusion.num_steps, "eval.steps")
+    try:
+        model_kwargs(cfg.model.name)
+    except FFNetError as exc:
+        raise FFNetError(f"model.name: {exc}") from None
+    with torch.device("meta"):
+        build_model(cfg.model, learn_sigma=diffusion.learn_sigma)
+    if cfg.data.mode == "latent" and cfg.data.vae_path:
+        from .data.latents import check_vae_folder
+
+        check_vae_folder(cfg.data.vae_path, "data.vae_path")
+    if resume is not None and not Path(resume).is_file():
+        raise FFNetError(f"--resume {resume}: " + ("is a folder, expected its last.pth" if Path(resume).is_dir()
+                                                   else "checkpoint not found"))
+    dataset = build_dataset(cfg, verify=True)
+    world = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    if len(dataset) < cfg.train.batch_size * world:
+        raise FFNetError(f"the dataset has {len(dataset)} items, fewer than one global batch "
+                         f"({cfg.train.batch_size} per process x {world} processes); lower train.batch_size")
+    return dataset
+
+
 def train(cfg: GenerationConfig, resume: str | None = None, *, quiet: bool = False) -> FitResult:
     """Run (or resume from ``last.pth``) training; returns core's FitResult (``history``: one entry per
-    validation with the window's ``train_loss``)."""
+    validation with the window's ``train_loss``). The config is checked (:func:`check_run`) before the run
+    folder is created."""
+    dataset = check_run(cfg, resume)
     ctx = prepare_run(cfg.run, cfg, quiet=quiet)
     try:
-        task = DiffusionTask(cfg, ctx)
+        task = DiffusionTask(cfg, ctx, dataset)
         ctx.logger.info(f"model {cfg.model.name}: {count_params(task.model) / 1e6:.2f}M params (train form), "
                         f"data {cfg.data.mode} ({len(task.dataset)} items), {ctx.info.world_size} process(es) "
                         f"on {ctx.device}, batch {cfg.train.batch_size} per process")

@@ -32,7 +32,7 @@ from .metrics import ConfusionMatrix, format_table
 from .runtime import build_dataset, build_model, check_precision, class_names
 from .tester import SceneTester
 
-__all__ = ["evaluate", "load_run", "write_eval_results", "main", "cli", "palette"]
+__all__ = ["evaluate", "check_scenes", "load_run", "write_eval_results", "main", "cli", "palette"]
 
 
 def palette(num_classes: int) -> np.ndarray:
@@ -67,12 +67,11 @@ def evaluate(
     colors = palette(cfg.data.num_classes)
     model.eval()
     count = len(scenes) if cfg.eval.max_scenes is None else min(len(scenes), cfg.eval.max_scenes)
+    check_scenes(scenes, count)
     per_scene = []
     t0 = time.perf_counter()
     for i in range(count):
         scene = scenes.raw(i)
-        if "segment" not in scene:
-            raise FFNetError(f"scene {scene['name']!r} has no labels; evaluation needs a labelled split")
         ts = time.perf_counter()
         probs, votes = tester(model, scene)
         if votes.min() < 1:
@@ -118,6 +117,29 @@ def evaluate(
     return metrics
 
 
+def check_scenes(scenes: SceneDataset, count: int) -> None:
+    """Load and validate the first ``count`` scenes before any inference; every bad one is named in ONE
+    FFNetError (exit 2, nothing written).
+
+    Why refuse instead of skipping: metrics over the scenes that happened to load are not the benchmark's
+    numbers, and a results.json with them would be mistaken for the real score. Why up front: inference costs
+    minutes per scene, a second read of the arrays only seconds.
+    """
+    failures = []
+    for i in range(count):
+        try:
+            scene = scenes.raw(i)
+            if "segment" not in scene:
+                raise FFNetError(f"{scenes.paths[i % len(scenes.paths)]}: no labels ({scenes.segment_key}); "
+                                 "evaluation needs a labelled split")
+        except FFNetError as exc:
+            failures.append(str(exc))
+    if failures:
+        shown = "; ".join(failures[:10]) + (f"; and {len(failures) - 10} more" if len(failures) > 10 else "")
+        raise FFNetError(f"{len(failures)} of {count} evaluation scenes cannot be used, nothing was evaluated: "
+                         f"{shown}")
+
+
 def load_run(checkpoint: str, config: str | None, overrides: Sequence[str]) -> tuple[Config, torch.nn.Module]:
     """Config from ``--config`` (or the one stored in the checkpoint) + overrides, and the model with its weights
     (the EMA weights when the run scored those: ``train.eval_weights=ema``)."""
@@ -134,6 +156,12 @@ def load_run(checkpoint: str, config: str | None, overrides: Sequence[str]) -> t
             apply_overrides(base, list(overrides), cls=Config, source="command line"),
             source="command line",
         )
+    stored = ckpt.get("config")
+    data = stored.get("data") if isinstance(stored, dict) else None
+    trained = data.get("num_classes") if isinstance(data, dict) else None
+    if isinstance(trained, int) and trained != cfg.data.num_classes:
+        raise FFNetError(f"data.num_classes={cfg.data.num_classes} but {checkpoint} was trained with {trained} "
+                         f"classes; evaluate with data.num_classes={trained} (labels must use the same ids)")
     model = build_model(cfg)
     prefer_ema = cfg.train.eval_weights == "ema" and ckpt.get("ema") is not None
     load_state_dict_checked(model, extract_state_dict(ckpt, prefer_ema=prefer_ema), checkpoint)
@@ -160,6 +188,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--ply", metavar="DIR", default=None, help="write predicted-class coloured PLYs here")
     args = parser.parse_args(argv)
     t0 = time.perf_counter()
+    out = Path(args.output) if args.output else Path(args.checkpoint).with_name("results.json")
+    if out.is_dir():
+        raise FFNetError(f"--output {out} is a folder; expected the path of the results .json file to write")
+    if args.ply is not None and Path(args.ply).exists() and not Path(args.ply).is_dir():
+        raise FFNetError(f"--ply {args.ply} is a file; expected a folder for the predicted PLYs")
     cfg, model = load_run(args.checkpoint, args.config, args.overrides)
     device = resolve_device(cfg.run.device)
     if cfg.run.precision == "fp16" and device.type != "cuda":
@@ -171,7 +204,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     model.to(device)
     ply_dir = args.ply or (str(Path(cfg.run.output_dir) / "predictions") if cfg.eval.save_ply else None)
     metrics = evaluate(cfg, model, ply_dir)
-    out = Path(args.output) if args.output else Path(args.checkpoint).with_name("results.json")
     write_eval_results(out, cfg, metrics, args.checkpoint, wall_s=round(time.perf_counter() - t0, 2))
     print(format_table(metrics))
     print(

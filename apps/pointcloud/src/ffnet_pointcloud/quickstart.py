@@ -7,7 +7,6 @@ per-class IoU table next to the chance level, and writes ``DIR/results.json`` (t
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from collections.abc import Sequence
@@ -16,7 +15,8 @@ from pathlib import Path
 import torch
 
 from metamixer.train.allocator import keep_freed_memory
-from metamixer.train.errors import run_cli
+from metamixer.train.cli import OverrideParser
+from metamixer.train.errors import FFNetError, run_cli
 from metamixer.train.sections import RunConfig
 
 from .config import Config, DataConfig, EvalConfig, ModelConfig, PointcloudOptimConfig, PointcloudTrainConfig
@@ -79,14 +79,20 @@ def quickstart_config(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser("ffnet-pc-quickstart", description=__doc__.splitlines()[0])
+    parser = OverrideParser(prog="ffnet-pc-quickstart", description=__doc__.splitlines()[0])
+    parser.add_argument("--debug", action="store_true", help="on failure show the full traceback")
     parser.add_argument(
         "--output", default="runs/pointcloud_quickstart", help="folder for data, run and results.json"
     )
-    parser.add_argument("--epochs", type=int, default=12)
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (spconv CPU ops always use 1)")
+    parser.add_argument("--epochs", type=int, default=12, help="training epochs (>= 1)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads, >= 1 (spconv CPU ops always use 1)")
     args = parser.parse_args(argv)
+    for option, value in (("--epochs", args.epochs), ("--threads", args.threads)):
+        if value < 1:
+            raise FFNetError(f"{option} must be an integer >= 1, got {value}")
     out = Path(args.output)
+    if out.exists() and not out.is_dir():
+        raise FFNetError(f"--output {out} is a file; expected a folder for data, run and results.json")
     cfg = quickstart_config(out, epochs=args.epochs, threads=args.threads)
     keep_freed_memory()  # a CPU training run (this is a console script, not a library call)
     t0 = time.perf_counter()

@@ -13,14 +13,15 @@ from metamixer.train.distributed import barrier, is_main_process
 from metamixer.train.errors import FFNetError
 
 from .config import Config
-from .data.datasets import SceneDataset, dataset_info
+from .data.datasets import SceneDataset, dataset_info, list_scenes
 from .data.synthetic import write_synthetic_dataset
 from .data.transforms import build_transforms, set_rng
-from .models import create_model
+from .models import create_model, model_config
 from .models.ffnet3d import FFNet3DSegmentor
 
 __all__ = [
     "check_precision",
+    "check_config",
     "class_names",
     "ensure_data",
     "build_dataset",
@@ -54,6 +55,31 @@ def class_names(cfg: Config) -> list[str]:
     return names
 
 
+def check_config(cfg: Config, validate: bool = True) -> None:
+    """Everything of a config that can be wrong without reading a scene: dataset kind and class names, model
+    name and options, every transform spec, the data root and its split folders (``validate``: the val split
+    too). Why up front: training makes its run folder first, so a typo must stop before that, not after."""
+    info = dataset_info(cfg.data.dataset)
+    class_names(cfg)
+    try:
+        model_config(cfg.model.name, in_channels=feat_channels(cfg), num_classes=cfg.data.num_classes,
+                     **cfg.model.options).validate()
+    except (TypeError, ValueError) as exc:  # e.g. enc_depths: 3 where a list belongs
+        raise FFNetError(f"model.options: {exc} (model {cfg.model.name!r})") from None
+    build_transforms(cfg.data.train_transforms, where="data.train_transforms")
+    if validate:
+        build_transforms(cfg.data.val_transforms, where="data.val_transforms")
+    root = Path(cfg.data.root).expanduser()
+    if cfg.data.dataset == "synthetic" and not (root / "train").is_dir():
+        return  # generated on first use (ensure_data)
+    if not root.is_dir():
+        raise FFNetError(f"data.root not found: {root} (dataset {cfg.data.dataset!r}); see docs/pointcloud.md "
+                         "for the expected layout and ffnet-pc-preprocess")
+    list_scenes(root, cfg.data.train_splits or info["train"])
+    if validate:
+        list_scenes(root, cfg.data.val_splits or info["val"])
+
+
 def ensure_data(cfg: Config) -> Path:
     """Return the dataset root; the synthetic dataset is generated there on first use."""
     root = Path(cfg.data.root).expanduser()
@@ -84,8 +110,8 @@ class SeededTransform:
     """Runs a pipeline with a generator derived from (seed, epoch, index): augmentation is reproducible across
     workers and across resume, independent of the order in which scenes are loaded."""
 
-    def __init__(self, specs: list[dict[str, Any]], seed: int) -> None:
-        self.pipeline = build_transforms(specs)
+    def __init__(self, specs: list[dict[str, Any]], seed: int, where: str = "transforms") -> None:
+        self.pipeline = build_transforms(specs, where=where)
         self.seed = seed
         self.epoch = 0
 
@@ -131,7 +157,8 @@ def build_dataset(
     )
     if transform_specs is None:
         return scenes
-    return AugmentedDataset(scenes, SeededTransform(transform_specs, seed))
+    where = "data.train_transforms" if split == "train" else "data.val_transforms"
+    return AugmentedDataset(scenes, SeededTransform(transform_specs, seed, where))
 
 
 def build_model(cfg: Config) -> FFNet3DSegmentor:

@@ -41,9 +41,9 @@ class SceneTester:
         precision: str = "fp32",
     ) -> None:
         self.num_classes = num_classes
-        self.pre = build_transforms(pre)
-        self.views = [build_transforms(v) for v in (views or [[]])]
-        self.post = build_transforms(post)
+        self.pre = build_transforms(pre, where="data.test_pre_transforms")
+        self.views = [build_transforms(v, where=f"data.tta_views[{j}]") for j, v in enumerate(views or [[]])]
+        self.post = build_transforms(post, where="data.test_post_transforms")
         self.voxelize = GridSample(grid_size=grid_size, mode="test")
         self.feat_keys = list(feat_keys)
         self.fragments_per_batch = max(1, fragments_per_batch)

@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from metamixer.train.cli import OverrideParser, build_eval_parser
+from metamixer.train.cli import OverrideParser, build_eval_parser, non_negative_int, positive_int
 from metamixer.train.config import COMMAND_LINE, apply_overrides, config_from_dict, config_to_dict
 from metamixer.train.device import resolve_device
 from metamixer.train.errors import FFNetError, run_cli
@@ -55,18 +55,19 @@ def build_parser() -> OverrideParser:
         checkpoint_required=False,
     )
     p.add_argument("--bicubic", action="store_true", help="evaluate MATLAB-bicubic upscaling (baseline row)")
-    p.add_argument("--scale", type=int, default=None, help="required with --bicubic; checked against the model")
+    p.add_argument("--scale", type=positive_int, default=None,
+                   help="required with --bicubic; checked against the model")
     p.add_argument("--sets", nargs="+", default=None, help="eval.sets: names under <data>/sr or folders "
                    "(default Set5 Set14 B100)")
-    p.add_argument("--crop-border", type=int, default=None, help="eval.crop_border: pixels shaved per side "
-                   "(default: the scale)")
+    p.add_argument("--crop-border", type=non_negative_int, default=None,
+                   help="eval.crop_border: pixels shaved per side (default: the scale)")
     p.add_argument("--lr-source", choices=["auto", "folder", "generate"], default=None, help="eval.lr_source")
     p.add_argument("--self-ensemble", action="store_true", default=None,
                    help="eval.self_ensemble: x8 flips/rotations averaged (the '+' rows)")
-    p.add_argument("--tile", type=int, default=None, help="eval.tile: LR tile side for large images (exact)")
-    p.add_argument("--tile-pad", type=int, default=None, help="eval.tile_pad: context per tile side "
+    p.add_argument("--tile", type=positive_int, default=None, help="eval.tile: LR tile side for large images (exact)")
+    p.add_argument("--tile-pad", type=non_negative_int, default=None, help="eval.tile_pad: context per tile side "
                    "(default: the receptive radius, i.e. exact)")
-    p.add_argument("--pad-multiple", type=int, default=None,
+    p.add_argument("--pad-multiple", type=positive_int, default=None,
                    help="eval.pad_multiple: reflect-pad LR inputs to a multiple and crop the output back")
     p.add_argument("--save-images", default=None, help="eval.save_images: folder for the SR PNGs")
     p.add_argument("--device", default=None, help="run.device (auto | cpu | cuda | cuda:N | mps)")
@@ -75,7 +76,9 @@ def build_parser() -> OverrideParser:
 
 
 def settings_from_args(args: Any) -> EvalSettings:
-    """Overrides first, then the flags that were given (a flag wins over an override of the same key)."""
+    """Overrides first, then the flags that were given (a flag wins over an override of the same key). The flags'
+    ranges are those of their keys, checked while parsing (core's typed options), so a bad value is reported
+    under the flag as typed and an override under its dotted key."""
     merged = apply_overrides(config_to_dict(EvalSettings()), args.overrides, cls=EvalSettings, source=COMMAND_LINE)
     for name in _EVAL_FLAGS:
         if getattr(args, name) is not None:
@@ -103,7 +106,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         model = load_model_for_inference(args.checkpoint, device)
         scale = model.scale
         if args.scale is not None and args.scale != scale:
-            raise FFNetError(f"--scale {args.scale} does not match the checkpoint's x{scale} model")
+            raise FFNetError(f"--scale {args.scale} does not match the checkpoint's x{scale} model "
+                             f"({args.checkpoint}; leave --scale out or use --scale {scale})")
         label = Path(args.checkpoint).stem + ("+" if ev.self_ensemble else "")
         upscaler = model_upscaler(model, scale, device, ev.tile, ev.tile_pad, ev.self_ensemble, cfg.run.precision,
                                   ev.pad_multiple)

@@ -235,6 +235,6 @@ def load_model_for_inference(checkpoint: str | Path, device: torch.device) -> nn
     from .models import model_from_state_dict, read_weights
 
     sd = read_weights(checkpoint)
-    model = model_from_state_dict(sd)
+    model = model_from_state_dict(sd, checkpoint)
     load_state_dict_checked(model, sd, str(checkpoint))
     return model.to(device).eval()

@@ -20,7 +20,7 @@ from .data.io import write_png
 from .inference import Upscaler
 from .metrics import calculate_psnr, calculate_ssim
 
-__all__ = ["evaluate_pairs", "evaluate_sets", "format_table", "protocol"]
+__all__ = ["check_scorable", "evaluate_pairs", "evaluate_sets", "format_table", "protocol"]
 
 #: how Y is computed (MATLAB rgb2ycbcr on doubles), worded as in sr_protocol.md
 Y_CHANNEL = ("Y = 16 + (65.481 R + 128.553 G + 24.966 B) / 255 (MATLAB rgb2ycbcr on doubles), not rounded; "
@@ -43,6 +43,30 @@ def protocol(crop_border: int, lr_source: str = "auto", **extra: Any) -> dict[st
     }
 
 
+#: SSIM's Gaussian window side (metrics.py): every side of the cropped image must hold one window
+_SSIM_WINDOW = 11
+
+
+def check_scorable(pairs: Sequence[BenchmarkPair], scale: int, crop_border: int, compute_ssim: bool = True) -> None:
+    """Refuse, before any upscaling, an image too small to be scored: shaving ``crop_border`` pixels per side
+    must leave at least one SSIM window (one pixel for PSNR alone), and the LR image at least one pixel.
+
+    Why up front: a set is scored image by image, so a 3x5 file found at the end would otherwise cost the whole
+    run and end in a metrics ``ValueError`` instead of a message saying which file and what size is needed.
+    """
+    need = max(2 * crop_border + (_SSIM_WINDOW if compute_ssim else 1), scale)
+    for pair in pairs:
+        h, w = pair.hr.shape[:2]
+        if min(h, w) < need:
+            why = (f"{crop_border} shaved per side + SSIM's {_SSIM_WINDOW}x{_SSIM_WINDOW} window" if compute_ssim
+                   else f"{crop_border} shaved per side + 1")
+            raise FFNetError(
+                f"{pair.path or pair.name}: {w}x{h} pixels (after cropping to a multiple of the scale) is too small "
+                f"to score at x{scale} with crop_border {crop_border}: each side needs at least {need} pixels "
+                f"({why}); remove the image from the set"
+            )
+
+
 def evaluate_pairs(
     upscaler: Upscaler,
     pairs: Sequence[BenchmarkPair],
@@ -54,6 +78,7 @@ def evaluate_pairs(
 ) -> dict[str, Any]:
     """Score ``upscaler`` on ``pairs``: per-image PSNR (and SSIM) plus their means (the paper's set average)."""
     crop = scale if crop_border is None else crop_border
+    check_scorable(pairs, scale, crop, compute_ssim)
     per_image: dict[str, dict[str, float]] = {}
     for pair in pairs:
         sr = upscaler(pair.lr)

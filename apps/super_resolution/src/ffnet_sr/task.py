@@ -34,7 +34,7 @@ from .losses import SRLoss
 from .models import create_model
 from .scoring import evaluate_pairs
 
-__all__ = ["SRTask", "build_model", "side_by_side"]
+__all__ = ["SRTask", "build_dataset", "build_model", "side_by_side"]
 
 
 def build_model(cfg: SRConfig) -> nn.Module:
@@ -55,13 +55,21 @@ def side_by_side(pair: BenchmarkPair, sr: np.ndarray, scale: int, size: int = 19
     return np.concatenate(crops, axis=1)
 
 
+def build_dataset(cfg: SRConfig) -> SRTrainDataset:
+    """The training patches of ``cfg.data``; every image's header is checked here (size, pixel guard), so
+    :func:`~ffnet_sr.train.train` calls it before the run folder is created: bad data leaves no folder behind."""
+    d = cfg.data
+    return SRTrainDataset([resolve_data_dir(p) for p in d.train_dirs], cfg.model.scale, d.patch_size, d.lr_source,
+                          d.augment, d.cache_images, cfg.run.seed)
+
+
 class SRTask(Task):
     """Random LR/HR patches -> ``train.l1_weight``·L1 + ``train.fft_weight``·FFT-L1; validation PSNR-Y on
     ``data.val_set`` (``best.pth`` = highest PSNR-Y; no validation and no best.pth when it is null)."""
 
     monitor_mode = "max"
 
-    def __init__(self, cfg: SRConfig, ctx: RunContext) -> None:
+    def __init__(self, cfg: SRConfig, ctx: RunContext, dataset: SRTrainDataset | None = None) -> None:
         model = build_model(cfg)
         if cfg.train.compile:
             model.compile()  # in place: the state_dict keys (and so checkpoints) stay those of the plain model
@@ -70,8 +78,7 @@ class SRTask(Task):
         self.scale = cfg.model.scale
         self.criterion = SRLoss(cfg.train.l1_weight, cfg.train.fft_weight)
         d = cfg.data
-        self.dataset = SRTrainDataset([resolve_data_dir(p) for p in d.train_dirs], self.scale, d.patch_size,
-                                      d.lr_source, d.augment, d.cache_images, cfg.run.seed)
+        self.dataset = build_dataset(cfg) if dataset is None else dataset
         info = ctx.info
         self._steps = epoch_steps(len(self.dataset), cfg.train.batch_size, info.world_size, d.enlarge_ratio)
         self.sampler = EpochBatchSampler(cfg.train.batch_size, self._steps, info.rank, info.world_size)

@@ -27,16 +27,20 @@ from metamixer.train.errors import run_cli
 from metamixer.train.loop import FitResult, Trainer, prepare_run
 
 from .config import RECIPES_DIR, SRConfig
-from .task import SRTask
+from .data.dataset import resolve_set_dir
+from .task import SRTask, build_dataset
 
 __all__ = ["train", "main"]
 
 
 def train(cfg: SRConfig, resume: str | Path | None = None, quiet: bool = False) -> FitResult:
     """Run (or resume) training; returns how the run ended (steps, best PSNR-Y and its step, checkpoints)."""
+    dataset = build_dataset(cfg)  # bad data stops here, before the run folder exists
+    if cfg.data.val_set:
+        resolve_set_dir(cfg.data.val_set)
     ctx = prepare_run(cfg.run, cfg, quiet=quiet)
     try:
-        task = SRTask(cfg, ctx)
+        task = SRTask(cfg, ctx, dataset)
         ctx.logger.info(
             f"{cfg.model.name} x{cfg.model.scale} depth {task.model.depth}: {count_params(task.model):,} params; "
             f"{len(task.dataset)} training images, batch {cfg.train.batch_size} x {ctx.info.world_size} "

@@ -1,33 +1,42 @@
-"""Upscale image files: ``ffnet-sr-upscale INPUT... --scale S --output DIR [--checkpoint PATH] [--tile N]``.
+"""Upscale image files: ``ffnet-sr-upscale INPUT... --scale S --output DIR (--checkpoint PATH | --bicubic)``.
 
-- INPUT: image files and/or folders (their images, not recursive). Everything is checked before any work
-  starts: an unreadable or missing file stops the run with one line naming it.
-- Output: ``DIR/<stem>_x<S>.png``. Inputs are never overwritten (an output path equal to an input is refused),
-  existing outputs only with ``--overwrite``, and two inputs mapping to the same output name are refused.
+- INPUT: image files and/or folders (their images, not recursive).
+- Bad input, in the order it is found (each: one ``error:`` line naming the file or option): a wrong option
+  value (``--scale``, ``--tile``, ``--tile-pad``, ``--max-pixels``; a scale the checkpoint's model does not
+  have), a missing input, an empty folder, an output that would overwrite an input or another output, an
+  existing output without ``--overwrite`` and a bad checkpoint stop the command with exit 2 before anything is
+  written (the output folder is not even created). An image that cannot be read (truncated, not an image, a
+  decompression bomb over ``--max-pixels``) stops a one-image run the same way; in a run over several images
+  it is reported, the others are upscaled, the failed ones are listed at the end and the exit code is 1.
+- Output: ``DIR/<stem>_x<S>.png`` (``<stem>_<ext>_x<S>.png`` for inputs that share a stem, e.g. ``a.jpg`` and
+  ``a.png``), written under a temporary name and renamed, so a failed image leaves no partial file. Inputs are
+  never overwritten, existing outputs only with ``--overwrite``.
 - Greyscale stays greyscale (the network runs on the grey value replicated to RGB and the result is mapped
-  back with BT.601 luma weights); RGBA/LA: colour through the network, alpha upscaled separately with
-  MATLAB bicubic (the network was never trained on alpha mattes); 16-bit PNGs stay 16-bit; EXIF orientation
-  is applied so phone photos come out upright.
+  back with BT.601 luma weights); RGBA/LA and transparent palettes: colour through the network, alpha upscaled
+  separately with MATLAB bicubic (the network was never trained on alpha mattes); palette and CMYK become RGB;
+  16-bit PNGs stay 16-bit; EXIF orientation is applied so phone photos come out upright.
 - ``--tile N``: process N x N LR tiles with exact context (see ``inference.py``) — memory stays bounded for any
   image size and the result equals whole-image inference. ``--self-ensemble``: x8 flips/rotations (slower,
-  ~+0.1 dB). ``--bicubic``: MATLAB-bicubic instead of a network (no checkpoint needed).
+  ~+0.1 dB). ``--bicubic``: MATLAB-bicubic instead of a network (no checkpoint needed). ``--debug``: a failure
+  shows its traceback.
 """
 
 from __future__ import annotations
 
 import argparse
 import time
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
 
+from metamixer.train.cli import build_eval_parser, non_negative_int, positive_int
 from metamixer.train.device import resolve_device
-from metamixer.train.errors import FFNetError, run_cli
+from metamixer.train.errors import FFNetError, for_each_input, run_cli
 
-from .data.io import IMAGE_EXTENSIONS, LoadedImage, read_image, write_png
+from .data.io import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, LoadedImage, read_image, write_png
 from .imresize import imresize
 from .inference import image_to_tensor, load_model_for_inference, tensor_to_uint8, upscale_tensor
 
@@ -37,7 +46,11 @@ _LUMA = torch.tensor([65.481, 128.553, 24.966], dtype=torch.float32) / 219.0
 
 
 def collect_inputs(inputs: Sequence[str | Path]) -> list[Path]:
-    """Expand folders, check every file exists and decodes (header + data), keep order, drop duplicates."""
+    """Expand folders, check every input exists, keep order, drop duplicates.
+
+    Images are not decoded here: a file that turns out unreadable is reported when its turn comes, so that one
+    bad file in a folder does not stop the others (see the module docstring).
+    """
     files: list[Path] = []
     for item in inputs:
         p = Path(item).expanduser()
@@ -57,22 +70,22 @@ def collect_inputs(inputs: Sequence[str | Path]) -> list[Path]:
         if key not in seen:
             seen.add(key)
             unique.append(f)
-    for f in unique:
-        try:
-            with Image.open(f) as img:
-                img.verify()
-        except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
-            raise FFNetError(f"cannot read image {f}: not a readable image file ({type(exc).__name__})") from None
     return unique
 
 
 def plan_outputs(files: Sequence[Path], output_dir: Path, scale: int, overwrite: bool = False) -> list[Path]:
-    """Output path per input; refuses to overwrite inputs, duplicate targets and (without ``overwrite``) files."""
+    """Output path per input; refuses to overwrite inputs, duplicate targets and (without ``overwrite``) files.
+
+    Inputs sharing a stem (``photo.jpg`` next to ``photo.png``) get their extension in the name instead of
+    being refused, because a folder holding both is common and both results are wanted.
+    """
     inputs = {f.resolve() for f in files}
+    stems = Counter(f.stem for f in files)
     outs: list[Path] = []
     taken: dict[Path, Path] = {}
     for f in files:
-        out = output_dir / f"{f.stem}_x{scale}.png"
+        stem = f.stem if stems[f.stem] == 1 else f"{f.stem}_{f.suffix.lstrip('.').lower()}"
+        out = output_dir / f"{stem}_x{scale}.png"
         key = out.resolve()
         if key in inputs:
             raise FFNetError(f"refusing to overwrite input file {f} with its upscaled version; choose another --output")
@@ -125,51 +138,69 @@ def upscale_loaded(
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="ffnet-sr-upscale", description="Upscale images with FFNetSR (or bicubic).")
+    """Core's command shape (``--checkpoint``, ``--output``, ``--debug`` worded as in every FFNet command), with
+    ``--output`` a required folder here instead of a results file."""
+    p = build_eval_parser("ffnet-sr-upscale", "Upscale images with FFNetSR (or bicubic).", checkpoint_required=False,
+                          overrides=False)
+    p.epilog = None  # core's epilog describes key=value overrides, which this command does not take
+    output = p._option_string_actions["--output"]  # argparse has no public way to re-describe an option
+    output.required, output.metavar = True, "DIR"
+    output.help = "folder for <stem>_x<S>.png (created when the first image is written)"
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files and/or folders of images")
-    p.add_argument("--scale", type=int, required=True, help="upscaling factor; must match the checkpoint")
-    p.add_argument("--output", required=True, help="output folder (created if missing)")
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--checkpoint", help="FFNet checkpoint from ffnet-sr-train, or the authors' BasicSR .pth")
-    src.add_argument("--bicubic", action="store_true", help="MATLAB-bicubic upscaling, no network")
-    p.add_argument("--tile", type=int, default=None, help="LR tile side; bounds memory for big images (exact)")
-    p.add_argument("--tile-pad", type=int, default=None,
+    p.add_argument("--scale", type=positive_int, required=True, help="upscaling factor; must match the checkpoint")
+    p.add_argument("--bicubic", action="store_true", help="MATLAB-bicubic upscaling, no network (no --checkpoint)")
+    p.add_argument("--tile", type=positive_int, default=None, help="LR tile side; bounds memory for big images (exact)")
+    p.add_argument("--tile-pad", type=non_negative_int, default=None,
                    help="context per tile side in LR pixels (default: the receptive radius, i.e. exact)")
     p.add_argument("--self-ensemble", action="store_true", help="average over 8 flips/rotations")
+    p.add_argument("--max-pixels", type=non_negative_int, default=DEFAULT_MAX_PIXELS,
+                   help=f"refuse images with more pixels (decompression bombs; default {DEFAULT_MAX_PIXELS:,}; "
+                   "0 = no limit)")
     p.add_argument("--device", default="auto")
     p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files (never inputs)")
     return p
 
 
+def check_options(args: argparse.Namespace) -> None:
+    """What argparse cannot say on its own (the ranges of --scale / --tile / --tile-pad / --max-pixels are
+    checked by core's typed options while parsing, in the words every FFNet command uses)."""
+    if (args.checkpoint is None) == (not args.bicubic):
+        raise FFNetError("give exactly one of --checkpoint CKPT and --bicubic")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.scale < 1:
-        raise FFNetError(f"--scale must be a positive integer, got {args.scale}")
-    if args.tile is not None and args.tile < 1:
-        raise FFNetError(f"--tile must be >= 1, got {args.tile}")
-    if args.tile_pad is not None and args.tile_pad < 0:
-        raise FFNetError(f"--tile-pad must be >= 0, got {args.tile_pad}")
+    check_options(args)
     files = collect_inputs(args.inputs)
     output_dir = Path(args.output).expanduser()
     if output_dir.exists() and not output_dir.is_dir():
         raise FFNetError(f"--output {output_dir} exists and is not a folder")
-    outs = plan_outputs(files, output_dir, args.scale, args.overwrite)
+    outs = dict(zip(files, plan_outputs(files, output_dir, args.scale, args.overwrite)))
     device = resolve_device(args.device, key="--device")
     model = None
     if args.checkpoint:
         model = load_model_for_inference(args.checkpoint, device)
         if model.scale != args.scale:
-            raise FFNetError(f"--scale {args.scale} does not match the checkpoint {args.checkpoint} (x{model.scale})")
-    output_dir.mkdir(parents=True, exist_ok=True)
-    for f, out in zip(files, outs):
+            raise FFNetError(f"--scale {args.scale}: the checkpoint {args.checkpoint} holds a x{model.scale} model "
+                             f"(use --scale {model.scale})")
+    max_pixels = args.max_pixels or None
+
+    def upscale_file(f: Path) -> Path:
         start = time.perf_counter()
-        loaded = read_image(f, exif_transpose=True)
+        loaded = read_image(f, exif_transpose=True, max_pixels=max_pixels)
         color, alpha = upscale_loaded(loaded, args.scale, model, device, args.tile, args.tile_pad,
                                       args.self_ensemble, args.precision)
-        write_png(out, color, alpha)
+        write_png(outs[f], color, alpha)  # temporary name + rename: never a partial file under this name
         h, w = loaded.color.shape[:2]
-        print(f"{f} ({w}x{h}) -> {out} ({color.shape[1]}x{color.shape[0]}, {time.perf_counter() - start:.1f} s)")
+        print(f"{f} ({w}x{h}) -> {outs[f]} ({color.shape[1]}x{color.shape[0]}, {time.perf_counter() - start:.1f} s)",
+              flush=True)
+        return outs[f]
+
+    if len(files) == 1:  # one image: its problem is the command's problem (one line, exit 2)
+        upscale_file(files[0])
+    else:  # several: go on past bad ones, list them at the end, exit 1
+        for_each_input(files, upscale_file, "image")
     return 0
 
 

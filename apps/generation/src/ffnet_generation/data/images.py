@@ -3,6 +3,10 @@
 Images are mapped to [-1, 1] (the range the diffusion's discretised decoder likelihood assumes). The crop is
 ADM's: downsample by 2 with a box filter while the short side is >= 2x the target (avoids aliasing), bicubic
 resize of the short side to the target, centre crop.
+
+Every user image is read through core's ``open_image`` (the one reader of all apps): EXIF orientation applied,
+grey / palette / CMYK / 16-bit converted to RGB and RGBA composited on white, a pixel limit against
+decompression bombs, and one message naming the file for anything unreadable (empty, truncated, not an image).
 """
 
 from __future__ import annotations
@@ -12,13 +16,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from torch.utils.data import Dataset
 
-from metamixer.train.errors import FFNetError
+from metamixer.train.errors import FFNetError, SomeInputsFailed, for_each_input
+from metamixer.train.images import DEFAULT_MAX_PIXELS, open_image
 
-__all__ = ["IMAGE_EXTENSIONS", "ImageFolderDataset", "DigitsDataset", "center_crop_arr", "list_images",
-           "load_image", "to_uint8", "make_grid", "save_png"]
+from ..files import atomic_write
+
+__all__ = ["IMAGE_EXTENSIONS", "DEFAULT_MAX_PIXELS", "ImageFolderDataset", "DigitsDataset", "center_crop_arr",
+           "list_images", "load_image", "to_uint8", "make_grid", "save_png"]
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 
@@ -34,22 +41,20 @@ def center_crop_arr(image: Image.Image, size: int) -> np.ndarray:
     return arr[top:top + size, left:left + size]
 
 
-def load_image(path: str | Path, channels: int) -> Image.Image:
-    """Open an image as RGB (channels=3) or L (channels=1); unreadable files raise FFNetError naming the file."""
-    try:
-        with Image.open(path) as img:
-            img.load()
-            return img.convert("RGB" if channels == 3 else "L")
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
-        raise FFNetError(f"cannot read image {path}: {type(exc).__name__}: {str(exc)[:120]} "
-                         f"(remove or re-encode the file)") from None
+def load_image(path: str | Path, channels: int, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """Open an image upright as RGB (channels=3) or L (channels=1); any unreadable file raises core's
+    ImageReadError (an FFNetError) naming the file. Grey output goes through RGB so that transparent
+    pixels turn white, as for colour models, not into whatever colour hides under the alpha channel."""
+    rgb = open_image(path, "RGB", max_pixels=max_pixels)
+    return rgb if channels == 3 else rgb.convert("L")
 
 
 def list_images(root: str | Path) -> list[Path]:
     """All image files below ``root`` (sorted), by extension."""
     root = Path(root)
     if not root.is_dir():
-        raise FFNetError(f"image folder not found: {root}")
+        raise FFNetError(f"image folder not found: {root}" if not root.exists() else
+                         f"{root}: is a file, expected a folder of images")
     files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
     if not files:
         raise FFNetError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) found under {root}")
@@ -63,8 +68,9 @@ class ImageFolderDataset(Dataset):
     """
 
     def __init__(self, root: str | Path, image_size: int, channels: int = 3, hflip: bool = True,
-                 num_classes: int | None = None) -> None:
+                 num_classes: int | None = None, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> None:
         root = Path(root)
+        self.root, self.max_pixels = root, max_pixels
         files = list_images(root)
         class_dirs = sorted({p.relative_to(root).parts[0] for p in files if len(p.relative_to(root).parts) > 1})
         self.classes = class_dirs or ["all"]
@@ -75,17 +81,39 @@ class ImageFolderDataset(Dataset):
                              "set model.num_classes to at least the number of classes")
         self.image_size, self.channels, self.hflip = image_size, channels, hflip
 
+    def verify(self) -> None:
+        """Decode every image once; each unreadable one is reported on its own line, then one FFNetError.
+
+        Why before training and not when a batch first draws the file: a bad file found at step 90,000 would
+        stop the run there, and only that one file would be named; found here, all of them are listed and
+        nothing has started (no run folder). It costs one decode per image (measured: 0.25 ms for a 32x32 PNG,
+        about 10 ms for a 500x375 JPEG on one busy core), which pixel mode, meant for small data sets, can
+        afford; ImageNet-size sets go through latent mode (ffnet-gen-extract-latents reads each image once)."""
+        files = [p for p, _ in self.samples]
+        read: set[Path] = set()
+
+        def check(path: Path) -> None:
+            load_image(path, self.channels, self.max_pixels)
+            read.add(path)
+
+        try:
+            for_each_input(files, check, what="image")
+        except SomeInputsFailed:
+            bad = [p for p in files if p not in read]
+            raise FFNetError(f"{len(bad)} of {len(files)} images under {self.root} cannot be read (each listed "
+                             f"above, first {bad[0]}): remove or re-encode them; training did not start") from None
+
     def __len__(self) -> int:
         return len(self.samples)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
         path, label = self.samples[i]
-        arr = center_crop_arr(load_image(path, self.channels), self.image_size)
+        arr = center_crop_arr(load_image(path, self.channels, self.max_pixels), self.image_size)
         if arr.ndim == 2:
             arr = arr[:, :, None]
         if self.hflip and np.random.rand() < 0.5:
             arr = arr[:, ::-1]
-        x = torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1).float() / 127.5 - 1.0
+        x = torch.from_numpy(np.array(arr)).permute(2, 0, 1).float() / 127.5 - 1.0  # a copy: writable
         return x, label
 
 
@@ -142,8 +170,6 @@ def make_grid(images: np.ndarray, ncols: int | None = None, pad: int = 2) -> np.
 
 
 def save_png(array: np.ndarray, path: str | Path) -> Path:
-    """Save an HWC uint8 array (C in 1/3) as PNG, creating the folder."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(array[:, :, 0] if array.shape[-1] == 1 else array).save(path)
-    return path
+    """Save an HWC uint8 array (C in 1/3) as PNG, creating the folder; atomic (no half-written PNG on Ctrl-C)."""
+    image = Image.fromarray(array[:, :, 0] if array.shape[-1] == 1 else array)
+    return atomic_write(path, lambda handle: image.save(handle, format="PNG"))

@@ -17,7 +17,8 @@ from torch.utils.data import Dataset
 
 from metamixer.train.errors import FFNetError
 
-__all__ = ["SD_VAE_SCALE", "load_vae", "VAE", "LatentDataset", "write_latent_shard", "read_latent_meta"]
+__all__ = ["SD_VAE_SCALE", "check_vae_folder", "load_vae", "VAE", "LatentDataset", "write_latent_shard",
+           "read_latent_meta"]
 
 #: latent scale of the Stable-Diffusion VAE (unit variance latents), as used by LDM / DiT / U-DiT
 SD_VAE_SCALE = 0.18215
@@ -41,18 +42,25 @@ class VAE(torch.nn.Module):
         return self.autoencoder.decode(latents / self.scale).sample
 
 
-def load_vae(path: str | Path, device: str | torch.device = "cpu", scale: float = SD_VAE_SCALE) -> VAE:
+def check_vae_folder(path: str | Path, key: str = "data.vae_path (or --vae)") -> Path:
+    """The VAE folder must exist and hold a diffusers ``config.json`` (checked before any run starts)."""
+    if not path:
+        raise FFNetError(f"latent mode needs a VAE: set {key} to a local AutoencoderKL folder "
+                         "(e.g. a downloaded copy of https://huggingface.co/stabilityai/sd-vae-ft-ema)")
+    folder = Path(path).expanduser()
+    if not folder.is_dir() or not (folder / "config.json").is_file():
+        raise FFNetError(f"{key}: VAE folder not found or has no config.json: {folder} (expected a diffusers "
+                         "AutoencoderKL folder such as sd-vae-ft-ema saved with save_pretrained)")
+    return folder
+
+
+def load_vae(path: str | Path, device: str | torch.device = "cpu", scale: float = SD_VAE_SCALE,
+             key: str = "data.vae_path (or --vae)") -> VAE:
     """Load an AutoencoderKL saved with ``save_pretrained`` (e.g. stabilityai/sd-vae-ft-ema) from a local folder.
 
     Nothing is downloaded: a missing folder or a missing ``diffusers`` gives a clear error.
     """
-    if not path:
-        raise FFNetError("latent mode needs a VAE: set data.vae_path (or --vae) to a local AutoencoderKL folder "
-                         "(e.g. a downloaded copy of https://huggingface.co/stabilityai/sd-vae-ft-ema)")
-    folder = Path(path).expanduser()
-    if not folder.is_dir() or not (folder / "config.json").is_file():
-        raise FFNetError(f"VAE folder not found or has no config.json: {folder} (expected a diffusers "
-                         "AutoencoderKL folder such as sd-vae-ft-ema saved with save_pretrained)")
+    folder = check_vae_folder(path, key)
     try:
         from diffusers.models import AutoencoderKL
     except ImportError:

@@ -96,7 +96,10 @@ def load_reference_stats(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 def save_stats(path: str | Path, mu: np.ndarray, sigma: np.ndarray, **extra) -> Path:
+    """``mu`` / ``sigma`` (+ ``extra``) as ``.npz`` (suffix added if missing, as ``np.savez`` does), atomically."""
+    from ..files import save_npz
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(path, mu=mu, sigma=sigma, **extra)
-    return path
+    if path.suffix != ".npz":
+        path = path.with_name(path.name + ".npz")
+    return save_npz(path, mu=mu, sigma=sigma, **extra)

@@ -197,6 +197,9 @@ def load_fid_inception(path: str | Path | None, device: torch.device | str = "cp
     if not path:
         raise FFNetError(f"FID/IS need the Inception weights file: pass --inception PATH to a local copy of "
                          f"{FID_WEIGHTS_NAME} (published at {FID_WEIGHTS_URL})")
+    if not Path(path).is_file():
+        raise FFNetError(f"--inception {path}: " + ("is a folder" if Path(path).is_dir() else "file not found")
+                         + f", expected a local copy of {FID_WEIGHTS_NAME} (published at {FID_WEIGHTS_URL})")
     sd = extract_state_dict(load_weights_file(path))
     model = FIDInceptionV3()
     expected = model.state_dict()

@@ -10,6 +10,9 @@ above, or ``.ply`` point clouds (x y z, red green blue, nx ny nz, label/class).
 
 from __future__ import annotations
 
+import pickle
+import zipfile
+import zlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -30,6 +33,7 @@ __all__ = [
     "SceneDataset",
     "list_scenes",
     "dataset_info",
+    "load_array",
 ]
 
 SCANNET20_CLASSES = (
@@ -96,6 +100,44 @@ def dataset_info(kind: str) -> dict[str, Any]:
     return info
 
 
+# what a damaged .npy/.npz/.txt raises inside numpy: a truncated file, a text file under an array's name, an
+# object array (never unpickled), a zip that is no .npz, a corrupt member
+_ARRAY_ERRORS = (ValueError, EOFError, OSError, zipfile.BadZipFile, zlib.error, pickle.UnpicklingError, KeyError)
+
+
+def load_array(path: Path) -> np.ndarray:
+    """``np.load`` of one .npy array without pickles; a damaged file is one FFNetError naming it, not numpy's
+    traceback (a truncated download, an empty or text file named .npy, an object array)."""
+    try:
+        with open(path, "rb") as f:
+            magic = f.read(6)
+    except FileNotFoundError:
+        raise FFNetError(f"{path}: file not found") from None
+    except OSError as e:
+        raise FFNetError(f"{path}: cannot read ({e.strerror or e})") from None
+    if not magic:
+        raise FFNetError(f"{path}: empty file (0 bytes); expected a .npy array written by numpy.save")
+    if magic != b"\x93NUMPY":
+        raise FFNetError(f"{path}: not a .npy file (it starts with {magic!r}, not the .npy magic "
+                         "b'\\x93NUMPY'); expected an array written by numpy.save")
+    try:
+        return np.load(path, allow_pickle=False)
+    except ValueError as e:
+        if "allow_pickle" in str(e):
+            raise FFNetError(f"{path}: holds a pickled object array, which is never loaded (unpickling can run "
+                             "code); expected a numeric array (numpy.save of a float/int array)") from None
+        raise FFNetError(f"{path}: truncated or damaged .npy array ({_reason(e)}); expected a complete file "
+                         "written by numpy.save") from None
+    except _ARRAY_ERRORS as e:
+        raise FFNetError(f"{path}: truncated or damaged .npy array ({_reason(e)}); expected a complete file "
+                         "written by numpy.save") from None
+
+
+def _reason(e: BaseException) -> str:
+    text = " ".join(str(e).split())
+    return f"{type(e).__name__}: {text[:160]}" if text else type(e).__name__
+
+
 def _matrix_scene(m: np.ndarray, path: Path) -> dict[str, np.ndarray]:
     if m.ndim != 2 or m.shape[1] < 3:
         raise FFNetError(
@@ -108,10 +150,33 @@ def _matrix_scene(m: np.ndarray, path: Path) -> dict[str, np.ndarray]:
     if cols in (9, 10):
         scene["normal"] = m[:, 6:9].astype(np.float32)
     if cols in (4, 7, 10):
-        scene["segment"] = m[:, -1].astype(np.int64)
+        scene["segment"] = _labels(m[:, -1], path)
     if cols not in (3, 4, 6, 7, 9, 10):
         raise FFNetError(f"{path}: {cols} columns; expected 3/4 (xyz[,label]), 6/7 (+rgb), 9/10 (+normals)")
     return scene
+
+
+def _load_text(path: Path) -> np.ndarray:
+    """A whitespace-separated number matrix; words, ragged rows or an unreadable file name the file."""
+    import warnings
+
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", "loadtxt: input contained no data", UserWarning)
+            return np.loadtxt(path, ndmin=2)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise FFNetError(f"{path}: not a text matrix of numbers ({_reason(e)}); expected rows "
+                         "'x y z [r g b] [nx ny nz] [label]'") from None
+
+
+def _labels(values: np.ndarray, path: Path) -> np.ndarray:
+    """Per-point class ids as int64; fractional or NaN ids would be silently truncated by a plain cast."""
+    values = np.asarray(values).reshape(-1)
+    if values.dtype.kind not in "iuf":
+        raise FFNetError(f"{path}: labels must be integers, got dtype {values.dtype}")
+    if values.dtype.kind == "f" and not (np.isfinite(values).all() and (values == np.round(values)).all()):
+        raise FFNetError(f"{path}: labels must be whole class ids, found NaN/inf or fractional values")
+    return values.astype(np.int64)
 
 
 def load_scene(path: str | Path, segment_key: str = "segment") -> dict[str, Any]:
@@ -122,25 +187,28 @@ def load_scene(path: str | Path, segment_key: str = "segment") -> dict[str, Any]
         for key in ("coord", "color", "normal", "instance"):
             f = path / f"{key}.npy"
             if f.exists():
-                scene[key] = np.load(f)
+                scene[key] = load_array(f)
         seg = path / f"{segment_key}.npy"
         if seg.exists():
-            scene["segment"] = np.load(seg).astype(np.int64).reshape(-1)
+            scene["segment"] = _labels(load_array(seg), seg)
         if "coord" not in scene:
             raise FFNetError(f"{path}: scene folder has no coord.npy")
     elif path.suffix == ".npz":
-        with np.load(path) as z:
-            scene = {k: z[k] for k in z.files if k in ("coord", "color", "normal", "instance")}
-            if segment_key in z.files:
-                scene["segment"] = z[segment_key].astype(np.int64).reshape(-1)
-            elif "segment" in z.files:
-                scene["segment"] = z["segment"].astype(np.int64).reshape(-1)
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                scene = {k: z[k] for k in z.files if k in ("coord", "color", "normal", "instance")}
+                key = segment_key if segment_key in z.files else "segment"
+                if key in z.files:
+                    scene["segment"] = _labels(z[key], path)
+        except _ARRAY_ERRORS as e:
+            raise FFNetError(f"{path}: not a readable .npz archive ({_reason(e)}); expected arrays written by "
+                             "numpy.savez (coord, color, normal, segment)") from None
         if "coord" not in scene:
             raise FFNetError(f"{path}: .npz has no 'coord' array")
     elif path.suffix == ".npy":
-        scene = _matrix_scene(np.load(path), path)
+        scene = _matrix_scene(load_array(path), path)
     elif path.suffix == ".txt":
-        scene = _matrix_scene(np.loadtxt(path, ndmin=2), path)
+        scene = _matrix_scene(_load_text(path), path)
     elif path.suffix == ".ply":
         v = read_ply(path).get("vertex")
         if v is None or not {"x", "y", "z"} <= set(v):
@@ -152,7 +220,7 @@ def load_scene(path: str | Path, segment_key: str = "segment") -> dict[str, Any]
             scene["normal"] = np.stack([v["nx"], v["ny"], v["nz"]], 1).astype(np.float32)
         for key in ("label", "class", "segment", segment_key):
             if key in v:
-                scene["segment"] = v[key].astype(np.int64)
+                scene["segment"] = _labels(v[key], path)
     elif not path.exists():
         raise FFNetError(f"scene not found: {path}")
     else:
@@ -168,46 +236,52 @@ def validate_scene(
     num_classes: int | None = None,
     ignore_index: int = -1,
     require_labels: bool = False,
+    source: str | Path | None = None,
 ) -> dict[str, Any]:
-    """Check a scene before it reaches the model; raise FFNetError naming the scene and the problem."""
-    name = scene.get("name", "?")
+    """Check a scene before it reaches the model; raise FFNetError naming the scene (``source``: its file or
+    folder, which is what the user has to find and fix) and the problem."""
+    label = str(source) if source is not None else f"scene {scene.get('name', '?')!r}"
     coord = np.asarray(scene.get("coord"))
     if coord.ndim != 2 or coord.shape[1] != 3:
-        raise FFNetError(f"scene {name!r}: coord must be [N, 3], got shape {coord.shape}")
+        raise FFNetError(f"{label}: coord must be [N, 3], got shape {coord.shape}")
     n = coord.shape[0]
     if n == 0:
-        raise FFNetError(f"scene {name!r} is empty (0 points)")
+        raise FFNetError(f"{label}: the scene is empty (0 points)")
     finite = np.isfinite(coord).all(1)
     if not finite.all():
         raise FFNetError(
-            f"scene {name!r}: {int((~finite).sum())} of {n} points have NaN/inf coordinates "
+            f"{label}: {int((~finite).sum())} of {n} points have NaN/inf coordinates "
             f"(first at row {int(np.argmin(finite))})"
         )
     for key in ("color", "normal", "segment", "instance"):
         if key in scene and len(scene[key]) != n:
             raise FFNetError(
-                f"scene {name!r}: {key} has {len(scene[key])} rows but coord has {n} (mismatched arrays)"
+                f"{label}: {key} has {len(scene[key])} rows but coord has {n} (mismatched arrays)"
             )
     for key in ("color", "normal"):
         if key in scene:
             arr = np.asarray(scene[key])
             if arr.ndim != 2 or arr.shape[1] != 3:
-                raise FFNetError(f"scene {name!r}: {key} must be [N, 3], got {arr.shape}")
+                raise FFNetError(f"{label}: {key} must be [N, 3], got {arr.shape}")
             if not np.isfinite(arr).all():
-                raise FFNetError(f"scene {name!r}: {key} contains NaN/inf")
+                raise FFNetError(f"{label}: {key} contains NaN/inf")
     if "segment" in scene and num_classes is not None:
         seg = np.asarray(scene["segment"])
         bad = (seg != ignore_index) & ((seg < 0) | (seg >= num_classes))
         if bad.any():
             vals = np.unique(seg[bad])[:5].tolist()
             raise FFNetError(
-                f"scene {name!r}: {int(bad.sum())} labels outside [0, {num_classes}) and not the ignore "
+                f"{label}: {int(bad.sum())} labels outside [0, {num_classes}) and not the ignore "
                 f"index {ignore_index} (e.g. {vals}); check data.num_classes / the label mapping"
             )
     elif require_labels and "segment" not in scene:
-        raise FFNetError(f"scene {name!r} has no labels (segment array) but evaluation needs them")
+        raise FFNetError(f"{label}: the scene has no labels (segment array) but evaluation needs them")
     scene["coord"] = coord.astype(np.float32)
     return scene
+
+
+def _hidden(relative: Path) -> bool:
+    return any(part.startswith(".") for part in relative.parts)
 
 
 def list_scenes(root: Path, splits: Sequence[str]) -> list[Path]:
@@ -218,8 +292,10 @@ def list_scenes(root: Path, splits: Sequence[str]) -> list[Path]:
         folder = root / split
         if not folder.is_dir():
             raise FFNetError(f"dataset split folder not found: {folder} (data.root={root}, split {split!r})")
-        found = sorted({p.parent for p in folder.rglob("coord.npy")})
-        found += sorted(p for p in folder.iterdir() if p.is_file() and p.suffix in _SCENE_FILE_SUFFIXES)
+        # hidden entries are skipped: they are temporaries of an interrupted writer (.name.tmp-PID), not scenes
+        found = sorted({p.parent for p in folder.rglob("coord.npy") if not _hidden(p.relative_to(folder))})
+        found += sorted(p for p in folder.iterdir()
+                        if p.is_file() and p.suffix in _SCENE_FILE_SUFFIXES and not p.name.startswith("."))
         scenes += found
     if not scenes:
         raise FFNetError(
@@ -264,7 +340,8 @@ class SceneDataset:
         if self._cache is not None and i in self._cache:
             return {k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in self._cache[i].items()}
         scene = validate_scene(
-            load_scene(self.paths[i], self.segment_key), self.num_classes, self.ignore_index
+            load_scene(self.paths[i], self.segment_key), self.num_classes, self.ignore_index,
+            source=self.paths[i],
         )
         if self._cache is not None:
             self._cache[i] = scene

@@ -7,6 +7,8 @@ dicts in native byte order with triangle lists as ``[F, 3]`` arrays, and every b
 
 from __future__ import annotations
 
+import os
+import tempfile
 import warnings
 from pathlib import Path
 
@@ -77,6 +79,8 @@ def read_ply(path: str | Path) -> dict[str, dict[str, np.ndarray]]:
     path = Path(path)
     if not path.is_file():
         raise FFNetError(f"PLY file not found: {path}")
+    if path.stat().st_size == 0:
+        raise FFNetError(f"{path}: empty file (0 bytes); expected a PLY file ('ply' header, then the data)")
     ply = _load(path)
     return {el.name: {p.name: _column(el.data[p.name]) for p in el.properties} for el in ply.elements}
 
@@ -109,5 +113,17 @@ def write_ply(path: str | Path, coord: np.ndarray, **props: np.ndarray) -> Path:
     for k, v in columns.items():
         data[k] = v
     path.parent.mkdir(parents=True, exist_ok=True)
-    PlyData([PlyElement.describe(data, "vertex")], text=False, byte_order="<").write(str(path))
+    ply = PlyData([PlyElement.describe(data, "vertex")], text=False, byte_order="<")
+    # written aside and renamed: an interrupted run never leaves a truncated PLY under the final name
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a prediction file is for everyone who may read it
+        with os.fdopen(fd, "wb") as f:
+            ply.write(f)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
     return path

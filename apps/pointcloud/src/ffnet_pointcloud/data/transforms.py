@@ -65,19 +65,24 @@ class Compose:
 
 
 def build_transforms(
-    specs: Iterable[Mapping[str, Any]] | None, rng: np.random.Generator | None = None
+    specs: Iterable[Mapping[str, Any]] | None, rng: np.random.Generator | None = None, where: str = "transforms"
 ) -> Compose:
-    """Build a pipeline from ``[{"type": "GridSample", "grid_size": 0.02, ...}, ...]``."""
+    """Build a pipeline from ``[{"type": "GridSample", "grid_size": 0.02, ...}, ...]``; ``where`` is the config
+    key of the list (``data.train_transforms``), so a bad entry is reported as ``data.train_transforms[7]``."""
+    if specs is not None and not isinstance(specs, (list, tuple)):
+        raise FFNetError(f"{where}: expected a list of {{type: Name, ...}} entries, got {type(specs).__name__}")
     transforms = []
     for i, spec in enumerate(specs or []):
+        if not isinstance(spec, Mapping):
+            raise FFNetError(f"{where}[{i}]: expected a mapping {{type: Name, ...}}, got {spec!r}")
         spec = dict(spec)
         name = spec.pop("type", None)
         if name not in TRANSFORMS:
-            raise FFNetError(f"transform #{i}: unknown type {name!r}; known: {', '.join(sorted(TRANSFORMS))}")
+            raise FFNetError(f"{where}[{i}]: unknown type {name!r}; known: {', '.join(sorted(TRANSFORMS))}")
         try:
             t = TRANSFORMS[name](**spec)
-        except TypeError as exc:
-            raise FFNetError(f"transform #{i} ({name}): {exc}") from None
+        except (TypeError, FFNetError) as exc:
+            raise FFNetError(f"{where}[{i}] ({name}): {exc}") from None
         transforms.append(t)
     pipeline = Compose(transforms)
     if rng is not None:
@@ -370,8 +375,9 @@ class GridSample(_Random):
     ) -> None:
         if mode not in ("train", "test"):
             raise FFNetError(f"GridSample.mode must be 'train' or 'test', got {mode!r}")
-        if grid_size <= 0:
-            raise FFNetError(f"GridSample.grid_size must be > 0, got {grid_size}")
+        if isinstance(grid_size, bool) or not isinstance(grid_size, (int, float)) or not grid_size > 0 \
+                or not np.isfinite(grid_size):
+            raise FFNetError(f"grid_size must be a finite number > 0 (metres), got {grid_size!r}")
         self.grid_size = grid_size
         self.mode = mode
         self.return_inverse = return_inverse

@@ -50,11 +50,11 @@ def list_models() -> list[str]:
 
 def model_config(name: str, **overrides: Any) -> FFNet3DConfig:
     if name not in MODELS:
-        raise FFNetError(f"unknown model {name!r}; available: {', '.join(list_models())}")
+        raise FFNetError(f"model.name: unknown model {name!r}; available: {', '.join(list_models())}")
     fields = {f.name for f in dataclasses.fields(FFNet3DConfig)}
     bad = sorted(set(overrides) - fields)
     if bad:
-        raise FFNetError(f"unknown model option(s) {bad} for {name!r}; valid: {sorted(fields)}")
+        raise FFNetError(f"model.options: unknown model option(s) {bad} for {name!r}; valid: {sorted(fields)}")
     values = {**MODELS[name], **{k: v for k, v in overrides.items() if v is not None}}
     values = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
     return FFNet3DConfig(**values)

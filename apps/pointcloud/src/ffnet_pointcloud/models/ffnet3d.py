@@ -62,11 +62,14 @@ class FFNet3DConfig:
             )
         bad = [o for o in self.order if o not in ORDERS]
         if bad:
-            raise FFNetError(f"model.order: unknown serialization orders {bad}; expected from {list(ORDERS)}")
+            raise FFNetError(f"model.options.order: unknown serialization orders {bad}; expected from {list(ORDERS)}")
         if self.act not in ("gelu", "relu"):
-            raise FFNetError(f"model.act must be 'gelu' or 'relu', got {self.act!r}")
-        if self.in_channels < 1 or self.num_classes < 2:
-            raise FFNetError("model: in_channels must be >= 1 and num_classes >= 2")
+            raise FFNetError(f"model.options.act must be 'gelu' or 'relu', got {self.act!r}")
+        if self.in_channels < 1:
+            raise FFNetError(f"model: in_channels must be >= 1 (data.feat_keys gives the input channels), got "
+                             f"{self.in_channels}")
+        if self.num_classes < 2:
+            raise FFNetError(f"model: num_classes must be >= 2 (data.num_classes), got {self.num_classes}")
 
 
 def _ramp(total: int, rate: float) -> list[float]:

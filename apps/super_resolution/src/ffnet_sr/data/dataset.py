@@ -31,6 +31,7 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from metamixer.train.errors import FFNetError
+from metamixer.train.images import image_size
 
 from ..imresize import imresize
 from .io import list_images, read_rgb_or_grey
@@ -152,8 +153,27 @@ class SRTrainDataset(Dataset):
             if not files:
                 raise FFNetError(f"no images found in training folder {d}")
             for f in files:
-                self.items.append((f, _lr_path(lr_dir, f.stem, self.scale) if lr_dir else None))
+                lr_file = _lr_path(lr_dir, f.stem, self.scale) if lr_dir else None
+                self._check_sizes(f, lr_file)
+                self.items.append((f, lr_file))
         self._cache: dict[int, tuple[np.ndarray, np.ndarray | None]] = {}
+
+    def _check_sizes(self, hr_path: Path, lr_path: Path | None) -> None:
+        """Header-only check of every training image before the run starts (pixel guard, unreadable headers,
+        too small for a patch, LR of the wrong size): found later, in a loader worker, the same problem would
+        stop the run mid-way with the worker's traceback folded into the message."""
+        s, p = self.scale, self.patch_size
+        w, h = image_size(hr_path)
+        if min(h // s, w // s) < p:
+            raise FFNetError(
+                f"{hr_path}: {w}x{h} pixels is too small for LR patches of {p} at x{s} (LR side "
+                f"{min(h // s, w // s)}); training images need at least {p * s}x{p * s} pixels: lower "
+                "data.patch_size or remove the image"
+            )
+        if lr_path is not None and image_size(lr_path) != (w // s, h // s):
+            lw, lh = image_size(lr_path)
+            raise FFNetError(f"LR file {lr_path} is {lw}x{lh} pixels, expected {w // s}x{h // s} (its HR file "
+                             f"{hr_path.name} is {w}x{h}, cropped to a multiple of {s}, divided by {s})")
 
     @property
     def num_images(self) -> int:
@@ -258,11 +278,13 @@ class EpochBatchSampler(Sampler[list[int]]):
 
 @dataclass
 class BenchmarkPair:
-    """One evaluation image: ``hr`` mod-cropped (grey ``HW`` kept grey), ``lr`` as provided or generated."""
+    """One evaluation image: ``hr`` mod-cropped (grey ``HW`` kept grey), ``lr`` as provided or generated;
+    ``path`` (the HR file) names it in messages."""
 
     name: str
     hr: np.ndarray
     lr: np.ndarray
+    path: Path | None = None
 
 
 def resolve_set_dir(name_or_path: str | Path) -> Path:
@@ -305,5 +327,5 @@ def load_benchmark(
         lr = read_rgb_or_grey(_lr_path(lr_dir, f.stem, scale)) if lr_dir else imresize(hr, 1.0 / scale)
         if lr.shape[:2] != (hr.shape[0] // scale, hr.shape[1] // scale):
             raise FFNetError(f"LR image for {f.name} has size {lr.shape[:2]}, expected HR mod-crop / {scale}")
-        pairs.append(BenchmarkPair(f.stem, hr, lr))
+        pairs.append(BenchmarkPair(f.stem, hr, lr, f))
     return pairs

@@ -2,26 +2,38 @@
 
 - Greyscale files stay ``HW`` (the metrics use grey values directly as Y; silently converting to RGB would change
   the published numbers).
-- 16-bit PNGs keep their 16-bit values (``uint16``) instead of being truncated to 8 bits by PIL's mode "I".
+- 16-bit PNGs keep their 16-bit values (``uint16``): Pillow truncates 16-bit colour PNGs to 8 bits and cannot
+  write them, so every 16-bit PNG is read and written with OpenCV (imported only then, so a missing or broken
+  ``cv2`` costs only 16-bit PNG support, with a message saying so). 8-bit files keep going through Pillow.
+- 8-bit files are opened by core's :func:`~metamixer.train.images.open_image` (one reader for every app: the
+  decompression-bomb pixel guard, EXIF orientation, one message naming the file for missing, empty, truncated
+  or non-image files); its mode conversion is not used, because grey must stay grey and alpha is kept apart.
+  16-bit PNGs get the same pixel guard from the header (:func:`~metamixer.train.images.image_size`) before
+  OpenCV decodes anything, so one limit holds for every file.
 - EXIF orientation is applied for user-facing upscaling (phones store portrait photos sideways), but is optional
   because benchmark files have none and must be read byte-exact.
-- Anything PIL cannot decode raises :class:`~metamixer.train.errors.FFNetError` naming the file.
+- Anything that cannot be decoded raises :class:`~metamixer.train.errors.FFNetError` naming the file.
+- :func:`write_png` writes to a temporary name and renames, so a failed or interrupted write never leaves a
+  partial PNG under the real name.
 """
 
 from __future__ import annotations
 
-import zlib
+import os
+import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
 from metamixer.train.errors import FFNetError
+from metamixer.train.images import DEFAULT_MAX_PIXELS, image_size, open_image
 
-from .png16 import png_info, read_png16, write_png16
-
-__all__ = ["IMAGE_EXTENSIONS", "LoadedImage", "read_image", "read_rgb_or_grey", "write_png", "list_images"]
+__all__ = ["DEFAULT_MAX_PIXELS", "IMAGE_EXTENSIONS", "LoadedImage", "read_image", "read_rgb_or_grey", "write_png",
+           "list_images"]
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 
@@ -41,32 +53,55 @@ def list_images(folder: Path) -> list[Path]:
     return sorted(p for p in Path(folder).iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
 
 
-def _open(path: Path) -> Image.Image:
+def _open(path: Path, exif_transpose: bool, max_pixels: int | None) -> Image.Image:
+    """The decoded image as stored (mode kept), upright when ``exif_transpose``; errors name the file."""
+    return open_image(path, mode=None, max_pixels=max_pixels, exif=exif_transpose)
+
+
+def _png_header(path: Path) -> tuple[int, int] | None:
+    """``(bit_depth, colour_type)`` from a PNG's IHDR (the fixed first 26 bytes), or None for anything else.
+
+    Only this sniff decides which decoder runs; the pixels themselves are decoded by Pillow or OpenCV.
+    """
     try:
-        img = Image.open(path)
-        img.load()
-    except FileNotFoundError:
-        raise FFNetError(f"image not found: {path}") from None
-    except IsADirectoryError:
-        raise FFNetError(f"expected an image file, got a folder: {path}") from None
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
-        raise FFNetError(f"cannot read image {path}: not a readable image file ({type(exc).__name__})") from None
-    return img
+        with open(path, "rb") as f:
+            head = f.read(26)
+    except OSError:
+        return None  # missing file / folder: _open reports it
+    if len(head) < 26 or head[:8] != b"\x89PNG\r\n\x1a\n" or head[12:16] != b"IHDR":
+        return None
+    depth, colour_type = struct.unpack(">BB", head[24:26])
+    return depth, colour_type
 
 
-def read_image(path: str | Path, exif_transpose: bool = False) -> LoadedImage:
-    """Decode ``path`` into grey/RGB (+ alpha) arrays, keeping 16-bit depth when the file has it."""
+def _cv2(path: Path) -> ModuleType:
+    """OpenCV, imported on first use so that the package and its 8-bit I/O work without it."""
+    try:
+        import cv2
+    except (ImportError, OSError) as exc:  # not installed, or a broken build (missing shared libraries)
+        raise FFNetError(
+            f"{path}: 16-bit PNGs need OpenCV, which cannot be imported ({exc}); "
+            "pip install opencv-python-headless"
+        ) from None
+    return cv2
+
+
+def read_image(path: str | Path, exif_transpose: bool = False,
+               max_pixels: int | None = DEFAULT_MAX_PIXELS) -> LoadedImage:
+    """Decode ``path`` into grey/RGB (+ alpha) arrays, keeping 16-bit depth when the file has it.
+
+    ``max_pixels`` (None: no limit) refuses a file whose header declares more pixels, before decoding it.
+    """
     path = Path(path)
-    img = _open(path)
-    info = png_info(path) if img.format == "PNG" else None
-    if info is not None and info[2] == 16 and info[3] in (2, 4, 6) and not info[4]:
-        return _read_colour16(path, img if exif_transpose else None)
-    if exif_transpose:
-        img = ImageOps.exif_transpose(img)
+    header = _png_header(path)
+    if header is not None and header[0] == 16:
+        image_size(path, max_pixels)  # header only: the pixel guard (and not-found/empty) before OpenCV decodes
+        return _read_png16(path, header[1], exif_transpose)
+    img = _open(path, exif_transpose, max_pixels)
     mode = img.mode
-    if mode in ("I;16", "I;16B", "I;16L", "I"):
+    if mode in ("I;16", "I;16B", "I;16L", "I"):  # 16-bit grey TIFF/PGM (PNGs went to OpenCV above)
         arr = np.asarray(img)
-        if mode == "I" and arr.max(initial=0) <= 255 and img.format != "PNG":
+        if mode == "I" and arr.max(initial=0) <= 255:  # 32-bit container of 8-bit values (PGM/TIFF)
             return LoadedImage(arr.astype(np.uint8), None, 8, path)
         return LoadedImage(np.clip(arr, 0, 65535).astype(np.uint16), None, 16, path)
     if mode == "F":
@@ -87,19 +122,56 @@ def read_image(path: str | Path, exif_transpose: bool = False) -> LoadedImage:
     return LoadedImage(np.asarray(img.convert("RGB")), None, 8, path)
 
 
-def _read_colour16(path: Path, pil_img: Image.Image | None) -> LoadedImage:
-    """16-bit RGB(A)/grey+alpha PNG at full depth (Pillow would truncate it to 8 bits)."""
+def _read_png16(path: Path, colour_type: int, exif_transpose: bool) -> LoadedImage:
+    """A 16-bit PNG at full depth via OpenCV (BGR(A) order turned into RGB(A); grey files stay ``HW``)."""
+    cv2 = _cv2(path)
+    # imdecode on bytes read here (not imread) so non-ASCII paths work on every OS and read errors are ours
     try:
-        pix = read_png16(path)
-    except (ValueError, zlib.error) as exc:
-        raise FFNetError(f"cannot read image {path}: corrupt 16-bit PNG ({exc})") from None
-    if pil_img is not None:
-        orientation = pil_img.getexif().get(0x0112, 1)
-        pix = _apply_orientation(pix, orientation)
-    ch = pix.shape[2]
-    color = pix[:, :, 0] if ch in (1, 2) else pix[:, :, :3]
-    alpha = pix[:, :, -1] if ch in (2, 4) else None
-    return LoadedImage(np.ascontiguousarray(color), None if alpha is None else np.ascontiguousarray(alpha), 16, path)
+        data = np.frombuffer(path.read_bytes(), dtype=np.uint8)
+    except OSError as exc:
+        raise FFNetError(f"cannot read image {path}: {exc.strerror or exc}") from None
+    pix = _decode_quietly(cv2, data)
+    if pix is None or pix.dtype != np.uint16:
+        raise FFNetError(f"cannot read image {path}: corrupt 16-bit PNG (OpenCV could not decode it)")
+    if exif_transpose:
+        pix = _apply_orientation(pix, _exif_orientation(path))
+    if pix.ndim == 2:
+        pix = pix[:, :, None]
+    alpha = pix[:, :, 3] if pix.shape[2] == 4 else None
+    if colour_type in (0, 4):  # grey (+alpha): OpenCV replicates grey into B, G, R when there is alpha
+        color = pix[:, :, 0]
+    else:
+        color = pix[:, :, 2::-1]  # BGR -> RGB
+    alpha = None if alpha is None else np.ascontiguousarray(alpha)
+    return LoadedImage(np.ascontiguousarray(color), alpha, 16, path)
+
+
+def _decode_quietly(cv2: ModuleType, data: np.ndarray) -> np.ndarray | None:
+    """``imdecode`` (UNCHANGED: keep depth and alpha, ignore EXIF) with OpenCV's warnings muted for the call.
+
+    A truncated file would otherwise print an OpenCV ``[ WARN ]`` line before our own error; the caller reports
+    the failure once, naming the file (libpng may still print one line of its own for corrupt zlib data).
+    """
+    log = getattr(getattr(cv2, "utils", None), "logging", None)
+    level = log.getLogLevel() if log is not None else None
+    if log is not None:
+        log.setLogLevel(log.LOG_LEVEL_ERROR)
+    try:
+        return cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    except cv2.error:
+        return None
+    finally:
+        if log is not None:
+            log.setLogLevel(level)
+
+
+def _exif_orientation(path: Path) -> int:
+    """EXIF orientation tag (1 = upright) as Pillow reads it; a file without readable EXIF is upright."""
+    try:
+        with Image.open(path) as img:
+            return int(img.getexif().get(0x0112, 1))
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
+        return 1
 
 
 def _apply_orientation(pix: np.ndarray, orientation: int) -> np.ndarray:
@@ -126,18 +198,15 @@ def read_rgb_or_grey(path: str | Path) -> np.ndarray:
 
 
 def write_png(path: str | Path, arr: np.ndarray, alpha: np.ndarray | None = None) -> None:
-    """Write ``HW``/``HWC`` uint8 or uint16 pixels (+ optional alpha of the same dtype) as PNG."""
+    """Write ``HW``/``HWC`` uint8 or uint16 pixels (+ optional alpha of the same dtype) as PNG.
+
+    uint16 goes through OpenCV (Pillow cannot write 16-bit colour); OpenCV has no grey+alpha PNG, so 16-bit grey
+    with alpha is stored as RGBA with the grey copied into R, G and B.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     if arr.dtype == np.uint16:
-        if alpha is not None or arr.ndim == 3:
-            # Pillow cannot write 16-bit colour PNGs: use the small codec in png16.
-            planes = [arr[:, :, None] if arr.ndim == 2 else arr]
-            if alpha is not None:
-                planes.append(alpha.astype(np.uint16)[:, :, None])
-            write_png16(path, np.concatenate(planes, axis=2))
-        else:
-            Image.fromarray(arr).save(path)
+        _write_png16(path, arr, alpha)
         return
     if alpha is not None:
         if arr.ndim == 2:
@@ -146,4 +215,37 @@ def write_png(path: str | Path, arr: np.ndarray, alpha: np.ndarray | None = None
             img = Image.fromarray(np.concatenate([arr, alpha[..., None]], axis=-1))
     else:
         img = Image.fromarray(arr)
-    img.save(path)
+    _atomic(path, lambda tmp: img.save(tmp, format="PNG"))
+
+
+def _atomic(path: Path, write: Callable[[Path], object]) -> None:
+    """``write(tmp)`` to a hidden name beside ``path``, then rename over ``path``; the temporary is removed if
+    anything fails (a full disk, an interrupt), so ``path`` is either the complete new file or untouched. An
+    OS error (full disk, read-only folder) is the user's to fix: one message naming the file."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise FFNetError(f"{path}: cannot write the PNG ({exc.strerror or exc})") from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _write_png16(path: Path, arr: np.ndarray, alpha: np.ndarray | None) -> None:
+    cv2 = _cv2(path)
+    pix = arr[:, :, None] if arr.ndim == 2 else arr
+    if alpha is not None:
+        pix = np.concatenate([pix, alpha.astype(np.uint16)[:, :, None]], axis=2)
+    if pix.shape[2] == 2:
+        pix = pix[:, :, [0, 0, 0, 1]]
+    convert = {1: None, 3: cv2.COLOR_RGB2BGR, 4: cv2.COLOR_RGBA2BGRA}.get(pix.shape[2], -1)
+    if convert == -1:
+        raise FFNetError(f"write_png {path}: expected 1-4 channels, got an array of shape {arr.shape}")
+    pix = np.ascontiguousarray(pix[:, :, 0] if convert is None else cv2.cvtColor(pix, convert))
+    ok, buf = cv2.imencode(".png", pix)
+    if not ok:
+        raise FFNetError(f"write_png {path}: OpenCV could not encode a 16-bit PNG of shape {arr.shape}")
+    _atomic(path, lambda tmp: tmp.write_bytes(buf.tobytes()))

@@ -47,22 +47,28 @@ def load_pretrained(model: torch.nn.Module, path: str | Path) -> None:
     load_state_dict_checked(model, read_weights(path), str(path))
 
 
-def model_from_state_dict(sd: dict[str, Any]) -> FFNetSR:
+def model_from_state_dict(sd: dict[str, Any], source: str | Path | None = None) -> FFNetSR:
     """Rebuild the architecture (scale, width, depth, expansion) from a state_dict's shapes alone.
 
     Lets the upscaler and evaluator load any FFNetSR weights, including the authors' files that carry no config.
+    ``source`` (the weights file) is named in the error, so a user who passed the wrong file sees which one.
     """
+    where = f"{source}: " if source is not None else ""
     try:
         dim = int(sd["proj.weight"].shape[0])
         in_chans = int(sd["proj.weight"].shape[1])
         out_ch = int(sd["conv_bef_up.weight"].shape[0])
         depth = len({k.split(".")[1] for k in sd if k.startswith("body.")})
         hidden = int(sd["body.0.channel_mixer.1.weight"].shape[0]) if depth else 2 * dim
-    except (KeyError, IndexError, AttributeError):
-        raise FFNetError("weights are not FFNetSR weights (no proj / conv_bef_up / body.* keys)") from None
+    except (KeyError, IndexError, AttributeError, TypeError):
+        keys = ", ".join(list(sd)[:3]) if isinstance(sd, dict) else type(sd).__name__
+        raise FFNetError(f"{where}weights are not FFNetSR weights (no proj / conv_bef_up / body.* keys; found "
+                         f"{keys}{', ...' if isinstance(sd, dict) and len(sd) > 3 else ''}); expected a checkpoint "
+                         "of ffnet-sr-train or the authors' FFNetSR release") from None
     scale = round((out_ch / in_chans) ** 0.5)
-    if scale * scale * in_chans != out_ch:
-        raise FFNetError(f"conv_bef_up has {out_ch} output channels, not 3·s² for an integer scale")
+    if scale < 1 or scale * scale * in_chans != out_ch:
+        raise FFNetError(f"{where}conv_bef_up has {out_ch} output channels, not {in_chans}·s² for an integer "
+                         "scale s (not FFNetSR weights?)")
     return FFNetSR(scale=scale, dim=dim, depth=depth, expansion=hidden / dim, in_chans=in_chans)
 
 

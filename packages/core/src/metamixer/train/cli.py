@@ -122,14 +122,21 @@ def build_train_parser(prog: str, description: str = "") -> OverrideParser:
 
 
 def build_eval_parser(prog: str, description: str = "", checkpoint_required: bool = True,
-                      overrides: bool = True) -> OverrideParser:
+                      overrides: bool = True, output: str = "file", output_required: bool = False) -> OverrideParser:
     """``PROG --checkpoint CKPT [--output FILE] [key.sub=value ...] [--debug]``; ``overrides=False`` for an eval
-    whose every setting is a flag (no ``key=value`` positional)."""
+    whose every setting is a flag (no ``key=value`` positional). ``output="folder"``: commands that write many
+    files (upscaled images, samples) take ``--output DIR``, ``output_required`` makes it mandatory."""
+    if output not in ("file", "folder"):
+        raise ValueError(f"output must be 'file' or 'folder', got {output!r}")
     parser = _bare_parser(prog, description)
     parser.add_argument("--checkpoint", metavar="CKPT", required=checkpoint_required, default=None,
                         help="a checkpoint of ours (best.pth / last.pth) or an official weights file")
-    parser.add_argument("--output", metavar="FILE", default=None,
-                        help="results.json to write (metrics, data, checkpoint, protocol, versions, wall time)")
+    if output == "file":
+        parser.add_argument("--output", metavar="FILE", default=None, required=output_required,
+                            help="results.json to write (metrics, data, checkpoint, protocol, versions, wall time)")
+    else:
+        parser.add_argument("--output", metavar="DIR", default=None, required=output_required,
+                            help="folder for the output files (created when the first one is written)")
     return _add_overrides(parser, "settings of the checkpoint's config to change for this evaluation") if overrides else parser
 
 

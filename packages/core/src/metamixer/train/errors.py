@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import re
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -65,9 +66,15 @@ class RunInterrupted(Exception):
         self.exit_code = exit_code
 
 
+_WORKER_TRACEBACK = re.compile(r"Caught \w+ in DataLoader worker process \d+\.\s*Original Traceback.*?\n(?:\S*\.)?FFNetError: (.*)\Z", re.S)
+
+
 def _one_line(msg: str) -> str:
-    """Collapse a message onto one line so the CLI contract (exactly one line on stderr) holds."""
-    return " ".join(str(msg).split())
+    """Collapse a message onto one line so the CLI contract (exactly one line on stderr) holds. An FFNetError
+    raised in a DataLoader worker reaches the main process wrapped in the worker's traceback text: only its
+    own message is kept."""
+    found = _WORKER_TRACEBACK.search(str(msg))
+    return " ".join((found.group(1) if found else str(msg)).split())
 
 
 def _close_progress_bars() -> None:

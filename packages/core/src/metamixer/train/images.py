@@ -62,7 +62,7 @@ def _opened(path: Path, max_pixels: int | None) -> Any:
         img.close()
         raise ImageReadError(f"{path}: {width}x{height} = {width * height:,} pixels is more than the limit of "
                              f"{max_pixels:,} (a decompression bomb, or a genuinely huge image: raise the limit "
-                             "with the command's max-pixels option)")
+                             "(max_pixels; a --max-pixels option where the command has one))")
     return img
 
 
