@@ -110,3 +110,28 @@ def test_garbage_and_missing_files(tmp_path: Path) -> None:
         create_model("ffnet_1", pretrained=bad)
     with pytest.raises(FFNetError, match="not found"):
         create_model("ffnet_1", pretrained=tmp_path / "nope.pth")
+
+
+def test_weights_without_architecture_say_what_they_are(tmp_path: Path) -> None:
+    """--model is suggested only where it fixes the load: FFNet weights of a registered variant."""
+    official = tmp_path / "ffnet_1.pth.tar"
+    write_official(official, "ffnet_1", with_ema=False)
+    with pytest.raises(FFNetError, match=r"look like ffnet_1: pass --model ffnet_1$"):
+        load_model(official)
+    custom = tmp_path / "custom.pth"
+    torch.save(create_model("ffnet_1", num_classes=3, widths=[16, 32, 64, 128], depths=[1, 1, 1, 1],
+                            stem_dim=8).state_dict(), custom)
+    with pytest.raises(FFNetError) as err:
+        load_model(custom)
+    assert "size no registered variant has (stem width 16, 4 blocks" in str(err.value)
+    assert "--model" not in str(err.value)
+    other = tmp_path / "other.pth"
+    torch.save({"model": torch.nn.Linear(4, 2).state_dict()}, other)
+    with pytest.raises(FFNetError) as err:
+        load_model(other)
+    assert "not FFNet weights: 2 of its 2 weight keys are no FFNet key (first: weight, bias)" in str(err.value)
+    assert "--model" not in str(err.value)
+    with pytest.raises(FFNetError, match=r"missing keys.*\(these are not FFNet weights at all\)"):
+        load_model(other, model_name="ffnet_1")
+    with pytest.raises(FFNetError, match=r"\(the weights look like ffnet_1: pass --model ffnet_1\)"):
+        load_model(official, model_name="ffnet_2")

@@ -13,6 +13,7 @@ from ffnet_classification import create_model
 from ffnet_classification.config import ClsConfig
 from metamixer.train.checkpoint import save_checkpoint
 from metamixer.train.config import ConfigError, config_from_dict, config_to_dict, load_config
+from metamixer.train.errors import FFNetError
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 TINY = {"widths": [16, 32, 64, 128], "depths": [1, 1, 1, 1], "stem_dim": 8}
@@ -82,6 +83,28 @@ def test_onnx_and_torchscript_export_match_pytorch(tmp_path: Path) -> None:
     with torch.no_grad():
         ref = fused(x)
     assert out.shape == (3, 10) and torch.allclose(torch.from_numpy(out), ref, atol=1e-4)
+
+
+def test_failed_export_leaves_no_file_and_no_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from ffnet_classification import export
+
+    real = export.export_torchscript
+
+    def off_by_one(*args: object, **kwargs: object) -> dict:
+        report = real(*args, **kwargs)
+        return {**report, "max_abs_diff": 1.0}  # as if the exported graph computed something else
+
+    monkeypatch.setattr(export, "export_torchscript", off_by_one)
+    model = create_model("ffnet_1", num_classes=3, **TINY)
+    existing = tmp_path / "existing"
+    existing.mkdir()
+    for out in (tmp_path / "new" / "deep", existing):
+        with pytest.raises(FFNetError, match=r"torchscript output differs from PyTorch by 1 > 0.0001"):
+            export.export_model(model, out, "tiny", input_size=32, formats=["torchscript"])
+    assert not (tmp_path / "new").exists() and list(existing.iterdir()) == []
+    with pytest.raises(FFNetError, match="unknown export format"):
+        export.export_model(model, tmp_path / "other", formats=["tflite"])
+    assert not (tmp_path / "other").exists()
 
 
 def test_evaluate_fused_by_default_unfused_and_ema_results_json(run_checkpoint: tuple[Path, Path], tmp_path: Path,

@@ -157,6 +157,7 @@ def test_cli_errors_are_one_line(digits: Path, tmp_path: Path, capsys: pytest.Ca
     assert e.value.code == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error:") and "nope" in err and "\n" not in err
+    assert not (tmp_path / "o").exists()  # the data is checked before the run folder is made
     with pytest.raises(SystemExit):
         cli(["cpu_digits", "model.nmae=ffnet_1"])  # a shipped recipe by name
     assert "nmae" in capsys.readouterr().err
@@ -171,3 +172,34 @@ def test_class_count_mismatch(digits: Path, tmp_path: Path) -> None:
 
     with pytest.raises(FFNetError, match="num_classes=5 but .* has 10 classes"):
         run(cfg_for(digits, tmp_path / "x", "model.num_classes=5"), quiet=True)
+    assert not (tmp_path / "x").exists()
+
+
+def test_bad_training_images_stop_with_one_line_or_are_skipped_and_listed(digits: Path, tmp_path: Path) -> None:
+    """Both policies through DataLoader workers: ``error`` names the file in one clean line (not the worker's
+    traceback text), ``skip`` trains on and lists every skipped train and val file in summary.json."""
+    from metamixer.train.errors import FFNetError
+
+    data = tmp_path / "data"
+    for split, digit, n in (("train", "0", 24), ("train", "1", 23), ("val", "0", 6), ("val", "1", 6)):
+        (data / split / digit).mkdir(parents=True)
+        for src in sorted((digits / split / digit).glob("*.png"))[:n]:
+            (data / split / digit / src.name).write_bytes(src.read_bytes())
+    bad_train = data / "train" / "1" / "broken.png"  # 47 readable + 1: the one batch of 48 holds it
+    bad_train.write_text("not an image")
+    bad_val = data / "val" / "0" / "empty.png"
+    bad_val.write_bytes(b"")
+    overrides = (f"data.train={data / 'train'}", f"data.val={data / 'val'}", "data.workers=1", "train.batch_size=48")
+    with pytest.raises(FFNetError) as err:
+        run(cfg_for(digits, tmp_path / "stop", *overrides), quiet=True)
+    msg = str(err.value)
+    assert str(bad_train) in msg and "data.on_bad_image=skip" in msg
+    assert "Traceback" not in msg and "\n" not in msg
+    summary = run(cfg_for(digits, tmp_path / "skip", *overrides, "data.on_bad_image=skip"), quiet=True)
+    assert [s["path"] for s in summary["skipped_images"]["train"]] == [str(bad_train)]
+    assert [s["path"] for s in summary["skipped_images"]["val"]] == [str(bad_val)]
+    assert summary["skipped_images"]["val"][0]["reason"] == "empty file, not an image"
+    assert json.loads((tmp_path / "skip" / "summary.json").read_text())["skipped_images"] == summary["skipped_images"]
+    with pytest.raises(FFNetError, match=r"train.batch_size=47: Mixup/CutMix .* need an even batch size"):
+        run(cfg_for(digits, tmp_path / "odd", *overrides, "train.batch_size=47"), quiet=True)
+    assert not (tmp_path / "odd").exists()

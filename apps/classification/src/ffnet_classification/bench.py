@@ -8,7 +8,7 @@ possible. The machine load (``os.getloadavg``) is recorded with the results.
 """
 from __future__ import annotations
 
-import argparse
+import math
 import os
 import platform
 import statistics
@@ -21,9 +21,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from metamixer.nn.flops import count_macs, count_params
+from metamixer.train.cli import build_eval_parser
 from metamixer.train.errors import FFNetError, run_cli
+from metamixer.train.outputs import check_output_file
 from metamixer.train.results import write_json
 
+from .cli_args import check_int
 from .models import create_model, list_models
 from .models.cpu_opt import optimize_for_cpu
 
@@ -179,10 +182,13 @@ def run_benchmark(
     min_round_s: float = 0.5,
     warmup: int = 2,
     log: Callable[[str], None] = print,
+    model: nn.Module | None = None,
 ) -> dict[str, Any]:
+    """Interleaved throughput of ``model_name`` (or of ``model``, e.g. a checkpoint's custom size) in the
+    requested forms next to ConvNeXt-T, for every batch size / dtype / mode / layout."""
     torch.set_num_threads(threads)
     torch.manual_seed(0)
-    base = create_model(model_name).eval()
+    base = (model if model is not None else create_model(model_name)).eval()
     models: dict[str, nn.Module] = {}
     if "train" in forms:
         models[f"{model_name}"] = base
@@ -246,8 +252,9 @@ def markdown(report: dict[str, Any]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="ffnet-cls-bench", description=__doc__.splitlines()[0])
-    p.add_argument("--model", default="ffnet_1", choices=list_models())
+    p = build_eval_parser("ffnet-cls-bench", __doc__.splitlines()[0], checkpoint_required=False, overrides=False)
+    p.add_argument("--model", default=None, choices=list_models(),
+                   help="variant to benchmark (default ffnet_1); with --checkpoint: the architecture of an official file")
     p.add_argument("--flops", action="store_true", help="print params/MACs of all variants (fact-sheet check)")
     p.add_argument("--no-throughput", action="store_true", help="only --flops")
     p.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 16, 64])
@@ -263,8 +270,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--min-round-s", type=float, default=0.5)
-    p.add_argument("--output", default=None, help="write the JSON report here")
     a = p.parse_args(argv)
+    for size in a.batch_sizes:
+        check_int("--batch-sizes", size, 1)
+    for flag, value in (("--resolution", a.resolution), ("--threads", a.threads), ("--rounds", a.rounds)):
+        check_int(flag, value, 1)
+    if not (math.isfinite(a.min_round_s) and a.min_round_s > 0):
+        raise FFNetError(f"--min-round-s must be a finite number > 0, got {a.min_round_s}")
+    check_output_file(a.output, "--output")
+    model, name = None, a.model or "ffnet_1"
+    if a.checkpoint:  # its architecture (a custom size too); the weights do not change the speed
+        from .models.registry import load_model
+
+        model = load_model(a.checkpoint, model_name=a.model, fused=False).model
+        name = getattr(model, "model_name", name)
     report: dict[str, Any] = {}
     if a.flops:
         report["flops"] = flops_table()
@@ -272,8 +291,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"{r['model']:<18} {r['resolution']}px  params {r['params_train']:>11,} train / "
                   f"{r['params_fused']:>11,} fused   MACs {r['gmacs_train']:.3f} G train / {r['gmacs_fused']:.3f} G fused")
     if not a.no_throughput:
-        report.update(run_benchmark(a.model, a.batch_sizes, a.modes, a.dtypes, a.layouts, a.forms, a.peer,
-                                    a.resolution, a.threads, a.rounds, a.min_round_s))
+        report.update(run_benchmark(name, a.batch_sizes, a.modes, a.dtypes, a.layouts, a.forms, a.peer,
+                                    a.resolution, a.threads, a.rounds, a.min_round_s, model=model))
         print(markdown(report))
     if a.output:
         write_json(a.output, report)

@@ -8,10 +8,12 @@ mixup 0.8 / cutmix 1.0, label smoothing 0.1, EMA 0.9995, seed 42. ``null`` is th
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from metamixer.train.config import bounded
+from metamixer.train.images import DEFAULT_MAX_PIXELS
 from metamixer.train.sections import OptimConfig, RunConfig, TrainConfig
 
 __all__ = ["ModelConfig", "DataConfig", "DistillConfig", "ClsOptimConfig", "ClsTrainConfig", "EvalConfig",
@@ -45,11 +47,13 @@ class DataConfig:
     root: str | None = None
     #: null = from the model's pretrained_cfg (256; 384 for *_384)
     input_size: int | None = bounded(None, ge=1)
-    crop_pct: float | None = bounded(None, gt=0)
-    interpolation: str = "bicubic"
+    #: fraction of the resized image the center crop keeps (eval: resize to input_size / crop_pct, then crop)
+    crop_pct: float | None = bounded(None, gt=0, le=1)
+    interpolation: Literal["bicubic", "bilinear", "nearest", "lanczos"] = "bicubic"
     mean: tuple[float, ...] = (0.485, 0.456, 0.406)
-    std: tuple[float, ...] = (0.229, 0.224, 0.225)
-    scale: tuple[float, ...] = (0.08, 1.0)
+    std: tuple[float, ...] = bounded((0.229, 0.224, 0.225), gt=0)
+    #: RandomResizedCrop area fractions [min, max]
+    scale: tuple[float, ...] = bounded((0.08, 1.0), gt=0, le=1)
     hflip: float = bounded(0.5, ge=0, le=1)
     #: RandAugment (timm scale: rand-m9-mstd0.5-inc1): rand_n ops per image (0 = none)
     rand_n: int = bounded(2, ge=0)
@@ -63,8 +67,22 @@ class DataConfig:
     mixup_switch_prob: float = bounded(0.5, ge=0, le=1)
     label_smoothing: float = bounded(0.1, ge=0, lt=1)
     workers: int = bounded(8, ge=0)
+    #: an unreadable image (truncated, not an image, over max_pixels): stop naming it, or leave it out
     on_bad_image: Literal["error", "skip"] = "error"
     allow_empty_classes: bool = False
+    #: images declaring more pixels are refused before decoding (decompression bombs); null = no limit
+    max_pixels: int | None = bounded(DEFAULT_MAX_PIXELS, ge=1)
+    #: apply the EXIF orientation (what a photo viewer shows); timm's pipeline ignores it (false = timm's pixels)
+    exif: bool = True
+
+    def __post_init__(self) -> None:
+        # ValueError here becomes one ConfigError line (metamixer.train.config), so each names its dotted key
+        for key in ("mean", "std"):
+            value = getattr(self, key)
+            if len(value) != 3 or not all(math.isfinite(v) for v in value):
+                raise ValueError(f"data.{key} must be 3 finite numbers (R, G, B), got {list(value)}")
+        if len(self.scale) != 2 or not self.scale[0] <= self.scale[1]:
+            raise ValueError(f"data.scale must be [min, max] area fractions with min <= max, got {list(self.scale)}")
 
 
 @dataclass

@@ -4,6 +4,10 @@ Top-1 / top-5 / loss on a class folder or list, of the fused (deploy) form by de
 form; both give the same predictions), printed as a table and written as ``results.json`` (metamixer's one
 results shape). Works with our run checkpoints (architecture and class names inside) and the authors' files
 (``--model ffnet_N``; class folders are then assumed to be in index order).
+
+Unreadable images are never replaced by others (that would score some images twice): the whole set is read
+once, and ``--on-bad-image error`` (the default) then stops with one line listing every bad file (nothing is
+written), while ``skip`` scores the rest and lists the skipped files in the table and in results.json.
 """
 from __future__ import annotations
 
@@ -17,11 +21,23 @@ from torch.utils.data import DataLoader
 from metamixer.train.cli import build_eval_parser
 from metamixer.train.device import resolve_device
 from metamixer.train.errors import FFNetError, run_cli
+from metamixer.train.images import DEFAULT_MAX_PIXELS
+from metamixer.train.outputs import check_output_file
 from metamixer.train.results import write_results
 
-from .data import build_dataset, build_transforms
+from .cli_args import check_fraction, check_int
+from .data import (
+    BAD_IMAGE_POLICIES,
+    BadImageError,
+    ReportBadImages,
+    build_dataset,
+    build_transforms,
+    collate_reporting,
+    describe_bad_images,
+)
 from .engine import evaluate
 from .models.registry import load_model
+from .task import scored_batches
 
 
 def evaluate_checkpoint(
@@ -38,8 +54,12 @@ def evaluate_checkpoint(
     precision: str = "fp32",
     on_bad_image: str = "error",
     root: str | None = None,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
 ) -> dict[str, Any]:
-    """Metrics and protocol of one checkpoint on ``data`` (see the module docstring)."""
+    """Metrics and protocol of one checkpoint on ``data`` (see the module docstring); ``skipped`` lists the
+    images left out under ``on_bad_image="skip"`` (``{"path", "reason"}``)."""
+    if on_bad_image not in BAD_IMAGE_POLICIES:
+        raise FFNetError(f"on_bad_image must be one of {', '.join(BAD_IMAGE_POLICIES)}, got {on_bad_image!r}")
     dev = resolve_device(device, key="--device")
     loaded = load_model(checkpoint, model_name=model_name, use_ema=use_ema, fused=fused)
     model = loaded.model.to(dev).eval()
@@ -51,12 +71,26 @@ def evaluate_checkpoint(
     std = tuple(dcfg.get("std") or pcfg["std"])
     interp = dcfg.get("interpolation") or pcfg["interpolation"]
     tf = build_transforms(False, size, crop, interp, mean, std)
-    ds = build_dataset(data, tf, on_bad_image, classes=loaded.classes, allow_empty=True, root=root)
+    ds = build_dataset(data, tf, on_bad_image, classes=loaded.classes, allow_empty=True, root=root,
+                       max_pixels=max_pixels, exif=dcfg.get("exif", True))
     if len(ds.classes) > model.num_classes:
         raise FFNetError(f"{data} has {len(ds.classes)} classes but {checkpoint} predicts {model.num_classes}")
-    loader = DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=workers)
+    loader = DataLoader(ReportBadImages(ds, replace=False), batch_size=batch_size, shuffle=False,
+                        num_workers=workers, collate_fn=collate_reporting)
     t0 = time.time()
-    metrics = evaluate(model, loader, dev, precision)
+    found: list[tuple[str, str]] = []
+    try:
+        metrics: dict[str, float] | None = evaluate(model, scored_batches(loader, found), dev, precision)
+    except FFNetError:  # "evaluation set is empty": no image was readable
+        if not found:
+            raise
+        metrics = None
+    bad = dict(found)
+    if metrics is None:
+        raise BadImageError(f"{describe_bad_images(found, len(ds), str(data))}; none is left to score")
+    if bad and on_bad_image == "error":
+        raise BadImageError(f"{describe_bad_images(found, len(ds), str(data))}; nothing was scored or written: "
+                            "fix or remove them, or pass --on-bad-image skip to score the rest")
     return {
         "checkpoint": str(checkpoint),
         "data": str(data),
@@ -70,6 +104,8 @@ def evaluate_checkpoint(
         "loss": metrics["loss"],
         "samples": int(metrics["samples"]),
         "precision": precision,
+        "on_bad_image": on_bad_image,
+        "skipped": [{"path": path, "reason": reason} for path, reason in bad.items()],
         "seconds": time.time() - t0,
     }
 
@@ -89,21 +125,37 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--crop-pct", type=float, default=None)
     p.add_argument("--device", default="auto", help="auto (cuda if available, else cpu) | cpu | cuda | cuda:N | mps")
     p.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"))
-    p.add_argument("--on-bad-image", default="error", choices=("error", "skip"))
+    p.add_argument("--on-bad-image", default="error", choices=BAD_IMAGE_POLICIES,
+                   help="error: list every unreadable image and stop, nothing written; skip: score the rest and "
+                        "list the skipped files in the table and results.json")
+    p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
+                   help="refuse images declaring more pixels (decompression bombs); default %(default)s")
     p.add_argument("--root", default=None, help="base folder for relative paths in a list file")
     a = p.parse_args(argv)
     if a.overrides:
         raise FFNetError(f"ffnet-cls-eval takes no key=value overrides (got {' '.join(a.overrides)}); "
                          "its settings are flags, see --help")
+    for flag, value, least in (("--batch-size", a.batch_size, 1), ("--workers", a.workers, 0),
+                               ("--input-size", a.input_size, 1), ("--max-pixels", a.max_pixels, 1)):
+        check_int(flag, value, least)
+    check_fraction("--crop-pct", a.crop_pct)
+    check_output_file(a.output, "--output")
+    if a.root is not None and not Path(a.root).is_dir():
+        raise FFNetError(f"--root: folder not found: {a.root}")
     r = evaluate_checkpoint(a.checkpoint, a.data, a.model, not a.unfused, a.ema, a.batch_size, a.workers,
-                            a.input_size, a.crop_pct, a.device, a.precision, a.on_bad_image, a.root)
+                            a.input_size, a.crop_pct, a.device, a.precision, a.on_bad_image, a.root, a.max_pixels)
     output = Path(a.output) if a.output else Path(a.checkpoint).parent / "results.json"
     write_results(output, metrics={k: r[k] for k in ("top1", "top5", "loss")}, data=r["data"],
                   checkpoint=r["checkpoint"], wall_s=r["seconds"], model=r["model"],
-                  protocol={k: r[k] for k in ("fused", "ema", "input_size", "crop_pct", "precision", "samples")})
+                  protocol={**{k: r[k] for k in ("fused", "ema", "input_size", "crop_pct", "precision", "samples",
+                                                 "on_bad_image")}, "skipped": len(r["skipped"])},
+                  skipped_images=r["skipped"])
     form = ("fused" if r["fused"] else "train form") + (", EMA" if r["ema"] else "")
     print(f"{r['model']} ({form}) on {r['data']}: {r['samples']} images, {r['input_size']} px, crop {r['crop_pct']}")
     print(f"  {'top-1':<6} {r['top1']:8.3f} %\n  {'top-5':<6} {r['top5']:8.3f} %\n  {'loss':<6} {r['loss']:8.4f}")
+    if r["skipped"]:
+        names = ", ".join(s["path"] for s in r["skipped"][:5]) + (", ..." if len(r["skipped"]) > 5 else "")
+        print(f"  {'skipped':<6} {len(r['skipped']):8d} unreadable images, not scored: {names}")
     print(f"results -> {output}")
     return 0
 

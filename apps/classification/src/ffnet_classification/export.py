@@ -8,10 +8,13 @@ reported for both.
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import logging
+import math
+import os
+import shutil
+import tempfile
 import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -20,9 +23,12 @@ from typing import Any
 import torch
 from torch import nn
 
+from metamixer.train.cli import build_eval_parser
 from metamixer.train.errors import FFNetError, run_cli
+from metamixer.train.outputs import check_output_file, check_output_folder
 from metamixer.train.results import write_json
 
+from .cli_args import check_int
 from .models.registry import load_model
 
 
@@ -116,6 +122,16 @@ def export_onnx(model: nn.Module, example: torch.Tensor, path: Path, opset: int 
             "checked_batch": int(batch.shape[0])}
 
 
+def _first_missing(folder: Path) -> Path | None:
+    """The outermost folder of ``folder``'s path that does not exist yet (what a failure must remove again)."""
+    missing = None
+    for candidate in [folder, *folder.parents]:
+        if candidate.exists():
+            break
+        missing = candidate
+    return missing
+
+
 def export_model(
     model: nn.Module,
     output_dir: str | Path,
@@ -123,42 +139,73 @@ def export_model(
     input_size: int = 256,
     formats: Sequence[str] = ("onnx", "torchscript"),
     tolerance: float = 1e-4,
+    report_path: str | Path | None = None,
 ) -> dict[str, Any]:
-    """Fuse ``model`` (if needed), export it, verify, and return a report (also saved as ``export.json``)."""
+    """Fuse ``model`` (if needed), export it, verify, and return a report (also saved as ``export.json``, or
+    ``report_path``).
+
+    The files are written into a hidden staging folder inside ``output_dir`` and moved into place only after
+    every check passed, so a failed export (a graph with training-only ops, outputs beyond ``tolerance``, a
+    missing exporter) leaves no file behind, and no ``output_dir`` either when it did not exist before.
+    """
+    unknown = [fmt for fmt in formats if fmt not in FORMATS]
+    if unknown:
+        raise FFNetError(f"unknown export format(s) {', '.join(map(repr, unknown))}; expected {' or '.join(FORMATS)}")
     fused = model.fuse() if hasattr(model, "fuse") and not getattr(model, "is_fused", True) else model.eval()
     fused = fused.cpu().float().eval()
     example = torch.randn(1, getattr(fused, "in_chans", 3), input_size, input_size, generator=torch.Generator().manual_seed(0))
     out_dir = Path(output_dir)
+    created = _first_missing(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    report: dict[str, Any] = {"model": name, "input_size": input_size, "tolerance": tolerance}
-    for fmt in formats:
-        if fmt == "onnx":
-            report["onnx"] = export_onnx(fused, example, out_dir / f"{name}_{input_size}.onnx")
-        elif fmt == "torchscript":
-            report["torchscript"] = export_torchscript(fused, example, out_dir / f"{name}_{input_size}.pt")
-        else:
-            raise FFNetError(f"unknown export format {fmt!r}; expected onnx or torchscript")
-    for fmt in formats:
-        r = report[fmt]
-        if r["forbidden_ops"]:
-            raise FFNetError(f"{fmt} graph contains training-only ops {r['forbidden_ops']}")
-        if r["max_abs_diff"] > tolerance:
-            raise FFNetError(f"{fmt} output differs from PyTorch by {r['max_abs_diff']:.3g} > {tolerance}")
-    write_json(out_dir / "export.json", report)
+    staging = Path(tempfile.mkdtemp(prefix=".export-", suffix=".tmp", dir=out_dir))
+    try:
+        report: dict[str, Any] = {"model": name, "input_size": input_size, "tolerance": tolerance}
+        for fmt in formats:
+            if fmt == "onnx":
+                report["onnx"] = export_onnx(fused, example, staging / f"{name}_{input_size}.onnx")
+            else:
+                report["torchscript"] = export_torchscript(fused, example, staging / f"{name}_{input_size}.pt")
+        for fmt in formats:
+            r = report[fmt]
+            if r["forbidden_ops"]:
+                raise FFNetError(f"{fmt} graph contains training-only ops {r['forbidden_ops']}")
+            if r["max_abs_diff"] > tolerance:
+                raise FFNetError(f"{fmt} output differs from PyTorch by {r['max_abs_diff']:.3g} > {tolerance}")
+        for fmt in formats:
+            final = out_dir / Path(report[fmt]["path"]).name
+            os.replace(report[fmt]["path"], final)  # same folder tree: an atomic rename per file
+            report[fmt]["path"] = str(final)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        if created is not None:
+            shutil.rmtree(created, ignore_errors=True)
+        raise
+    shutil.rmtree(staging, ignore_errors=True)
+    write_json(report_path if report_path is not None else out_dir / "export.json", report)
     return report
 
 
+#: the formats ``--formats`` accepts
+FORMATS = ("onnx", "torchscript")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="ffnet-cls-export", description="Fuse and export to ONNX / TorchScript (verified).")
-    p.add_argument("--checkpoint", default=None, help="our run checkpoint or an official .pth.tar")
+    p = build_eval_parser("ffnet-cls-export", "Fuse and export to ONNX / TorchScript (verified); nothing is left "
+                          "in --output-dir unless every check passed.", checkpoint_required=False, overrides=False)
     p.add_argument("--model", default=None, help="architecture (required for official files, or to export random init)")
     p.add_argument("--num-classes", type=int, default=1000, help="with --model and no checkpoint")
     p.add_argument("--ema", action="store_true")
     p.add_argument("--input-size", type=int, default=None, help="default: the model's (256; 384 for *_384)")
-    p.add_argument("--formats", nargs="+", default=["onnx", "torchscript"])
+    p.add_argument("--formats", nargs="+", default=list(FORMATS), choices=FORMATS)
     p.add_argument("--tolerance", type=float, default=1e-4)
-    p.add_argument("--output-dir", required=True)
+    p.add_argument("--output-dir", required=True, help="folder for the exported files and export.json")
     a = p.parse_args(argv)
+    check_int("--input-size", a.input_size, 1)
+    check_int("--num-classes", a.num_classes, 1)
+    if not (math.isfinite(a.tolerance) and a.tolerance >= 0):
+        raise FFNetError(f"--tolerance must be a finite number >= 0, got {a.tolerance}")
+    check_output_folder(a.output_dir, "--output-dir")
+    check_output_file(a.output, "--output")
     run_cfg: dict[str, Any] = {}
     if a.checkpoint:
         loaded = load_model(a.checkpoint, model_name=a.model, use_ema=a.ema)
@@ -173,7 +220,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     size = a.input_size
     if size is None:
         size = run_cfg.get("data", {}).get("input_size") or model.pretrained_cfg["input_size"][-1]
-    report = export_model(model, a.output_dir, name, size, a.formats, a.tolerance)
+    report = export_model(model, a.output_dir, name, size, a.formats, a.tolerance, report_path=a.output)
     print(json.dumps({k: ({kk: vv for kk, vv in v.items() if kk != "ops"} if isinstance(v, dict) else v)
                       for k, v in report.items()}, indent=2))
     return 0

@@ -10,7 +10,6 @@ About 2 minutes on an idle 2-core CPU.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import time
@@ -22,10 +21,12 @@ import torch
 import yaml
 
 from metamixer.train.allocator import keep_freed_memory
-from metamixer.train.config import config_from_dict
-from metamixer.train.errors import run_cli
+from metamixer.train.cli import build_parser
+from metamixer.train.config import apply_overrides, config_from_dict, config_to_dict
+from metamixer.train.errors import FFNetError, run_cli
 from metamixer.train.results import write_results
 
+from .cli_args import check_int
 from .config import ClsConfig
 from .digits import write_digits_imagefolder
 
@@ -84,7 +85,28 @@ def default_threads() -> int:
     return 1 if busy or cores < 2 else 2
 
 
-def run_quickstart(output: str | Path, epochs: int | None = None, threads: int | None = None) -> dict[str, Any]:
+def quickstart_config(output: str | Path, epochs: int | None = None, threads: int | None = None,
+                      overrides: Sequence[str] = ()) -> ClsConfig:
+    """The quick start's run config (RECIPE, data and run folders under ``output``, then ``overrides``),
+    validated: a wrong value stops here, before anything is written."""
+    out = Path(output)
+    if out.exists() and not out.is_dir():
+        raise FFNetError(f"--output {out} is a file; expected a folder (it is created if missing)")
+    data = out / "data"
+    recipe = json.loads(json.dumps(RECIPE))
+    recipe["data"].update(train=str(data / "train"), val=str(data / "val"))
+    recipe["run"].update(output_dir=str(out / "run"), threads=threads or default_threads())
+    if epochs is not None:
+        recipe["train"]["epochs"] = epochs
+    recipe["train"]["progress"] = False
+    cfg = config_from_dict(ClsConfig, recipe, source="quickstart recipe")
+    if overrides:
+        cfg = config_from_dict(ClsConfig, apply_overrides(config_to_dict(cfg), overrides, ClsConfig))
+    return cfg
+
+
+def run_quickstart(output: str | Path, epochs: int | None = None, threads: int | None = None,
+                   overrides: Sequence[str] = ()) -> dict[str, Any]:
     from .evaluate import evaluate_checkpoint
     from .export import export_model
     from .models.registry import load_model
@@ -93,15 +115,9 @@ def run_quickstart(output: str | Path, epochs: int | None = None, threads: int |
 
     out = Path(output)
     t_start = time.time()
+    cfg = quickstart_config(out, epochs, threads, overrides)
     data = out / "data"
     counts = write_digits_imagefolder(data, size=32)
-    recipe = json.loads(json.dumps(RECIPE))
-    recipe["data"].update(train=str(data / "train"), val=str(data / "val"))
-    recipe["run"].update(output_dir=str(out / "run"), threads=threads or default_threads())
-    if epochs is not None:
-        recipe["train"]["epochs"] = epochs
-    recipe["train"]["progress"] = False
-    cfg = config_from_dict(ClsConfig, recipe, source="quickstart recipe")
     t0 = time.time()
     summary = run(cfg, quiet=True)
     train_s = time.time() - t0
@@ -136,13 +152,16 @@ def run_quickstart(output: str | Path, epochs: int | None = None, threads: int |
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="ffnet-cls-quickstart", description=__doc__.splitlines()[0])
+    p = build_parser("ffnet-cls-quickstart", __doc__.splitlines()[0], config=False)
     p.add_argument("--output", default="runs/cls_quickstart", help="folder for data, run, exports, results.json")
     p.add_argument("--epochs", type=int, default=None, help="override the recipe's 8 epochs")
     p.add_argument("--threads", type=int, default=None)
     a = p.parse_args(argv)
+    check_int("--epochs", a.epochs, 1)
+    check_int("--threads", a.threads, 1)
+    quickstart_config(a.output, a.epochs, a.threads, a.overrides)  # every input checked before anything is written
     keep_freed_memory()  # trains on the CPU
-    r = run_quickstart(a.output, a.epochs, a.threads)
+    r = run_quickstart(a.output, a.epochs, a.threads, a.overrides)
     print(
         f"\nFFNet quick start (digits, {r['dataset']['train']} train / {r['dataset']['val']} val images)\n"
         f"  model      {r['model']['name']} custom size: {r['model']['params']:,} params "

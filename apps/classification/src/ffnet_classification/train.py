@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,7 @@ from metamixer.train.results import write_json
 
 from .config import ClsConfig, resolve_lr
 from .data import build_dataset, build_transforms
-from .models import PRETRAINED_CFGS, PretrainedCfg, create_model, get_spec
+from .models import PRETRAINED_CFGS, PretrainedCfg, check_spec_overrides, create_model, get_spec
 from .task import ClassificationTask
 
 #: the shipped recipes (editable install: apps/classification/recipes)
@@ -47,11 +48,13 @@ def build_datasets(cfg: ClsConfig, pretrained_cfg: dict[str, Any]) -> tuple[Data
     common = dict(input_size=size, crop_pct=crop_pct, interpolation=d.interpolation, mean=d.mean, std=d.std)
     train_tf = build_transforms(True, scale=d.scale, hflip=d.hflip, rand_n=d.rand_n, rand_m=d.rand_m,
                                 rand_mstd=d.rand_mstd, reprob=d.reprob, **common)
-    train_set = build_dataset(d.train, train_tf, d.on_bad_image, allow_empty=d.allow_empty_classes, root=d.root)
+    read = {"max_pixels": d.max_pixels, "exif": d.exif}
+    train_set = build_dataset(d.train, train_tf, d.on_bad_image, allow_empty=d.allow_empty_classes, root=d.root,
+                              **read)
     val_set = None
     if d.val:
         val_set = build_dataset(d.val, build_transforms(False, **common), d.on_bad_image,
-                                classes=train_set.classes, allow_empty=True, root=d.root)
+                                classes=train_set.classes, allow_empty=True, root=d.root, **read)
     return train_set, val_set, list(train_set.classes)
 
 
@@ -91,21 +94,46 @@ def run(cfg: ClsConfig, resume: str | None = None, *, quiet: bool = False) -> di
     ``optim.lr: null`` is resolved here to ``base_lr x global batch / lr_base_batch`` (global batch =
     train.batch_size x processes x train.accum_steps) before the Trainer sees it; config.yaml keeps the null.
     """
-    get_spec(cfg.model.name)  # unknown names fail before anything is set up
+    datasets = check_run_inputs(cfg)  # every input checked before the run folder exists
     ctx = prepare_run(cfg.run, cfg, quiet=quiet)
     try:
-        return _run(cfg, ctx, resume)
+        return _run(cfg, ctx, resume, datasets)
     finally:
         ctx.logger.close()
         cleanup_distributed()
 
 
-def _run(cfg: ClsConfig, ctx: Any, resume: str | None) -> dict[str, Any]:
-    info = ctx.info
+def check_run_inputs(cfg: ClsConfig) -> tuple[Dataset, Dataset | None, list[str]]:
+    """Model name and size, data, class count, batch size and weight files of ``cfg``, checked before anything
+    is written: a wrong input must not leave an empty run folder behind. Returns the datasets."""
+    get_spec(cfg.model.name)
+    check_spec_overrides(cfg.model.spec)
+    for key, path in (("model.pretrained", cfg.model.pretrained),
+                      ("train.distill.teacher_checkpoint", cfg.train.distill.teacher_checkpoint)):
+        if path and not Path(path).is_file():
+            raise FFNetError(f"{key}: file not found: {path}")
+    if cfg.train.distill.type == "hard" and not cfg.train.distill.teacher_checkpoint:
+        raise FFNetError("train.distill.type=hard needs train.distill.teacher_checkpoint=PATH (a trained teacher)")
     train_set, val_set, classes = build_datasets(cfg, PRETRAINED_CFGS.get(cfg.model.name, PretrainedCfg()).to_dict())
-    num_classes = cfg.model.num_classes or len(classes)
-    if num_classes != len(classes):
+    if cfg.model.num_classes is not None and cfg.model.num_classes != len(classes):
         raise FFNetError(f"model.num_classes={cfg.model.num_classes} but {cfg.data.train} has {len(classes)} classes")
+    d = cfg.data
+    if d.mixup_prob > 0 and (d.mixup > 0 or d.cutmix > 0) and cfg.train.batch_size % 2:
+        raise FFNetError(f"train.batch_size={cfg.train.batch_size}: Mixup/CutMix (data.mixup={d.mixup}, "
+                         f"data.cutmix={d.cutmix}) mix each batch with its reverse and need an even batch size")
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if len(train_set) < cfg.train.batch_size * world:  # type: ignore[arg-type]
+        raise FFNetError(f"train.batch_size={cfg.train.batch_size}: the training set {cfg.data.train} has only "  # type: ignore[arg-type]
+                         f"{len(train_set)} images, fewer than one global batch ({cfg.train.batch_size} x {world} "
+                         "processes); lower train.batch_size")
+    return train_set, val_set, classes
+
+
+def _run(cfg: ClsConfig, ctx: Any, resume: str | None,
+         datasets: tuple[Dataset, Dataset | None, list[str]]) -> dict[str, Any]:
+    info = ctx.info
+    train_set, val_set, classes = datasets
+    num_classes = cfg.model.num_classes or len(classes)
     m = cfg.model
     model = create_model(m.name, num_classes=num_classes, pretrained=m.pretrained, drop_path_rate=m.drop_path_rate,
                          drop_rate=m.drop_rate, ignore_head=m.ignore_head, prefer_ema=m.pretrained_ema, fused=False,
@@ -117,7 +145,7 @@ def _run(cfg: ClsConfig, ctx: Any, resume: str | None) -> dict[str, Any]:
     if m.channels_last:
         model = model.to(memory_format=torch.channels_last)
     teacher = build_teacher(cfg, num_classes, info.device) if cfg.train.distill.type == "hard" else None
-    task = ClassificationTask(cfg, model, train_set, val_set, classes, info, teacher)
+    task = ClassificationTask(cfg, model, train_set, val_set, classes, info, teacher, log=ctx.logger.info)
     global_batch = cfg.train.batch_size * info.world_size * cfg.train.accum_steps
     optim = dataclasses.replace(cfg.optim, lr=resolve_lr(cfg.optim, global_batch))
     n_params = sum(p.numel() for p in model.parameters())
@@ -137,6 +165,8 @@ def _run(cfg: ClsConfig, ctx: Any, resume: str | None) -> dict[str, Any]:
         "best_top1": result.best,
         "last": last,
         "output_dir": str(ctx.output_dir),
+        # unreadable images left out under data.on_bad_image=skip, with the reason (all ranks)
+        "skipped_images": task.skipped_images(),
     }
     if ctx.is_main:
         write_json(ctx.output_dir / "summary.json", summary)

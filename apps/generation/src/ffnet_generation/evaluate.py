@@ -25,10 +25,10 @@ import torch
 from metamixer.nn.flops import count_macs, count_params
 from metamixer.train.cli import build_eval_parser
 from metamixer.train.errors import FFNetError, SomeInputsFailed, for_each_input, run_cli
+from metamixer.train.outputs import check_output_file
 from metamixer.train.results import write_results
 
 from .data.images import DEFAULT_MAX_PIXELS, list_images, load_image
-from .files import check_output_file
 from .metrics.fid import FeatureStats, frechet_distance, inception_score, load_reference_stats, save_stats
 from .metrics.inception import FID_WEIGHTS_NAME, FIDInceptionV3, load_fid_inception
 

@@ -23,12 +23,12 @@ import torch
 from metamixer.train.cli import OverrideParser
 from metamixer.train.device import resolve_device
 from metamixer.train.distributed import barrier, cleanup_distributed, init_distributed
-from metamixer.train.errors import FFNetError, SomeInputsFailed, run_cli
+from metamixer.train.errors import FFNetError, SomeInputsFailed, report_input_error, run_cli
+from metamixer.train.outputs import check_output_folder
 from metamixer.train.results import write_json
 
 from .data.images import DEFAULT_MAX_PIXELS, ImageFolderDataset
 from .data.latents import SD_VAE_SCALE, load_vae, write_latent_shard
-from .files import check_output_folder, report_input_error
 
 __all__ = ["extract_latents", "main", "cli"]
 

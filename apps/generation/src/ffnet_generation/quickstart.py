@@ -25,6 +25,7 @@ import torch
 
 from metamixer.train.cli import OverrideParser
 from metamixer.train.errors import FFNetError, run_cli
+from metamixer.train.outputs import check_output_folder
 from metamixer.train.results import write_results
 from metamixer.train.sections import RunConfig
 
@@ -37,7 +38,7 @@ from .config import (
     GenTrainConfig,
     ModelConfig,
 )
-from .files import check_output_folder, copy_file
+from .files import copy_file
 from .metrics.digits import DigitsReference
 from .models import model_kwargs
 from .sample import sample_to_npz

@@ -21,11 +21,12 @@ from metamixer.train.cli import OverrideParser, build_eval_parser
 from metamixer.train.device import resolve_device
 from metamixer.train.distributed import barrier, cleanup_distributed, init_distributed
 from metamixer.train.errors import FFNetError, run_cli
+from metamixer.train.outputs import check_output_folder, created_folder
 from metamixer.train.results import write_json
 
 from .builders import build_diffusion, load_trained_model
 from .data.images import make_grid, save_png, to_uint8
-from .files import check_output_folder, created_folder, save_npz
+from .files import save_npz
 from .sampling import CLI_NAMES, check_labels, check_sampler_options, check_steps, generate, label_values
 
 __all__ = ["sample_to_npz", "parse_labels", "build_parser", "main", "cli"]

@@ -1,9 +1,15 @@
 """Image datasets without torchvision: an ImageFolder layout and a CSV/txt list format, decoded with PIL.
 
-Bad input is handled explicitly because ImageNet-scale folders always contain some: unreadable or truncated
-files are reported by path and either raise (``on_bad_image="error"``, the default) or are skipped
-(``"skip"``: the sample is replaced by the next readable one and the path is logged once). Grayscale, palette,
-RGBA/LA (composited on white), CMYK and 16-bit images are converted to RGB.
+Every image goes through core's :func:`metamixer.train.images.open_image`, the reader every app shares: EXIF
+orientation applied (a phone photo is trained, scored and predicted upright), grey / palette / RGBA (composited
+on white) / CMYK / 16-bit converted to RGB, and a pixel limit that refuses decompression bombs before decoding.
+
+Bad input is handled explicitly because ImageNet-scale folders always contain some: an unreadable, truncated or
+oversized file is a :class:`BadImageError` naming it. ``on_bad_image="error"`` (the default) stops on it,
+``"skip"`` leaves it out. Plain indexing (``ds[i]``) keeps the old contract (raise, or under ``skip`` return
+the next readable sample); the loaders of training and evaluation use :class:`ReportBadImages` and
+:func:`collate_reporting` instead, so every bad file reaches the main process by name (a DataLoader worker's
+exception would arrive wrapped in its traceback text) and can be listed, not silently replaced.
 """
 from __future__ import annotations
 
@@ -15,10 +21,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageFile, UnidentifiedImageError
-from torch.utils.data import Dataset
+from PIL import Image, ImageFile
+from torch.utils.data import Dataset, default_collate
 
 from metamixer.train.errors import FFNetError
+from metamixer.train.images import DEFAULT_MAX_PIXELS, ImageReadError, open_image
 
 log = logging.getLogger(__name__)
 
@@ -29,24 +36,23 @@ BAD_IMAGE_POLICIES = ("error", "skip")
 ImageFile.LOAD_TRUNCATED_IMAGES = False
 
 
-class BadImageError(FFNetError):
-    """An image file that PIL cannot decode; the message names the file."""
+class BadImageError(ImageReadError):
+    """An image file that cannot be used (missing, empty, not an image, truncated, too many pixels); the
+    message starts with the file's path."""
 
 
-def load_rgb(path: str | os.PathLike) -> Image.Image:
-    """Decode ``path`` fully and return an RGB PIL image (any mode converted; alpha composited on white)."""
+def load_rgb(path: str | os.PathLike, max_pixels: int | None = DEFAULT_MAX_PIXELS, exif: bool = True) -> Image.Image:
+    """Decode ``path`` fully and return an upright RGB PIL image (core's ``open_image``; every failure is a
+    :class:`BadImageError` naming the file)."""
     try:
-        with Image.open(path) as img:
-            img.load()
-            return to_rgb(img)
-    except FileNotFoundError:
-        raise BadImageError(f"image not found: {path}") from None
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
-        raise BadImageError(f"unreadable image {path}: {exc}") from None
+        return open_image(path, "RGB", max_pixels=max_pixels, exif=exif)
+    except ImageReadError as exc:
+        raise BadImageError(str(exc)) from None
 
 
 def to_rgb(img: Image.Image) -> Image.Image:
-    """Convert any PIL mode to RGB the way a user expects (transparent pixels become white, not black)."""
+    """Convert an already decoded PIL image of any mode to RGB the way a user expects (transparent pixels become
+    white, not black; 16-bit grey scaled, not clipped). Files are read with :func:`load_rgb` instead."""
     if img.mode == "RGB":
         return img.copy()
     if img.mode == "P":
@@ -63,7 +69,14 @@ def to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")  # L, 1, CMYK, YCbCr, F, ...
 
 
-def _is_image(path: Path) -> bool:
+def bad_reason(path: str, exc: Exception) -> str:
+    """The message of a bad-image error without its leading ``path:`` (the path is listed beside it)."""
+    text = " ".join(str(exc).split())
+    return text[len(path) + 2:] if text.startswith(f"{path}: ") else text
+
+
+def is_image_file(path: Path) -> bool:
+    """An image by extension, not a hidden file (macOS ``._x.jpg`` resource forks are not images)."""
     return path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")
 
 
@@ -77,6 +90,9 @@ class ClassificationDataset(Dataset):
         transform: Callable[[Image.Image], Any] | None = None,
         on_bad_image: str = "error",
         source: str = "",
+        *,
+        max_pixels: int | None = DEFAULT_MAX_PIXELS,
+        exif: bool = True,
     ) -> None:
         if on_bad_image not in BAD_IMAGE_POLICIES:
             raise FFNetError(f"on_bad_image must be one of {BAD_IMAGE_POLICIES}, got {on_bad_image!r}")
@@ -89,6 +105,8 @@ class ClassificationDataset(Dataset):
         self.transform = transform
         self.on_bad_image = on_bad_image
         self.source = source
+        self.max_pixels = max_pixels
+        self.exif = exif
         self.bad_paths: set[str] = set()
 
     def __len__(self) -> int:
@@ -96,13 +114,18 @@ class ClassificationDataset(Dataset):
 
     def load(self, index: int) -> tuple[Image.Image, int]:
         path, target = self.samples[index]
-        return load_rgb(path), target
+        return load_rgb(path, self.max_pixels, self.exif), target
+
+    def read(self, index: int) -> tuple[Any, int]:
+        """Sample ``index`` transformed; a :class:`BadImageError` whatever the policy."""
+        img, target = self.load(index)
+        return (self.transform(img) if self.transform is not None else img), target
 
     def __getitem__(self, index: int) -> tuple[Any, int]:
         for attempt in range(len(self.samples)):
             i = (index + attempt) % len(self.samples)
             try:
-                img, target = self.load(i)
+                return self.read(i)
             except BadImageError as exc:
                 if self.on_bad_image == "error":
                     raise
@@ -110,16 +133,14 @@ class ClassificationDataset(Dataset):
                 if path not in self.bad_paths:
                     self.bad_paths.add(path)
                     log.warning("skipping %s", exc)
-                continue
-            return (self.transform(img) if self.transform is not None else img), target
-        raise FFNetError(f"{self.source}: no readable image at all")
+        raise FFNetError(f"{self.source}: none of its {len(self.samples)} images is readable")
 
     def verify(self) -> list[str]:
         """Decode every image once; returns the unreadable paths (use before a long run)."""
         bad = []
         for path, _ in self.samples:
             try:
-                load_rgb(path)
+                load_rgb(path, self.max_pixels, self.exif)
             except BadImageError:
                 bad.append(path)
         return bad
@@ -140,6 +161,7 @@ class ImageFolder(ClassificationDataset):
         on_bad_image: str = "error",
         classes: Sequence[str] | None = None,
         allow_empty: bool = False,
+        **read: Any,
     ) -> None:
         root = Path(root)
         if not root.is_dir():
@@ -157,7 +179,7 @@ class ImageFolder(ClassificationDataset):
         empty: list[str] = []
         for idx, cls in enumerate(classes):
             folder = root / cls
-            files = sorted(p for p in folder.rglob("*") if p.is_file() and _is_image(p)) if folder.is_dir() else []
+            files = sorted(p for p in folder.rglob("*") if p.is_file() and is_image_file(p)) if folder.is_dir() else []
             if not files:
                 empty.append(cls)
             samples += [(str(p), idx) for p in files]
@@ -166,7 +188,7 @@ class ImageFolder(ClassificationDataset):
                 f"{root}: {len(empty)} class folder(s) contain no images: {empty[:5]} "
                 f"(remove them, or set allow_empty=True / data.allow_empty_classes=true)"
             )
-        super().__init__(samples, classes, transform, on_bad_image, source=str(root))
+        super().__init__(samples, classes, transform, on_bad_image, source=str(root), **read)
         self.root = root
 
 
@@ -184,6 +206,7 @@ class ImageList(ClassificationDataset):
         transform: Callable[[Image.Image], Any] | None = None,
         on_bad_image: str = "error",
         classes: Sequence[str] | None = None,
+        **read: Any,
     ) -> None:
         list_file = Path(list_file)
         if not list_file.is_file():
@@ -222,7 +245,7 @@ class ImageList(ClassificationDataset):
                 raise FFNetError(f"{list_file}:{lineno}: unknown class {label!r}")
             p = Path(path)
             samples.append((str(p if p.is_absolute() else base / p), target))
-        super().__init__(samples, classes, transform, on_bad_image, source=str(list_file))
+        super().__init__(samples, classes, transform, on_bad_image, source=str(list_file), **read)
 
 
 def build_dataset(
@@ -232,11 +255,63 @@ def build_dataset(
     classes: Sequence[str] | None = None,
     allow_empty: bool = False,
     root: str | os.PathLike | None = None,
+    *,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    exif: bool = True,
 ) -> ClassificationDataset:
-    """A folder -> :class:`ImageFolder`; a ``.csv``/``.txt`` file -> :class:`ImageList`."""
+    """A folder -> :class:`ImageFolder`; a ``.csv``/``.txt`` file -> :class:`ImageList`. ``max_pixels`` and
+    ``exif`` are passed to :func:`load_rgb` for every image."""
     p = Path(path)
+    read = {"max_pixels": max_pixels, "exif": exif}
     if p.is_dir():
-        return ImageFolder(p, transform, on_bad_image, classes, allow_empty)
+        return ImageFolder(p, transform, on_bad_image, classes, allow_empty, **read)
     if p.is_file():
-        return ImageList(p, root, transform, on_bad_image, classes)
+        return ImageList(p, root, transform, on_bad_image, classes, **read)
     raise FFNetError(f"dataset path not found: {p} (expected a class-folder root or a .csv/.txt list)")
+
+
+# ------------------------------------------------------------------------------- loaders that report bad files
+class ReportBadImages(Dataset):
+    """``dataset`` for a DataLoader: item ``i`` is ``(sample or None, [(path, reason), ...])``.
+
+    ``replace=True`` (training under ``skip``): a bad image is replaced by the next readable one, so every batch
+    keeps its size and a resumed run sees the same batches; the skipped paths still come back. ``replace=False``
+    (evaluation, and training under ``error``): the sample is ``None`` and is left out of the batch. Either way
+    the main process learns every bad file by name through :func:`collate_reporting`.
+    """
+
+    def __init__(self, dataset: ClassificationDataset, replace: bool) -> None:
+        self.dataset, self.replace = dataset, replace
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> tuple[Any, list[tuple[str, str]]]:
+        ds, bad = self.dataset, []
+        for attempt in range(len(ds) if self.replace else 1):
+            i = (index + attempt) % len(ds)
+            try:
+                return ds.read(i), bad
+            except BadImageError as exc:
+                path = ds.samples[i][0]
+                bad.append((path, bad_reason(path, exc)))
+        return None, bad
+
+
+def collate_reporting(items: Sequence[tuple[Any, list[tuple[str, str]]]]) -> tuple[Any, Any, list[tuple[str, str]]]:
+    """``(images, targets, bad)``: the readable samples batched (``None, None`` when there is none) and every
+    ``(path, reason)`` met while loading this batch."""
+    good = [sample for sample, _ in items if sample is not None]
+    bad = [entry for _, entries in items for entry in entries]
+    if not good:
+        return None, None, bad
+    images, targets = default_collate(good)
+    return images, targets, bad
+
+
+def describe_bad_images(bad: Sequence[tuple[str, str]], total: int, source: str, limit: int = 10) -> str:
+    """One line: how many of ``total`` images of ``source`` are unusable, the first ``limit`` with their reason."""
+    unique = dict(bad)
+    shown = "; ".join(f"{path} ({reason})" for path, reason in list(unique.items())[:limit])
+    more = f"; ... and {len(unique) - limit} more" if len(unique) > limit else ""
+    return f"{source}: {len(unique)} of {total} images are unreadable: {shown}{more}"

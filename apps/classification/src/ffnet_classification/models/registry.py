@@ -96,6 +96,7 @@ def create_model(
     unknown = set(kwargs) - _SPEC_KEYS
     if unknown:
         raise FFNetError(f"create_model({name!r}): unknown argument(s) {sorted(unknown)}")
+    check_spec_overrides(kwargs)
     spec = replace(spec, **{k: tuple(v) if isinstance(v, list) else v for k, v in kwargs.items()})
     cfg = replace(PRETRAINED_CFGS.get(name, PretrainedCfg()), num_classes=num_classes)
     if pretrained is True:
@@ -103,10 +104,13 @@ def create_model(
             f"{name}: no downloadable weights (the official url is empty); pass pretrained=<path to .pth.tar>"
         )
     common = dict(in_chans=in_chans, drop_path_rate=drop_path_rate, drop_rate=drop_rate, pretrained_cfg=cfg)
-    if features_only:
-        model: FFNet = FFNetFeatures(spec, out_indices=out_indices, **common)
-    else:
-        model = FFNet(spec, num_classes=num_classes, **common)
+    try:
+        if features_only:
+            model: FFNet = FFNetFeatures(spec, out_indices=out_indices, **common)
+        else:
+            model = FFNet(spec, num_classes=num_classes, **common)
+    except ValueError as exc:  # per-stage lists of different lengths, mixed kernel kinds
+        raise FFNetError(f"model.spec of {name}: {exc}") from None
     model.model_name = name  # type: ignore[assignment]
     if pretrained:
         model = load_pretrained(model, pretrained, prefer_ema=prefer_ema, ignore_head=ignore_head)
@@ -115,6 +119,42 @@ def create_model(
     elif fused is False and model.is_fused:
         raise FFNetError(f"{pretrained}: holds a fused (deploy) model; it cannot be turned back into the train form")
     return model
+
+
+_PER_STAGE = ("widths", "depths", "token_kernels1", "token_kernels2", "channel_kernels")
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def check_spec_overrides(spec: Mapping[str, Any]) -> None:
+    """Reject impossible ``model.spec`` values (zero widths, even kernels, ...) with one line naming the key,
+    before torch fails deep inside a layer constructor."""
+    unknown = sorted(set(spec) - _SPEC_KEYS - {"drop_path_rate"})
+    if unknown:
+        hint = " (drop-path has its own key: model.drop_path_rate)" if "drop_path_rate" in unknown else ""
+        raise FFNetError(f"model.spec: unknown key(s) {', '.join(unknown)}{hint}; valid: "
+                         f"{', '.join(sorted(_SPEC_KEYS - {'drop_path_rate'}))}")
+    for key, value in spec.items():
+        where = f"model.spec.{key}"
+        if key in _PER_STAGE:
+            odd = "kernel" in key
+            least = 0 if key == "depths" else 1
+            ok = (isinstance(value, (list, tuple)) and len(value) > 0
+                  and all(_is_int(v) and v >= least and (not odd or v % 2 == 1) for v in value))
+            if not ok:
+                want = "odd integers >= 1" if odd else f"integers >= {least}"
+                raise FFNetError(f"{where} must be a list of {want} (one per stage), got {value!r}")
+        elif key in ("stem_dim", "expansion", "small_kernel"):
+            if not (_is_int(value) and value >= 1):
+                raise FFNetError(f"{where} must be an integer >= 1, got {value!r}")
+        elif key == "layer_scale_init":
+            if value is not None and not (isinstance(value, (int, float)) and not isinstance(value, bool)
+                                          and 0 < value < float("inf")):
+                raise FFNetError(f"{where} must be a number > 0 or null, got {value!r}")
+        elif key == "act" and not isinstance(value, str):
+            raise FFNetError(f"{where} must be an activation name, got {value!r}")
 
 
 def read_checkpoint_file(path: str | os.PathLike) -> Any:
@@ -183,6 +223,55 @@ def guess_variant(sd: Mapping[str, Any]) -> str | None:
     return None
 
 
+#: the top-level modules of every FFNet state_dict (train and fused form)
+_FFNET_PREFIXES = ("patch_embed.", "stages.", "norm.", "head.")
+
+
+def _looks_like_ffnet(sd: Mapping[str, Any]) -> bool:
+    return all(k.startswith(_FFNET_PREFIXES) for k in sd) and any(k.startswith("patch_embed.2.") for k in sd)
+
+
+def _size_of(sd: Mapping[str, Any]) -> tuple[int | None, int]:
+    """(stem output width, number of blocks) of an FFNet-style state_dict."""
+    stem = sd.get("patch_embed.2.c.weight", sd.get("patch_embed.2.weight"))
+    blocks = {".".join(k.split(".")[1:3]) for k in sd if k.startswith("stages.") and ".token_mixer." in k}
+    return (int(stem.shape[0]) if stem is not None else None), len(blocks)
+
+
+def _what_the_weights_are(sd: Mapping[str, Any], expected: str | None) -> str:
+    """A clause for a load failure: which variant the weights look like, or that they are no FFNet's."""
+    if not _looks_like_ffnet(sd):
+        return " (these are not FFNet weights at all)"
+    guess = guess_variant(sd)
+    return f" (the weights look like {guess}: pass --model {guess})" if guess and guess != expected else ""
+
+
+def unrecorded_architecture_message(sd: Mapping[str, Any], source: str) -> str:
+    """Why a weights file without a recorded architecture cannot be loaded, and what would load it.
+
+    ``--model`` is suggested only where it helps: for FFNet weights of a registered variant. A custom-size FFNet
+    or another network's weights say what was found instead (a flag cannot fix those).
+    """
+    keys = list(sd)
+    if _looks_like_ffnet(sd):
+        guess = guess_variant(sd)
+        if guess:
+            alt = f" (or {guess}_384 for the 384 px fine-tune)" if f"{guess}_384" in SPECS else ""
+            return (f"{source}: FFNet weights that do not record their variant (an official or bare state_dict "
+                    f"file); they look like {guess}: pass --model {guess}{alt}")
+        width, blocks = _size_of(sd)
+        known = ", ".join(f"{n} {SPECS[n].widths[0]}/{sum(SPECS[n].depths)}" for n in
+                          ("ffnet_1", "ffnet_2", "ffnet_3", "ffnet_4"))
+        return (f"{source}: FFNet weights of a size no registered variant has (stem width {width}, {blocks} "
+                f"blocks; registered width/blocks: {known}); a custom size can only be rebuilt from the run "
+                "checkpoint (best.pth / last.pth) of ffnet-cls-train, which records model.spec")
+    foreign = [k for k in keys if not k.startswith(_FFNET_PREFIXES)]
+    return (f"{source}: not FFNet weights: {len(foreign)} of its {len(keys)} weight keys are no FFNet key "
+            f"(first: {', '.join(foreign[:4])}); expected a run checkpoint of ffnet-cls-train (best.pth / "
+            "last.pth) or FFNet weights (an official .pth.tar, or a state_dict of patch_embed.*, stages.*, "
+            "norm.*, head.*)")
+
+
 class LoadedModel:
     """A model rebuilt from a checkpoint plus what the checkpoint knows about it (class names, config)."""
 
@@ -223,10 +312,10 @@ def load_model(
             raise FFNetError(f"{source}: has no EMA weights (trained with train.ema_decay=null); drop --ema")
         sd = dict(obj["ema"] if use_ema else obj["model"])
     else:
-        if model_name is None:
-            raise FFNetError(f"{source}: not one of our run checkpoints; pass the architecture (--model ffnet_N)")
-        name, spec_kwargs = model_name, {}
         sd = state_dict_from(obj, source, prefer_ema=use_ema)
+        if model_name is None:
+            raise FFNetError(unrecorded_architecture_message(sd, source))
+        name, spec_kwargs = model_name, {}
         if use_ema and not any(k in obj for k in ("state_dict_ema", "model_ema", "params_ema")):
             raise FFNetError(f"{source}: has no EMA weights (no state_dict_ema); drop --ema")
     if name is None:
@@ -236,7 +325,10 @@ def load_model(
     model: nn.Module = create_model(name, num_classes=num_classes, **spec_kwargs)
     if is_fused_state_dict(sd):
         model = model.fuse()
-    load_state_dict_checked(model, sd, source + (" [ema]" if use_ema else ""))
+    try:
+        load_state_dict_checked(model, sd, source + (" [ema]" if use_ema else ""))
+    except FFNetError as exc:
+        raise FFNetError(f"{exc}{_what_the_weights_are(sd, name)}") from None
     model.eval()
     if fused and not model.is_fused:
         model = model.fuse()

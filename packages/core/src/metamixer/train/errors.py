@@ -93,6 +93,12 @@ def _report(message: str) -> None:
     print(f"error: {_one_line(message)}", file=sys.stderr)
 
 
+def report_input_error(message: str) -> None:
+    """One ``error:`` line on stderr for one bad input of a run that goes on (the line :func:`for_each_input`
+    prints, for inputs that fail where it cannot run, e.g. inside data-loader workers)."""
+    _report(message)
+
+
 def _os_error_message(exc: OSError) -> str:
     """Describe a FileNotFoundError/PermissionError with the path, without the errno noise."""
     what = "file or folder not found" if isinstance(exc, FileNotFoundError) else "permission denied"

@@ -35,7 +35,13 @@ from metamixer.train.config import save_config
 from metamixer.train.device import resolve_device
 from metamixer.train.distributed import DistInfo, init_distributed, wrap_ddp
 from metamixer.train.ema import ModelEMA
-from metamixer.train.errors import EXIT_INTERRUPTED, EXIT_TERMINATED, FFNetError, RunInterrupted, on_user_error
+from metamixer.train.errors import (
+    EXIT_INTERRUPTED,
+    EXIT_TERMINATED,
+    FFNetError,
+    RunInterrupted,
+    on_user_error,
+)
 from metamixer.train.logger import RunLogger
 from metamixer.train.schedules import Schedule, build_schedule
 from metamixer.train.sections import OptimConfig, RunConfig, TrainConfig
