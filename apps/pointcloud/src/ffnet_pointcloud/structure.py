@@ -7,7 +7,6 @@ per point). ``Point`` is a dict with attribute access so transforms, collate and
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from typing import Any
 
@@ -18,15 +17,6 @@ from metamixer.train.errors import FFNetError
 from .serialization import ORDERS, encode, grid_depth
 
 __all__ = ["Point", "offset_to_batch", "batch_to_offset", "offset_to_bincount"]
-
-
-def _not_fx_tracing_notice(record: logging.LogRecord) -> bool:
-    return not record.getMessage().startswith("is_fx_tracing will return true")
-
-
-# spconv's SparseConvTensor has torch.fx's proxyable metaclass, whose first instance makes torch log a notice
-# meant for fx developers onto stderr; it is noise to a user and breaks the CLIs' one-line error contract
-logging.getLogger("torch.fx._symbolic_trace").addFilter(_not_fx_tracing_notice)
 
 
 def offset_to_bincount(offset: torch.Tensor) -> torch.Tensor:

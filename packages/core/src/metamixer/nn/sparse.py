@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import logging
 from collections.abc import Callable, Sequence
 from types import ModuleType
 from typing import Any
@@ -182,6 +183,16 @@ def __getattr__(name: str) -> Any:
     if name == "SparseConvTensor":
         return require_spconv().SparseConvTensor
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _not_fx_tracing_notice(record: logging.LogRecord) -> bool:
+    return not record.getMessage().startswith("is_fx_tracing will return true")
+
+
+# spconv's SparseConvTensor has torch.fx's proxyable metaclass, whose first instance makes torch log a notice
+# meant for fx developers onto stderr: noise to a user of any sparse network, and it breaks the CLIs' one-line
+# error contract
+logging.getLogger("torch.fx._symbolic_trace").addFilter(_not_fx_tracing_notice)
 
 
 def sparse_tensor(
