@@ -176,3 +176,19 @@ def assert_one_line_error(result, *needles: str, code: int = 2) -> str:  # noqa:
     for needle in needles:
         assert needle in lines[0], f"{needle!r} not in {lines[0]!r}"
     return lines[0]
+
+
+def assert_folder_run(result, bad: dict[str, Path], total: int, what: str = "images") -> list[str]:  # noqa: ANN001
+    """The folder-run rule: exit 1, no traceback, one ``error:`` line per bad input naming it, then one line
+    listing all of them (``error: N of TOTAL <what> failed: ...``). Returns the error lines."""
+    where = f"exit {result.returncode}\nstdout: {result.stdout[-2000:]}\nstderr: {result.stderr[-3000:]}"
+    assert result.returncode == 1, where
+    assert "Traceback" not in result.stderr + result.stdout, where
+    errors = [line for line in result.stderr.splitlines() if line.strip()]
+    assert all(line.startswith("error: ") for line in errors), where
+    assert len(errors) == len(bad) + 1, where  # one line per bad file, then the list of all of them
+    assert errors[-1].startswith(f"error: {len(bad)} of {total} {what} failed"), where
+    for name, path in bad.items():
+        assert sum(str(path) in line for line in errors[:-1]) == 1, (name, where)
+        assert str(path) in errors[-1], (name, where)
+    return errors
