@@ -1,4 +1,4 @@
-"""Longer CPU training check (not a test): the quick-start recipe with more blocks and steps, then Set5/Set14/B100.
+"""Longer CPU training check (not a test): the quick-start recipe (T91) with more blocks and steps, then Set5/Set14/B100.
 
     python benchmarks/sr_train_cpu.py --output runs/sr_train_cpu --depth 6 --steps 600
 

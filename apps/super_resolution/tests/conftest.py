@@ -1,7 +1,9 @@
-"""Shared fixtures: the real SR benchmark data (skipped with a reason when absent) and thread count."""
+"""Shared fixtures: the real SR data (benchmarks and the T91 training set; skipped with a reason when absent), a
+small T91 training folder, and the thread count."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -26,6 +28,26 @@ def sr_data() -> Path:
     if not (root / "Set5" / "HR").is_dir():
         pytest.skip(f"SR benchmark data not found under {root} (set FFNET_DATA)")
     return root
+
+
+@pytest.fixture(scope="session")
+def t91() -> Path:
+    """The T91 training set (HR only), the one the quick start and the tests train on."""
+    folder = data_root() / "sr" / "T91" / "HR"
+    if not folder.is_dir():
+        pytest.skip(f"T91 training images not found under {folder} (set FFNET_DATA)")
+    return folder
+
+
+@pytest.fixture
+def t91_five(t91: Path, tmp_path: Path) -> Path:
+    """Five T91 images in a folder of their own: small runs whose epochs are a few batches long (5 images in
+    batches of 2 = 3 batches per epoch), trained on a training set, never on a benchmark."""
+    folder = tmp_path / "t91_five"
+    folder.mkdir()
+    for name in ("t1.bmp", "t2.bmp", "t3.bmp", "t5.bmp", "t8.bmp"):
+        shutil.copy(t91 / name, folder / name)
+    return folder
 
 
 @pytest.fixture(scope="session")

@@ -13,11 +13,11 @@ def _script(name: str) -> str:
     return str(Path(sys.executable).with_name(name))
 
 
-def test_train_then_eval_console_scripts(tmp_path, sr_data):
+def test_train_then_eval_console_scripts(tmp_path, sr_data, t91_five):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     run = tmp_path / "run"
     train = subprocess.run(
-        [_script("ffnet-sr-train"), "cpu_b100_x2", "model.depth=1", "data.train_dirs=[sr/Set5/HR]",
+        [_script("ffnet-sr-train"), "cpu_t91_x2", "model.depth=1", f"data.train_dirs=[{t91_five}]",
          "data.patch_size=16", "data.val_max_images=1", "train.steps=2", "train.batch_size=2", "train.val_every=2",
          "train.save_every=2", "train.progress=false", "run.threads=1", f"run.output_dir={run}"],
         capture_output=True, text=True, env=env, timeout=300,

@@ -37,17 +37,17 @@ def test_migrated_values():
     paper = load_config(SRConfig, RECIPES_DIR / "ffnetsr_light_paper_x2.yaml")
     assert paper.optim.name == "adamw" and paper.train.steps == 1_000_000 and paper.train.fft_weight == 0.05
     assert paper.train.val_every == 5000 and paper.data.patch_size == 64
-    cpu = load_config(SRConfig, RECIPES_DIR / "cpu_b100_x2.yaml")
+    cpu = load_config(SRConfig, RECIPES_DIR / "cpu_t91_x2.yaml")
     assert (cpu.run.device, cpu.run.threads, cpu.run.seed) == ("cpu", 2, 0)  # were train.device / threads / seed
     assert (cpu.optim.warmup_steps, cpu.optim.min_lr, cpu.train.steps) == (20, 2e-5, 100)
-    assert cpu.data.train_dirs == ["sr/B100/HR"] and cpu.model.depth == 2 and cpu.data.enlarge_ratio == 1
+    assert cpu.data.train_dirs == ["sr/T91/HR"] and cpu.model.depth == 2 and cpu.data.enlarge_ratio == 1
 
 
 def test_quickstart_overrides_are_the_cpu_recipe(tmp_path):
     from ffnet_sr.quickstart import quickstart_overrides
     from metamixer.train.config import config_to_dict
 
-    recipe = config_to_dict(load_config(SRConfig, RECIPES_DIR / "cpu_b100_x2.yaml", [f"run.output_dir={tmp_path}"]))
+    recipe = config_to_dict(load_config(SRConfig, RECIPES_DIR / "cpu_t91_x2.yaml", [f"run.output_dir={tmp_path}"]))
     assert config_to_dict(load_config(SRConfig, None, quickstart_overrides(tmp_path))) == recipe
 
 

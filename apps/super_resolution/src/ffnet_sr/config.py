@@ -39,8 +39,12 @@ class ModelConfig:
 
 @dataclass
 class DataConfig:
-    # HR folders (several = DF2K); relative paths that do not exist are looked up under the data root
+    # HR folders (several = DF2K): HR-only (LR generated with the MATLAB-exact imresize) or with a sibling LR folder
+    # (<set>/HR + <set>/LR_bicubic/X<s>, DIV2K_train_HR + DIV2K_train_LR_bicubic/X<s>); a folder holding only an HR/
+    # subfolder (sr/T91) means that subfolder; relative paths that do not exist are looked up under the data root
     train_dirs: list[str] = field(default_factory=lambda: ["DIV2K/DIV2K_train_HR"])
+    # a training folder that is an evaluation set (Set5, Set14, B100, Urban100, Manga109) is refused unless true
+    allow_benchmark_training: bool = False
     lr_source: LRSource = "auto"
     patch_size: int = bounded(96, ge=1)  # LR patch side (gt_size 192 at x2 in the official configs; the paper says 64)
     enlarge_ratio: int = bounded(1, ge=1)  # passes over the training images per epoch (BasicSR's

@@ -28,8 +28,16 @@ from metamixer.train.loop import RunContext, Task
 from metamixer.train.seed import make_generator, seed_worker
 
 from .config import SRConfig, resolve_data_dir
-from .data.dataset import BenchmarkPair, EpochBatchSampler, SRTrainDataset, epoch_steps, load_benchmark
-from .inference import bicubic_upscaler, model_upscaler
+from .data.benchmark_guard import check_training_dirs
+from .data.dataset import (
+    BenchmarkPair,
+    EpochBatchSampler,
+    SRTrainDataset,
+    epoch_steps,
+    hr_folder,
+    load_benchmark,
+)
+from .inference import bicubic_upscaler, cpu_fast_layout, model_upscaler
 from .losses import SRLoss
 from .models import create_model
 from .scoring import evaluate_pairs
@@ -56,11 +64,17 @@ def side_by_side(pair: BenchmarkPair, sr: np.ndarray, scale: int, size: int = 19
 
 
 def build_dataset(cfg: SRConfig) -> SRTrainDataset:
-    """The training patches of ``cfg.data``; every image's header is checked here (size, pixel guard), so
+    """The training patches of ``cfg.data``; every image's header is checked here (size, pixel guard), and a
+    training folder that is an evaluation set is refused (:mod:`~ffnet_sr.data.benchmark_guard`), so
     :func:`~ffnet_sr.train.train` calls it before the run folder is created: bad data leaves no folder behind."""
     d = cfg.data
-    return SRTrainDataset([resolve_data_dir(p) for p in d.train_dirs], cfg.model.scale, d.patch_size, d.lr_source,
-                          d.augment, d.cache_images, cfg.run.seed)
+    dirs = [hr_folder(resolve_data_dir(p)) for p in d.train_dirs]
+    eval_folders = [*([d.val_set] if d.val_set else []), *cfg.eval.sets]
+    findings = check_training_dirs(dirs, d.allow_benchmark_training, eval_folders)
+    dataset = SRTrainDataset(dirs, cfg.model.scale, d.patch_size, d.lr_source, d.augment, d.cache_images,
+                             cfg.run.seed)
+    dataset.notes.extend(findings)
+    return dataset
 
 
 class SRTask(Task):
@@ -105,6 +119,7 @@ class SRTask(Task):
 
     def training_step(self, model: nn.Module, batch: Any) -> Mapping[str, torch.Tensor]:
         lr, hr = (t.to(self.ctx.device, non_blocking=True) for t in batch)
+        lr = cpu_fast_layout(lr)  # oneDNN depthwise convs on CPU (inference.cpu_fast_layout)
         total, parts = self.criterion(model(lr).float(), hr)
         return {"loss": total, **{k: v for k, v in parts.items() if k != "total"}}
 

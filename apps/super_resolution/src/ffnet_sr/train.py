@@ -41,6 +41,8 @@ def train(cfg: SRConfig, resume: str | Path | None = None, quiet: bool = False) 
     ctx = prepare_run(cfg.run, cfg, quiet=quiet)
     try:
         task = SRTask(cfg, ctx, dataset)
+        for note in dataset.notes:
+            ctx.logger.info(f"warning: training on an evaluation set: {note}")
         ctx.logger.info(
             f"{cfg.model.name} x{cfg.model.scale} depth {task.model.depth}: {count_params(task.model):,} params; "
             f"{len(task.dataset)} training images, batch {cfg.train.batch_size} x {ctx.info.world_size} "

@@ -38,7 +38,13 @@ from metamixer.train.errors import FFNetError, for_each_input, run_cli
 
 from .data.io import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, LoadedImage, read_image, write_png
 from .imresize import imresize
-from .inference import image_to_tensor, load_model_for_inference, tensor_to_uint8, upscale_tensor
+from .inference import (
+    cpu_fast_layout,
+    image_to_tensor,
+    load_model_for_inference,
+    tensor_to_uint8,
+    upscale_tensor,
+)
 
 __all__ = ["collect_inputs", "plan_outputs", "upscale_loaded", "main"]
 
@@ -121,7 +127,8 @@ def upscale_loaded(
         from metamixer.train.amp import autocast
 
         grey = color.ndim == 2
-        x = image_to_tensor(np.repeat(color[:, :, None], 3, 2) if grey else color, max_value).to(device)
+        rgb = np.repeat(color[:, :, None], 3, 2) if grey else color
+        x = cpu_fast_layout(image_to_tensor(rgb, max_value).to(device))
         y = upscale_tensor(
             model, x, scale, tile, tile_pad, self_ensemble,
             autocast=lambda: autocast(device, precision), out_device="cpu",

@@ -1,11 +1,18 @@
 """Paired SR data: random training patches and whole-image benchmark pairs.
 
-Folder layouts understood (``<stem>x<s>.png`` LR names everywhere, as in EDSR/BasicSR):
+Training folder layouts (one entry of ``data.train_dirs`` each; ``<stem>x<s>.png`` LR names, as in EDSR/BasicSR):
 
-- EDSR / this project's benchmark copies: ``<set>/HR/<name>.png`` + ``<set>/LR_bicubic/X<s>/<name>x<s>.png``;
+- HR only, e.g. T91 (``T91/HR/t1.bmp``) or any folder of images: LR generated with the MATLAB-exact bicubic
+  from the mod-``s`` crop of each HR image; a folder that has no images but an ``HR/`` subfolder means that
+  subfolder (``sr/T91`` = ``sr/T91/HR``);
+- EDSR style: ``<set>/HR/<name>.png`` + ``<set>/LR_bicubic/X<s>/<name>x<s>.png``;
 - DIV2K: ``DIV2K_train_HR/0001.png`` + ``DIV2K_train_LR_bicubic/X<s>/0001x<s>.png``;
-- Flickr2K: ``Flickr2K_HR/…`` + ``Flickr2K_LR_bicubic/X<s>/…``; DF2K = both folders listed together;
-- any folder of images: LR generated on the fly with the MATLAB-compatible bicubic.
+- Flickr2K: ``Flickr2K_HR/…`` + ``Flickr2K_LR_bicubic/X<s>/…``; DF2K = both folders listed together (or one
+  merged ``DF2K_HR`` + ``DF2K_LR_bicubic/X<s>``: any ``<name>_HR`` folder pairs with ``<name>_LR_bicubic``).
+
+With ``lr_source="auto"`` the sibling LR folder is used when it exists, else the LR is generated; the two give
+the same patches bit for bit when the LR files are MATLAB downscales (tested on files made with our imresize
+and on the benchmark copies' MATLAB files).
 
 On-the-fly LR is EXACT, not an approximation: a training patch is cut from the LR image that
 ``imresize(HR mod-crop, 1/s)`` would give, by downscaling only an HR window a few LR pixels wider than the patch
@@ -38,6 +45,7 @@ from .io import list_images, read_rgb_or_grey
 
 __all__ = [
     "find_lr_dir",
+    "hr_folder",
     "mod_crop",
     "to_rgb",
     "SRTrainDataset",
@@ -87,6 +95,16 @@ def find_lr_dir(hr_dir: Path, scale: int) -> Path | None:
         if c.is_dir():
             return c
     return None
+
+
+def hr_folder(folder: Path) -> Path:
+    """The folder of HR images a training entry means: itself, or its ``HR/`` subfolder when it holds no images
+    but has one (a set root such as ``sr/T91``)."""
+    if not folder.is_dir():
+        raise FFNetError(f"training HR folder not found: {folder}")
+    if not list_images(folder) and (folder / "HR").is_dir():
+        return folder / "HR"
+    return folder
 
 
 def _lr_path(lr_dir: Path, stem: str, scale: int) -> Path:
@@ -142,10 +160,10 @@ class SRTrainDataset(Dataset):
         self.cache_images = cache_images
         self.seed = int(seed)
         self.items: list[tuple[Path, Path | None]] = []
+        #: messages for the run log (e.g. the benchmark guard's findings of an allowed run)
+        self.notes: list[str] = []
         for d in hr_dirs:
-            d = Path(d)
-            if not d.is_dir():
-                raise FFNetError(f"training HR folder not found: {d}")
+            d = hr_folder(Path(d))
             lr_dir = find_lr_dir(d, self.scale) if lr_source != "generate" else None
             if lr_source == "folder" and lr_dir is None:
                 raise FFNetError(f"no LR_bicubic/X{self.scale} folder next to {d} (data.lr_source=folder)")
