@@ -7,7 +7,6 @@ import os
 from pathlib import Path
 
 import pytest
-
 from corpus import assert_one_line_error, checkpoint_corpus, image_corpus, pickled_code_ran, run_cli
 
 pytestmark = pytest.mark.timeout(900)

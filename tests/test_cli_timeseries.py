@@ -6,7 +6,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from corpus import assert_one_line_error, csv_corpus, run_cli
 
 #: corpus file -> words its message must contain

@@ -98,8 +98,8 @@ def test_app_metadata_and_console_scripts(pkg: Path):
     assert "metamixer" in deps, f"{pkg.name} must depend on core by name"
     core = next(r for r in proj["dependencies"] if _dist_name(r) == "metamixer")
     core_version = _project(ROOT / "packages" / "core")["version"]
-    from packaging.specifiers import SpecifierSet
     from packaging.requirements import Requirement
+    from packaging.specifiers import SpecifierSet
 
     spec = Requirement(core).specifier
     assert "~=" in str(spec), f"{pkg.name}: depend on core with a compatible-version specifier, not {core!r}"
