@@ -1,6 +1,6 @@
 """U-FFNet vs the all-attention U-DiT baseline of the same size: training step time and sampling throughput.
 
-    python benchmarks/gen_throughput.py --size s --device cpu --threads 2
+    python benchmarks/gen_throughput.py --size s --device cpu --threads 2 [--literal]
     python benchmarks/gen_throughput.py --size b --device cuda --precision bf16 --batch 64
 
 Both models are built from the same registry and measured in the same process, interleaved (A, B, A, B ...)
@@ -72,10 +72,12 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--channels-last", action="store_true", default=True)
     p.add_argument("--output", default=None)
+    p.add_argument("--literal", action="store_true",
+                   help="also time u_ffnet_<size>_literal (only the attention replaced; docs/generation.md §1)")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     device = resolve_device(a.device, key="--device")
-    names = [f"u_ffnet_{a.size}", f"u_dit_{a.size}"]
+    names = [f"u_ffnet_{a.size}"] + ([f"u_ffnet_{a.size}_literal"] if a.literal else []) + [f"u_dit_{a.size}"]
     fmt = torch.channels_last if a.channels_last else torch.contiguous_format
     diffusion = create_diffusion()
     models, fused, info = {}, {}, {}
@@ -110,7 +112,7 @@ def main() -> None:
         tr, fw = statistics.median(times[name]["train"]), statistics.median(times[name]["fwd"])
         rows.append({"model": name, **info[name], "train_step_s": tr, "train_img_per_s": a.batch / tr,
                      "sample_fwd_img_per_s": a.sample_batch / fw})
-    base = rows[1]
+    base = rows[-1]  # the U-DiT baseline
     for r in rows:
         r["train_speedup_vs_u_dit"] = r["train_img_per_s"] / base["train_img_per_s"]
         r["sample_speedup_vs_u_dit"] = r["sample_fwd_img_per_s"] / base["sample_fwd_img_per_s"]

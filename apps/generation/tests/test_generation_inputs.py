@@ -15,8 +15,8 @@ from ffnet_generation.data.images import load_image
 from ffnet_generation.data.latents import LatentDataset
 from ffnet_generation.extract_latents import extract_latents
 from ffnet_generation.files import atomic_write, save_npz
-from metamixer.train.outputs import created_folder
 from metamixer.train.errors import FFNetError
+from metamixer.train.outputs import created_folder
 
 
 def _encoder(x: torch.Tensor) -> torch.Tensor:

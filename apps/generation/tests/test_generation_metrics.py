@@ -145,9 +145,13 @@ def test_eval_cli_bad_inputs(tmp_path, capsys):
     assert "arr_0" in capsys.readouterr().err
 
 
-def test_model_info_report(capsys):
-    eval_cli(["--model-info", "u_ffnet_tiny", "u_dit_tiny", "--input-size", "16"])
+def test_model_info_report(capsys, tmp_path):
+    eval_cli(["--model-info", "u_ffnet_tiny", "u_ffnet_tiny_literal", "u_dit_tiny", "--input-size", "16",
+              "--output", str(tmp_path / "info.json")])
     lines = capsys.readouterr().out.strip().splitlines()
-    assert lines[0].split()[0] == "model" and len(lines) == 3
-    gm = {ln.split()[0]: float(ln.split()[4]) for ln in lines[1:]}
-    assert gm["u_ffnet_tiny"] < gm["u_dit_tiny"]
+    assert lines[0].split()[0] == "model" and len(lines) == 4
+    assert {ln.rindex("4x16x16") for ln in lines[1:]} == {lines[0].index("input")}  # columns stay aligned
+    rows = json.loads((tmp_path / "info.json").read_text())["metrics"]
+    gm = {name: row["gmacs_deploy"] for name, row in rows.items()}
+    # at 16x16 the tiny attention is cheap: the literal reading is the cheapest, the FFNet blocks sit between
+    assert gm["u_ffnet_tiny_literal"] < gm["u_ffnet_tiny"] < gm["u_dit_tiny"], gm

@@ -19,6 +19,7 @@ from ffnet_generation.config import (
 )
 from ffnet_generation.data.images import ImageFolderDataset
 from ffnet_generation.data.latents import LatentDataset, load_vae, write_latent_shard
+from ffnet_generation.models.ffn import RepConvFFN
 from ffnet_generation.quickstart import run_quickstart
 from ffnet_generation.sample import cli as sample_cli
 from ffnet_generation.train import cli as train_cli
@@ -62,7 +63,16 @@ def test_short_real_training_loss_falls_and_samples_improve(quickstart_run):
     # the labelled metric improves from the early to the final checkpoint
     assert s["final"]["digits_fid"] < s["early"]["digits_fid"], (s["early"], s["final"])
     assert s["metrics"]["classifier_val_accuracy"] > 0.85
-    assert (out / "final_grid.png").is_file()
+    # class accuracy overall and per class, unguided and guided (the final checkpoint), beside digits-FID
+    for tag, scale in (("final", 1.0), ("final_cfg", 2.0)):
+        assert s[tag]["cfg_scale"] == scale and len(s[tag]["class_accuracy_per_class"]) == 10
+        assert 0.0 <= s[tag]["class_accuracy"] <= 1.0 and s[tag]["digits_fid"] > 0
+    assert s["metrics"]["class_accuracy_final_cfg"] == s["final_cfg"]["class_accuracy"]
+    # 100 samples = 10 per class: the mean of the per-class accuracies is the overall accuracy
+    assert np.mean(s["final"]["class_accuracy_per_class"]) == pytest.approx(s["final"]["class_accuracy"])
+    for name in ("final_grid.png", "final_grid_no_guidance.png"):  # one row per class, 16 px digits upscaled 4x
+        grid = np.asarray(Image.open(out / name))
+        assert grid.shape[:2] == (10 * (64 + 8) + 8, 10 * (64 + 8) + 8), grid.shape
     record = json.loads((out / "results.json").read_text())
     assert record["metrics"]["digits_fid_final"] == s["final"]["digits_fid"] and "torch" in record["versions"]
     assert (out / "train" / "step_0000010.pth").is_file()
@@ -129,6 +139,29 @@ def test_resume_equals_uninterrupted(tmp_path):
     # kept snapshots (train.keep_every, the trainer's): full copies of last.pth at that step, resumable
     snap = load_checkpoint(tmp_path / "part" / "step_0000002.pth")
     assert snap["step"] == 2 and snap["optimizer"] is not None and snap["ema"] is not None
+
+
+def test_checkpoint_of_the_former_u_ffnet_literal_layout_still_loads(tmp_path):
+    """u_ffnet_* named the literal reading (U-DiT's FFN everywhere) before the FFNet-block default; a checkpoint
+    written then (name u_ffnet_tiny, no model.channel_mixers in its config) loads as what its weights are."""
+    from dataclasses import replace
+
+    from ffnet_generation.builders import load_trained_model
+
+    cfg = _tiny_cfg(tmp_path / "old", 1)
+    train(replace(cfg, model=replace(cfg.model, channel_mixers=["udit"] * 5)), quiet=True)
+    ckpt = load_checkpoint(tmp_path / "old" / "last.pth")
+    del ckpt["config"]["model"]["channel_mixers"]  # as the former ffnet-gen-train wrote it
+    torch.save(ckpt, tmp_path / "former.pth")
+    model, loaded, _ = load_trained_model(tmp_path / "former.pth", fuse=False)
+    assert loaded.model.name == "u_ffnet_tiny" and loaded.model.channel_mixers == ["udit"] * 5
+    assert all(isinstance(b.channel_mixer, RepConvFFN) for b in model.encoder1)
+    # a checkpoint of another architecture still gets core's message naming the file
+    ckpt["config"]["model"]["name"] = "u_ffnet_tiny"
+    ckpt["model"] = ckpt["ema"] = {k: v for k, v in ckpt["model"].items() if not k.startswith("decoder1")}
+    torch.save(ckpt, tmp_path / "broken.pth")
+    with pytest.raises(FFNetError, match="broken.pth: weights do not match"):
+        load_trained_model(tmp_path / "broken.pth")
 
 
 def test_ema_warmup_reaches_the_trainer(tmp_path):

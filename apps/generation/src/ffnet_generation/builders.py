@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -22,8 +23,11 @@ def build_model(cfg: ModelConfig, learn_sigma: bool = True) -> UShapedDiffusionT
     overrides: dict = {"class_dropout": cfg.class_dropout, "ffnified_kernel": cfg.ffnified_kernel,
                        "rep_ffn": cfg.rep_ffn, "down_factor": cfg.down_factor,
                        "learn_sigma": learn_sigma}
-    if cfg.token_mixers is not None:
-        overrides["token_mixers"] = tuple(cfg.token_mixers)
+    for key in ("token_mixers", "channel_mixers"):
+        if getattr(cfg, key) is not None:
+            overrides[key] = tuple(getattr(cfg, key))
+    if cfg.label_init_std is not None:
+        overrides["label_init_std"] = cfg.label_init_std
     return create_model(cfg.name, input_size=cfg.input_size, in_channels=cfg.in_channels,
                         num_classes=cfg.num_classes, **overrides)
 
@@ -92,8 +96,23 @@ def load_trained_model(path: str | Path, *, use_ema: bool = True, device: torch.
     """Model (EMA weights by default, fused for inference), its config and the raw checkpoint."""
     ckpt = load_checkpoint(path)
     cfg = checkpoint_config(ckpt, path)
-    model = build_model(cfg.model, learn_sigma=cfg.model.diffusion.variance_type == "learned_range")
+    learn_sigma = cfg.model.diffusion.variance_type == "learned_range"
+    model = build_model(cfg.model, learn_sigma=learn_sigma)
     state = ckpt.get("ema") if use_ema and ckpt.get("ema") is not None else ckpt["model"]
-    load_state_dict_checked(model, state, str(path))
+    try:
+        load_state_dict_checked(model, state, str(path))
+    except FFNetError:
+        # u_ffnet_* named the literal reading (U-DiT's FFN everywhere) before it became the FFNet-block reading;
+        # such a checkpoint's weights say which one it is, so it keeps loading under its stored name
+        literal = replace(cfg.model, channel_mixers=["udit"] * 5)
+        if not (cfg.model.name.startswith("u_ffnet_") and cfg.model.channel_mixers is None):
+            raise
+        model = build_model(literal, learn_sigma=learn_sigma)
+        try:
+            load_state_dict_checked(model, state, str(path))
+        except FFNetError:
+            model = build_model(cfg.model, learn_sigma=learn_sigma)
+            load_state_dict_checked(model, state, str(path))  # the message of the stored architecture
+        cfg = replace(cfg, model=literal)
     model = model.to(device).eval()
     return (model.fuse() if fuse else model), cfg, ckpt

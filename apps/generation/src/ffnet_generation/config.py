@@ -28,7 +28,8 @@ class DiffusionConfig:
 
 @dataclass
 class ModelConfig:
-    #: u_ffnet_{s,b,l,tiny} (hybrid) or u_dit_{s,b,l,tiny} (all-attention baseline)
+    #: u_ffnet_{s,b,l,tiny} (FFNet blocks in the encoder/decoder, attention in the bottleneck),
+    #: u_ffnet_{s,b,l,tiny}_literal (only the attention replaced) or u_dit_{s,b,l,tiny} (all-attention baseline)
     name: str = "u_ffnet_b"
     #: latent (or pixel) side length: 32 for 256x256 images through the SD VAE (8x downsampling)
     input_size: int = bounded(32, ge=1)
@@ -37,11 +38,17 @@ class ModelConfig:
     num_classes: int = bounded(1000, ge=1)
     #: probability of the null label in training (classifier-free guidance)
     class_dropout: float = bounded(0.1, ge=0, le=1)
+    #: std of the class-embedding tables' init; null = the name's default (DiT / U-DiT's 0.02 for s/b/l, 1.0 for
+    #: the CPU-sized tiny models: short runs, docs/generation.md §4)
+    label_init_std: float | None = bounded(None, gt=0)
     #: per level (enc1, enc2, bottleneck, dec2, dec1) "ffnified" or "attention"; null = the name's default
     token_mixers: list[str] | None = None
-    #: FFNified attention depthwise kernel
+    #: per level "convnext" (FFNet's channel mixer) or "udit" (U-DiT's FFN); null = the name's default
+    channel_mixers: list[str] | None = None
+    #: depthwise kernel of the FFNet mixers (FFNified attention and FFNet's channel mixer)
     ffnified_kernel: int = bounded(7, ge=1)
-    #: U-DiT's re-parameterizable FFN in training (fused for sampling); false = plain FFN (faster on CPU)
+    #: re-parameterizable training form of the channel mixers (U-DiT's FFN; the 3x3 branch of FFNet's), fused
+    #: for sampling; false = plain (faster on CPU)
     rep_ffn: bool = True
     #: U-DiT token down-sampling inside attention (1 = global attention)
     down_factor: int = bounded(2, ge=1)

@@ -221,6 +221,7 @@ def evaluate_checkpoint(checkpoint: str | Path, overrides: Sequence[str] = (), *
                       "guided_channels": ev.guided_channels or "all", "eta": ev.eta, "labels": ev.labels,
                       "seed": ev.seed, "weights": weights, "num_samples": ev.num_samples}
     unreadable: list[str] = []
+    extra_record: dict = {}
     if scorer is not None:
         scored = evaluate_samples(info["npz"], inception=inception, model=scorer, reference=reference,
                                   batch_size=batch_size, device=str(resolve_device(device, key="--device")),
@@ -235,10 +236,11 @@ def evaluate_checkpoint(checkpoint: str | Path, overrides: Sequence[str] = (), *
         data = np.load(info["npz"])
         yardstick = DigitsReference(cfg.model.input_size, seed=ev.seed)
         metrics = yardstick.score(data["arr_0"], data["arr_1"])
+        extra_record["class_accuracy_per_class"] = metrics.pop("class_accuracy_per_class")
         protocol.update(feature_extractor=f"digits CNN trained on all 1797 real digits at {cfg.model.input_size}px "
                         f"(seed {ev.seed}; held-out accuracy {yardstick.classifier_accuracy:.3f})",
                         note="digits-FID is NOT comparable to ImageNet FID")
-    extra = {"unreadable": unreadable} if unreadable else {}
+    extra = {"unreadable": unreadable, **extra_record} if unreadable else extra_record
     write_results(out, metrics=metrics, data=f"{ev.num_samples} samples of {checkpoint} ({info['npz']})",
                   checkpoint=checkpoint, protocol=protocol, wall_s=time.perf_counter() - started,
                   train_step=info["train_step"], **extra)
@@ -246,9 +248,10 @@ def evaluate_checkpoint(checkpoint: str | Path, overrides: Sequence[str] = (), *
 
 
 def _print_model_info(rows: list[dict]) -> None:
-    print(f"{'model':<12} {'params(M)':>10} {'deploy(M)':>10} {'GMACs':>8} {'deploy GMACs':>13}  input")
+    width = max([len("model"), *(len(r["model"]) for r in rows)])
+    print(f"{'model':<{width}} {'params(M)':>10} {'deploy(M)':>10} {'GMACs':>8} {'deploy GMACs':>13}  input")
     for r in rows:
-        print(f"{r['model']:<12} {r['params_M']:>10.2f} {r['params_deploy_M']:>10.2f} {r['gmacs']:>8.2f} "
+        print(f"{r['model']:<{width}} {r['params_M']:>10.2f} {r['params_deploy_M']:>10.2f} {r['gmacs']:>8.2f} "
               f"{r['gmacs_deploy']:>13.2f}  {r['input']}")
 
 

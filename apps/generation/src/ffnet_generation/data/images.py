@@ -25,7 +25,7 @@ from metamixer.train.images import DEFAULT_MAX_PIXELS, open_image
 from ..files import atomic_write
 
 __all__ = ["IMAGE_EXTENSIONS", "DEFAULT_MAX_PIXELS", "ImageFolderDataset", "DigitsDataset", "center_crop_arr",
-           "list_images", "load_image", "to_uint8", "make_grid", "save_png"]
+           "list_images", "load_image", "to_uint8", "make_grid", "class_rows_grid", "save_png"]
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 
@@ -167,6 +167,20 @@ def make_grid(images: np.ndarray, ncols: int | None = None, pad: int = 2) -> np.
         r, col = divmod(i, ncols)
         grid[pad + r * (h + pad):pad + r * (h + pad) + h, pad + col * (w + pad):pad + col * (w + pad) + w] = images[i]
     return grid
+
+
+def class_rows_grid(images: np.ndarray, labels: np.ndarray, num_classes: int, per_class: int = 10,
+                    scale: int = 4) -> np.ndarray:
+    """One row per class (row c: the first ``per_class`` samples conditioned on c, white where fewer), each
+    image upscaled ``scale`` x with nearest neighbour so that 16x16 digits are readable on a screen."""
+    n, h, w, c = images.shape
+    blank = np.full((h, w, c), 255, dtype=np.uint8)
+    tiles = []
+    for cls in range(num_classes):
+        row = list(images[np.asarray(labels) == cls][:per_class])
+        tiles.extend(row + [blank] * (per_class - len(row)))
+    big = np.stack(tiles).repeat(scale, axis=1).repeat(scale, axis=2)
+    return make_grid(big, ncols=per_class, pad=2 * scale)
 
 
 def save_png(array: np.ndarray, path: str | Path) -> Path:

@@ -89,8 +89,10 @@ class DigitsReference:
         self.mu, self.sigma = stats.mean_cov()
         self.image_size, self.seed = image_size, seed
 
-    def score(self, images_u8: np.ndarray, labels: np.ndarray) -> dict[str, float]:
-        """digits-FID of uint8 NHWC samples against all real digits, and the CNN's accuracy on their labels."""
+    def score(self, images_u8: np.ndarray, labels: np.ndarray) -> dict:
+        """digits-FID of uint8 NHWC samples against all real digits, and the CNN's accuracy w.r.t. the labels the
+        samples were conditioned on: overall and per class (``class_accuracy_per_class[c]``: the fraction of the
+        samples of label c that the CNN reads as c; None for a class with no samples)."""
         from .fid import FeatureStats, frechet_distance
 
         images = torch.from_numpy(images_u8).permute(0, 3, 1, 2).float() / 127.5 - 1.0
@@ -98,8 +100,11 @@ class DigitsReference:
         stats = FeatureStats()
         stats.update(feats)
         mu, sigma = stats.mean_cov()
+        labels = np.asarray(labels)
+        hit = logits.argmax(1) == labels
+        per_class = [float(hit[labels == c].mean()) if (labels == c).any() else None for c in range(logits.shape[1])]
         return {"digits_fid": frechet_distance(mu, sigma, self.mu, self.sigma),
-                "class_accuracy": float((logits.argmax(1) == labels).mean())}
+                "class_accuracy": float(hit.mean()), "class_accuracy_per_class": per_class}
 
     def real_half_vs_half(self) -> float:
         """The metric's floor: digits-FID between two disjoint halves of the real digits."""

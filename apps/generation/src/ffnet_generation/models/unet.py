@@ -7,9 +7,11 @@ skip, 1x1 reduce -> decoder level 2 (2C) -> conv+pixel-shuffle, concat skip, 1x1
 [2, 5, 8, 5, 2] count U-DiT blocks, each made of ``sub_blocks`` (2) adaLN-modulated (token mixer + FFN) pairs.
 Every level has its own timestep/label embedder at its width; decoder level 1 uses level 2's condition.
 
-U-FFNet (FFNet paper §4.4): the token mixer of the encoder/decoder levels is FFNified attention (1x1 conv+BN ->
-DW 7x7 -> GELU -> DW 7x7, re-parameterizable 7+3 branches, from ``metamixer``), the bottleneck keeps the
-downsampled-token self-attention. ``token_mixers`` chooses per level, so the same class builds both models.
+U-FFNet (FFNet paper §4.4): the encoder/decoder pairs are FFNet blocks — FFNified attention (1x1 conv+BN -> DW
+7x7 -> GELU -> DW 7x7, re-parameterizable 7+3 branches, from ``metamixer``) as token mixer and FFNet's channel
+mixer (``metamixer``'s ConvFFN: DW 7x7 + FFN, expansion 3) — inside the same adaLN-Zero modulation, and the
+bottleneck keeps U-DiT's downsampled-token self-attention and FFN. ``token_mixers`` and ``channel_mixers``
+choose per level, so the same class builds U-FFNet, its literal reading and U-DiT (docs/generation.md §1).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from metamixer.nn.blocks import FFNifiedAttention
+from metamixer.nn.blocks import ConvFFN, FFNifiedAttention
 from metamixer.nn.reparam import reparameterize
 from metamixer.train.errors import FFNetError
 
@@ -27,9 +29,11 @@ from .attention import DownsampledTokenAttention
 from .conditioning import AdaLNModulation, LabelEmbedder, ParameterFreeLayerNorm2d, TimestepEmbedder, modulate
 from .ffn import RepConvFFN, plain_conv_ffn
 
-__all__ = ["DiffusionBlock", "UShapedDiffusionTransformer", "TOKEN_MIXERS"]
+__all__ = ["DiffusionBlock", "UShapedDiffusionTransformer", "TOKEN_MIXERS", "CHANNEL_MIXERS"]
 
 TOKEN_MIXERS = ("ffnified", "attention")
+#: "udit": U-DiT's FFN (1x1 -> GELU -> DW 5x5 -> 1x1, ratio ``mlp_ratio``); "convnext": FFNet's channel mixer
+CHANNEL_MIXERS = ("udit", "convnext")
 
 
 class DiffusionBlock(nn.Module):
@@ -92,34 +96,47 @@ class UShapedDiffusionTransformer(nn.Module):
         depths: U-DiT blocks per level (enc1, enc2, bottleneck, dec2, dec1).
         num_heads: attention heads at every level (4 / 8 / 16 for S / B / L, as U-DiT).
         token_mixers: per level ``"ffnified"`` or ``"attention"``.
+        channel_mixers: per level ``"udit"`` (U-DiT's FFN, ratio ``mlp_ratio``) or ``"convnext"`` (FFNet's: DW
+            ``ffnified_kernel`` with the re-param branches when ``rep_ffn``, BN, FFN expansion ``ffnet_expansion``).
         sub_blocks: (token mixer + FFN) pairs per U-DiT block (2 in U-DiT).
         mlp_ratio: FFN expansion (2 in U-DiT); ``rep_ffn`` trains it in U-DiT's re-parameterizable form.
-        ffnified_kernel / ffnified_rep_kernels: FFNified attention DW kernel and its small re-param branches.
+        ffnified_kernel / ffnified_rep_kernels: the FFNet mixers' DW kernel and its small re-param branches
+            (FFNified attention and the ``"convnext"`` channel mixer).
         down_factor / cosine_attention / rope: U-DiT attention options.
         class_dropout: probability of replacing a label by the null label in training (guidance).
+        label_init_std: std of the label tables' init: DiT's 0.02 for long runs; short runs need ~1 (a label
+            starts to matter only once both its row and the zero-initialised adaLN weights are non-negligible;
+            docs/generation.md §4).
         learn_sigma: output 2*in_channels (epsilon and variance interpolation).
     """
 
     def __init__(self, *, input_size: int = 32, in_channels: int = 4, num_classes: int = 1000, hidden: int = 192,
                  depths: Sequence[int] = (2, 5, 8, 5, 2), num_heads: int = 8,
                  token_mixers: Sequence[str] = ("ffnified", "ffnified", "attention", "ffnified", "ffnified"),
+                 channel_mixers: Sequence[str] = ("convnext", "convnext", "udit", "convnext", "convnext"),
+                 ffnet_expansion: float = 3.0,
                  sub_blocks: int = 2, mlp_ratio: float = 2.0, rep_ffn: bool = True, ffnified_kernel: int = 7,
                  ffnified_rep_kernels: Sequence[int] | None = (3,), down_factor: int = 2,
                  cosine_attention: bool = True, rope: bool = True, class_dropout: float = 0.1,
-                 learn_sigma: bool = True) -> None:
+                 label_init_std: float = 0.02, learn_sigma: bool = True) -> None:
         super().__init__()
-        if len(depths) != 5 or len(token_mixers) != 5:
-            raise FFNetError("model.depths and model.token_mixers need 5 entries (enc1, enc2, bottleneck, dec2, dec1)")
-        bad = [m for m in token_mixers if m not in TOKEN_MIXERS]
-        if bad:
-            raise FFNetError(f"model.token_mixers entries must be in {TOKEN_MIXERS}, got {bad}")
+        if len(depths) != 5 or len(token_mixers) != 5 or len(channel_mixers) != 5:
+            raise FFNetError("model.depths, model.token_mixers and model.channel_mixers need 5 entries "
+                             "(enc1, enc2, bottleneck, dec2, dec1)")
+        for key, values, allowed in (("token_mixers", token_mixers, TOKEN_MIXERS),
+                                     ("channel_mixers", channel_mixers, CHANNEL_MIXERS)):
+            bad = [m for m in values if m not in allowed]
+            if bad:
+                raise FFNetError(f"model.{key} entries must be in {allowed}, got {bad}")
         if hidden % 2:
             raise FFNetError(f"model.hidden must be even, got {hidden}")
         self.input_size, self.in_channels, self.num_classes = input_size, in_channels, num_classes
         self.learn_sigma = learn_sigma
         self.out_channels = in_channels * 2 if learn_sigma else in_channels
         self.class_dropout = class_dropout
+        self.label_init_std = label_init_std
         self.token_mixers = tuple(token_mixers)
+        self.channel_mixers = tuple(channel_mixers)
         widths = (hidden, 2 * hidden, 4 * hidden, 2 * hidden, 2 * hidden)
         self._min_size = 4 * (down_factor if "attention" in token_mixers else 1)
         check_input_size(input_size, self._min_size)
@@ -132,12 +149,16 @@ class UShapedDiffusionTransformer(nn.Module):
             return FFNifiedAttention(dim, ffnified_kernel, ndim=2, rep_kernels=rep, fc_norm=True,
                                      conv_norm=rep is None)
 
-        def channel_mixer(dim: int) -> nn.Module:
+        def channel_mixer(kind: str, dim: int) -> nn.Module:
+            if kind == "convnext":  # FFNet's channel mixer: DW k (7x7+3x3 re-param, BN) -> 1x1 3C -> GELU -> 1x1
+                rep = tuple(ffnified_rep_kernels) if (rep_ffn and ffnified_rep_kernels) else None
+                return ConvFFN(dim, ffnified_kernel, ffnet_expansion, ndim=2, rep_kernels=rep, dw_norm=True)
             return RepConvFFN(dim, mlp_ratio) if rep_ffn else plain_conv_ffn(dim, int(dim * mlp_ratio))
 
         def stage(level: int) -> _Stage:
             dim = widths[level]
-            return _Stage(DiffusionBlock(dim, token_mixer(token_mixers[level], dim), channel_mixer(dim))
+            return _Stage(DiffusionBlock(dim, token_mixer(token_mixers[level], dim),
+                                         channel_mixer(channel_mixers[level], dim))
                           for _ in range(depths[level] * sub_blocks))
 
         self.x_embedder = nn.Conv2d(in_channels, hidden, 3, padding=1)
@@ -161,7 +182,7 @@ class UShapedDiffusionTransformer(nn.Module):
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
         for emb in self.y_embedders:
-            nn.init.normal_(emb.embedding_table.weight, std=0.02)
+            nn.init.normal_(emb.embedding_table.weight, std=self.label_init_std)
         for emb in self.t_embedders:
             nn.init.normal_(emb.mlp[0].weight, std=0.02)
             nn.init.normal_(emb.mlp[2].weight, std=0.02)
