@@ -1,6 +1,9 @@
-"""mIoU/mAcc/allAcc on hand-made confusion cases; the Lovász-softmax loss against the Jaccard index."""
+"""mIoU/mAcc/allAcc on hand-made confusion cases; the Lovász-softmax loss against the Jaccard index and against a
+brute-force Lovász extension (threshold integral and the max over all orderings)."""
 
 from __future__ import annotations
+
+import itertools
 
 import numpy as np
 import pytest
@@ -73,6 +76,58 @@ def test_lovasz_equals_one_minus_iou_for_hard_predictions() -> None:
     assert lovasz_softmax(torch.nn.functional.one_hot(target, 3).double(), target).item() == pytest.approx(
         0.0
     )
+
+
+def _jaccard_loss(mistakes: frozenset[int], foreground: frozenset[int]) -> float:
+    """Delta_J(M) = |M| / |F u M|: the Jaccard loss of class c when the points in M are mispredicted."""
+    union = foreground | mistakes
+    return len(mistakes) / len(union) if union else 0.0
+
+
+def _lovasz_by_thresholds(errors: list[float], foreground: frozenset[int]) -> float:
+    """Lovász extension as the integral over t in [0, 1] of Delta({i : e_i > t}), summed exactly over the
+    intervals between consecutive error values: no sorting trick, only the definition."""
+    levels = sorted({0.0, *errors})
+    total = 0.0
+    for lo, hi in zip(levels, levels[1:] + [1.0]):
+        above = frozenset(i for i, e in enumerate(errors) if e > lo)
+        total += (hi - lo) * _jaccard_loss(above, foreground)
+    return total
+
+
+def _lovasz_by_orderings(errors: list[float], foreground: frozenset[int]) -> float:
+    """The Jaccard loss is submodular, so its Lovász extension is the max over every ordering of the points of
+    sum_k e_pi(k) * (Delta(first k) - Delta(first k-1)) (Edmonds' greedy theorem), checked by enumeration."""
+    best = -np.inf
+    for order in itertools.permutations(range(len(errors))):
+        value, prefix = 0.0, frozenset()
+        for i in order:
+            grown = prefix | {i}
+            value += errors[i] * (_jaccard_loss(grown, foreground) - _jaccard_loss(prefix, foreground))
+            prefix = grown
+        best = max(best, value)
+    return best
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_lovasz_softmax_equals_brute_force_lovasz_extension(seed: int) -> None:
+    """Soft probabilities on 6 points x 3 classes (+ an ignored point): per class, the loss equals the Lovász
+    extension of the Jaccard loss computed two independent ways; the mean runs over the classes present."""
+    rng = np.random.default_rng(seed)
+    probs = torch.from_numpy(rng.dirichlet(np.ones(3), 7)).double()
+    target = torch.tensor([0, 0, 1, 1, 1, 0, -1]) if seed != 2 else torch.tensor([0, 1, 1, 0, 0, 1, -1])
+    keep = target != -1
+    per_class = []
+    for c in range(3):
+        fg = frozenset(int(i) for i in torch.nonzero(target[keep] == c).flatten())
+        if not fg:
+            continue  # classes="present": a class absent from the labels is left out
+        errors = [abs(float(target[keep][i] == c) - float(probs[keep][i, c])) for i in range(int(keep.sum()))]
+        by_thresholds = _lovasz_by_thresholds(errors, fg)
+        assert by_thresholds == pytest.approx(_lovasz_by_orderings(errors, fg), abs=1e-12)
+        per_class.append(by_thresholds)
+    assert len(per_class) == 2  # class 2 never occurs in the labels
+    assert lovasz_softmax(probs, target, ignore_index=-1).item() == pytest.approx(np.mean(per_class), abs=1e-12)
 
 
 def test_segmentation_loss_combines_ce_and_lovasz_with_ignore() -> None:

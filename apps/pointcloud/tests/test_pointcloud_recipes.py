@@ -29,11 +29,16 @@ def test_recipe_loads_and_builds(name: str) -> None:
         "scannet200.yaml": ("ffnet3d", "scannet200", 200, 13, 800, 100),
         "s3dis.yaml": ("ffnet3d", "s3dis", 13, 10, 3000, 1500),
         "synthetic_cpu.yaml": ("ffnet3d_tiny", "synthetic", 6, 2, 12, None),
+        "semantickitti.yaml": ("ffnet3d", "semantickitti", 19, 4, 50, 1),
+        "semantickitti_cpu.yaml": ("ffnet3d_tiny", "semantickitti", 19, 2, 16, None),
     }[name]
     got = (cfg.model.name, cfg.data.dataset, cfg.data.num_classes, len(cfg.data.tta_views), cfg.train.epochs,
            cfg.train.val_every)
     assert got == expected
     o, t, r = cfg.optim, cfg.train, cfg.run
+    if name.startswith("semantickitti"):
+        _check_semantickitti(name, cfg)
+        return
     assert (o.name, o.schedule, o.weight_decay, o.div_factor, o.final_div_factor, o.clip_grad, o.cycle_momentum) == (
         "adamw", "onecycle", 0.05, 10.0, 1000.0, None, [0.85, 0.95])
     assert (r.seed, r.max_steps, t.steps, t.ce_weight, t.lovasz_weight, o.block_lr_scale) == (0, None, None, 1.0, 1.0,
@@ -52,6 +57,30 @@ def test_recipe_loads_and_builds(name: str) -> None:
     if name == "s3dis.yaml":
         assert cfg.model.options["act"] == "relu"
         assert "ElasticDistortion" not in [s["type"] for s in cfg.data.train_transforms]
+
+
+def _check_semantickitti(name: str, cfg: Config) -> None:
+    """Pointcept's outdoor conventions: coord + remission input, z rotation / scale 0.9-1.1 / flip / jitter,
+    a point clip box, CE + Lovász, ignore -1, 19 classes named as in the official label YAML."""
+    from ffnet_pointcloud.data.semantic_kitti import SEMANTIC_KITTI_CLASSES
+
+    d, o, t = cfg.data, cfg.optim, cfg.train
+    assert d.feat_keys == ["coord", "strength"] and d.ignore_index == -1 and d.num_classes == 19
+    assert tuple(d.class_names) == SEMANTIC_KITTI_CLASSES and d.train_splits == ["train"] and d.val_splits == ["val"]
+    types = [s["type"] for s in d.train_transforms]
+    assert types[:5] == ["RandomRotate", "PointClip", "RandomScale", "RandomFlip", "RandomJitter"]
+    assert d.train_transforms[0]["axis"] == "z" and d.train_transforms[2]["scale"] == [0.9, 1.1]
+    assert [s["type"] for s in d.test_pre_transforms] == ["PointClip"] and "CenterShift" not in types
+    grids = {s["grid_size"] for s in d.train_transforms + d.val_transforms if s["type"] == "GridSample"}
+    assert grids == {d.test_grid_size}
+    assert (t.ce_weight, t.lovasz_weight, o.name, o.schedule, o.block_lr_scale) == (1.0, 1.0, "adamw", "onecycle", 0.1)
+    if name == "semantickitti.yaml":  # the GPU recipe: Pointcept's values
+        assert d.test_grid_size == 0.05 and d.train_transforms[1]["point_cloud_range"] == [-35.2, -35.2, -4, 35.2,
+                                                                                           35.2, 2]
+        assert (o.lr, o.weight_decay, o.pct_start, o.div_factor, o.final_div_factor) == (0.002, 0.005, 0.04, 10, 100)
+        assert (t.batch_size, d.mix_prob, cfg.run.precision, cfg.model.options["drop_path"]) == (10, 0.8, "fp16", 0.3)
+    else:
+        assert (cfg.run.device, cfg.run.precision, cfg.run.threads, d.mix_prob) == ("cpu", "fp32", 1, 0.0)
 
 
 def test_quickstart_config_is_the_synthetic_recipe(tmp_path: Path) -> None:
@@ -97,7 +126,7 @@ def test_train_cli_rejects_negative_epochs_in_one_line(capsys: pytest.CaptureFix
 def test_quickstart_end_to_end(tmp_path: Path) -> None:
     from ffnet_pointcloud.quickstart import main
 
-    assert main(["--output", str(tmp_path)]) == 0
+    assert main(["--output", str(tmp_path), "--data", "synthetic"]) == 0
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["metrics"]["mIoU"] > 0.5 and results["metrics"]["allAcc"] > 0.85
     assert results["train_steps"] == 72 and results["protocol"]["tta_views"] == 2

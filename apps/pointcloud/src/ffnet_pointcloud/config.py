@@ -97,7 +97,7 @@ def s3dis_tta_views() -> list[list[dict[str, Any]]]:
 
 @dataclass
 class DataConfig:
-    #: scannet | scannet200 | s3dis | folder | synthetic (generated into ``root`` when missing)
+    #: scannet | scannet200 | s3dis | semantickitti | folder | synthetic (generated into ``root`` when missing)
     dataset: str = "synthetic"
     root: str = "runs/pointcloud_synthetic_data"
     train_splits: list[str] | None = None  # None: the dataset's defaults (S3DIS: Areas 1-4, 6)

@@ -11,7 +11,7 @@ protocol, versions, wall time; plus per-scene numbers and the confusion matrix),
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +32,7 @@ from .metrics import ConfusionMatrix, format_table
 from .runtime import build_dataset, build_model, check_precision, class_names
 from .tester import SceneTester
 
-__all__ = ["evaluate", "check_scenes", "load_run", "write_eval_results", "main", "cli", "palette"]
+__all__ = ["evaluate", "build_tester", "check_scenes", "load_run", "write_eval_results", "main", "cli", "palette"]
 
 
 def palette(num_classes: int) -> np.ndarray:
@@ -43,26 +43,26 @@ def palette(num_classes: int) -> np.ndarray:
     return (np.array(cols) * 255).astype(np.uint8)
 
 
+def build_tester(cfg: Config, device: torch.device) -> SceneTester:
+    """The fragment/TTA tester of ``cfg`` (all of ``data.tta_views``, or only the identity with eval.tta=false)."""
+    views = cfg.data.tta_views if cfg.eval.tta else None
+    return SceneTester(cfg.data.num_classes, cfg.data.test_grid_size, cfg.data.test_pre_transforms, views,
+                       cfg.data.test_post_transforms, cfg.data.feat_keys, cfg.eval.fragments_per_batch, device,
+                       cfg.run.precision)
+
+
 def evaluate(
-    cfg: Config, model: torch.nn.Module, ply_dir: str | Path | None = None, log: Any = print
+    cfg: Config, model: torch.nn.Module, ply_dir: str | Path | None = None, log: Any = print,
+    on_scene: Callable[[Path, dict[str, Any], np.ndarray], None] | None = None,
 ) -> dict[str, Any]:
-    """Evaluate ``model`` on the validation split of ``cfg``; returns the metrics dict (plus per-scene timing)."""
+    """Evaluate ``model`` on the validation split of ``cfg``; returns the metrics dict (plus per-scene timing).
+    ``on_scene(path, scene, pred)`` sees every scene's per-point prediction (e.g. to write prediction files)."""
     device = next(model.parameters()).device
     names = class_names(cfg)
-    scenes = build_dataset(cfg, "val")
+    scenes = build_dataset(cfg, "val", log=log)
     assert isinstance(scenes, SceneDataset)
     views = cfg.data.tta_views if cfg.eval.tta else None
-    tester = SceneTester(
-        cfg.data.num_classes,
-        cfg.data.test_grid_size,
-        cfg.data.test_pre_transforms,
-        views,
-        cfg.data.test_post_transforms,
-        cfg.data.feat_keys,
-        cfg.eval.fragments_per_batch,
-        device,
-        cfg.run.precision,
-    )
+    tester = build_tester(cfg, device)
     cm = ConfusionMatrix(cfg.data.num_classes, cfg.data.ignore_index)
     colors = palette(cfg.data.num_classes)
     model.eval()
@@ -77,6 +77,8 @@ def evaluate(
         if votes.min() < 1:
             raise RuntimeError(f"scene {scene['name']}: {int((votes < 1).sum())} points got no prediction")
         pred = probs.argmax(1)
+        if on_scene is not None:
+            on_scene(scenes.paths[i], scene, pred)
         cm.update(pred, scene["segment"])
         scene_cm = ConfusionMatrix(cfg.data.num_classes, cfg.data.ignore_index)
         scene_cm.update(pred, scene["segment"])

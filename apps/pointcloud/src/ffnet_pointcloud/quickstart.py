@@ -1,8 +1,14 @@
-"""Quick start: synthetic rooms -> train ffnet3d_tiny for a few minutes on CPU -> fragment-TTA evaluation.
+"""Quick start: train ffnet3d_tiny for a few minutes on CPU -> fragment-TTA evaluation on all original points.
 
-``python -m ffnet_pointcloud.quickstart --output DIR`` (or ``ffnet-pc-quickstart``). Generates labelled synthetic
-indoor scenes (no download), trains, evaluates on held-out scenes over all original points, prints the
-per-class IoU table next to the chance level, and writes ``DIR/results.json`` (the shape every app writes).
+``python -m ffnet_pointcloud.quickstart --output DIR`` (or ``ffnet-pc-quickstart``):
+
+* ``--data semantickitti`` (default): the shared SemanticKITTI sample (3 labelled scans of sequence 00 for
+  training, 1 of sequence 08 for validation, under ``$FFNET_DATA/pointcloud/semantickitti``); see
+  :mod:`ffnet_pointcloud.quickstart_kitti` for what it prints and writes.
+* ``--data synthetic``: generated labelled indoor rooms (no data needed), the per-class IoU table next to the
+  chance level and coloured prediction PLYs.
+
+Both write ``DIR/results.json`` (the shape every app writes).
 """
 
 from __future__ import annotations
@@ -84,16 +90,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--output", default="runs/pointcloud_quickstart", help="folder for data, run and results.json"
     )
-    parser.add_argument("--epochs", type=int, default=12, help="training epochs (>= 1)")
+    parser.add_argument("--data", choices=("semantickitti", "synthetic"), default="semantickitti",
+                        help="semantickitti: the shared real scans (default); synthetic: generated rooms")
+    parser.add_argument("--data-root", default=None, metavar="DIR",
+                        help="SemanticKITTI root (semantic-kitti.yaml + sequences/); default "
+                             "$FFNET_DATA/pointcloud/semantickitti")
+    parser.add_argument("--epochs", type=int, default=None,
+                        help="training epochs, >= 1 (default: semantickitti 16 x 12 crops, synthetic 12)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads, >= 1 (spconv CPU ops always use 1)")
     args = parser.parse_args(argv)
     for option, value in (("--epochs", args.epochs), ("--threads", args.threads)):
-        if value < 1:
+        if value is not None and value < 1:
             raise FFNetError(f"{option} must be an integer >= 1, got {value}")
     out = Path(args.output)
     if out.exists() and not out.is_dir():
         raise FFNetError(f"--output {out} is a file; expected a folder for data, run and results.json")
-    cfg = quickstart_config(out, epochs=args.epochs, threads=args.threads)
+    if args.data == "semantickitti":
+        from .quickstart_kitti import run_kitti_quickstart
+
+        return run_kitti_quickstart(out, args.data_root, epochs=args.epochs or 16, threads=args.threads)
+    if args.data_root is not None:
+        raise FFNetError("--data-root applies to --data semantickitti (synthetic rooms are generated in --output)")
+    cfg = quickstart_config(out, epochs=args.epochs or 12, threads=args.threads)
     keep_freed_memory()  # a CPU training run (this is a console script, not a library call)
     t0 = time.perf_counter()
     summary = train(cfg)
@@ -119,7 +137,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     shown = {k: metrics[k] for k in ("mIoU", "mAcc", "allAcc")}
     print(json.dumps({**shown, "train_steps": summary["steps"], "total_seconds": round(time.perf_counter() - t0, 1)}))
     print(
-        f"mIoU {100 * (metrics['mIoU'] or 0):.1f}% over {metrics['num_points']} points of "
+        f"synthetic rooms: mIoU {100 * (metrics['mIoU'] or 0):.1f}% over {metrics['num_points']} points of "
         f"{len(metrics['scenes'])} held-out scenes (chance ~{100 * chance:.0f}% for {len(SYNTH_CLASSES)} classes); "
         f"results -> {results}, coloured predictions -> {out / 'predictions'}"
     )

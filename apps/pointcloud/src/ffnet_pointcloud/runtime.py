@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from metamixer.train.datadir import data_root
 from metamixer.train.distributed import barrier, is_main_process
 from metamixer.train.errors import FFNetError
 
 from .config import Config
-from .data.datasets import SceneDataset, dataset_info, list_scenes
+from .data.datasets import SceneDataset, SemanticKittiDataset, dataset_info, list_scenes
+from .data.semantic_kitti import list_scans
 from .data.synthetic import write_synthetic_dataset
 from .data.transforms import build_transforms, set_rng
 from .models import create_model, model_config
@@ -24,6 +27,7 @@ __all__ = [
     "check_config",
     "class_names",
     "ensure_data",
+    "data_folder",
     "build_dataset",
     "build_model",
     "SeededTransform",
@@ -69,20 +73,38 @@ def check_config(cfg: Config, validate: bool = True) -> None:
     build_transforms(cfg.data.train_transforms, where="data.train_transforms")
     if validate:
         build_transforms(cfg.data.val_transforms, where="data.val_transforms")
-    root = Path(cfg.data.root).expanduser()
+    root = data_folder(cfg)
     if cfg.data.dataset == "synthetic" and not (root / "train").is_dir():
         return  # generated on first use (ensure_data)
     if not root.is_dir():
-        raise FFNetError(f"data.root not found: {root} (dataset {cfg.data.dataset!r}); see docs/pointcloud.md "
-                         "for the expected layout and ffnet-pc-preprocess")
-    list_scenes(root, cfg.data.train_splits or info["train"])
+        raise FFNetError(_missing_root(cfg, root))
+    find_scenes(cfg, root, cfg.data.train_splits or info["train"])
     if validate:
-        list_scenes(root, cfg.data.val_splits or info["val"])
+        find_scenes(cfg, root, cfg.data.val_splits or info["val"])
+
+
+def find_scenes(cfg: Config, root: Path, splits: Sequence[str]) -> list[Path]:
+    """The scene paths of ``splits`` in the layout of ``cfg.data.dataset`` (silently: the dataset logs skips)."""
+    if cfg.data.dataset == "semantickitti":
+        return list_scans(root, splits)
+    return list_scenes(root, splits)
+
+
+def data_folder(cfg: Config) -> Path:
+    """``data.root`` as given, or, when that relative path does not exist here, under the shared data folder
+    (``$FFNET_DATA``, :func:`metamixer.train.datadir.data_root`): so a recipe can name
+    ``pointcloud/semantickitti`` and run on any machine that has the data."""
+    root = Path(cfg.data.root).expanduser()
+    if not root.is_absolute() and not root.exists() and cfg.data.dataset != "synthetic":
+        shared = data_root() / root
+        if shared.exists():
+            return shared
+    return root
 
 
 def ensure_data(cfg: Config) -> Path:
     """Return the dataset root; the synthetic dataset is generated there on first use."""
-    root = Path(cfg.data.root).expanduser()
+    root = data_folder(cfg)
     if cfg.data.dataset == "synthetic" and not (root / "train").is_dir():
         if is_main_process():  # one writer under torchrun; written aside and moved in, so never half-written
             tmp = root.parent / f".{root.name}.tmp{os.getpid()}"
@@ -99,11 +121,14 @@ def ensure_data(cfg: Config) -> Path:
             tmp.rmdir()
         barrier()
     if not root.is_dir():
-        raise FFNetError(
-            f"data.root not found: {root} (dataset {cfg.data.dataset!r}); see docs/pointcloud.md "
-            "for the expected layout and ffnet-pc-preprocess"
-        )
+        raise FFNetError(_missing_root(cfg, root))
     return root
+
+
+def _missing_root(cfg: Config, root: Path) -> str:
+    shared = "" if root.is_absolute() else f", nor under the shared data folder {data_root()} ($FFNET_DATA)"
+    return (f"data.root not found: {root}{shared} (dataset {cfg.data.dataset!r}); see docs/pointcloud.md for the "
+            "expected layout and ffnet-pc-preprocess")
 
 
 class SeededTransform:
@@ -138,23 +163,23 @@ class AugmentedDataset(torch.utils.data.Dataset):
 
 
 def build_dataset(
-    cfg: Config, split: str, transform_specs: list[dict[str, Any]] | None = None, seed: int = 0
+    cfg: Config, split: str, transform_specs: list[dict[str, Any]] | None = None, seed: int = 0,
+    log: Callable[[str], None] | None = print, splits: Sequence[str] | None = None,
 ) -> AugmentedDataset | SceneDataset:
-    """``split``: "train" or "val". With ``transform_specs`` the dataset applies a seeded pipeline."""
+    """``split``: "train" or "val" (``splits``: other split names instead, e.g. SemanticKITTI's ``test``). With
+    ``transform_specs`` the dataset applies a seeded pipeline. ``log``: where a dataset reports skipped parts."""
     info = dataset_info(cfg.data.dataset)
     root = ensure_data(cfg)
-    splits = cfg.data.train_splits if split == "train" else cfg.data.val_splits
-    splits = splits or info[split]
-    scenes = SceneDataset(
-        root,
-        splits,
-        info["segment_key"],
-        None,
-        cfg.data.num_classes,
-        cfg.data.ignore_index,
-        loop=cfg.data.loop if split == "train" else 1,
-        cache=cfg.data.cache,
-    )
+    if splits is None:
+        splits = cfg.data.train_splits if split == "train" else cfg.data.val_splits
+        splits = splits or info[split]
+    loop = cfg.data.loop if split == "train" else 1
+    if cfg.data.dataset == "semantickitti":
+        scenes: SceneDataset = SemanticKittiDataset(root, splits, None, cfg.data.num_classes, cfg.data.ignore_index,
+                                                    loop=loop, cache=cfg.data.cache, log=log)
+    else:
+        scenes = SceneDataset(root, splits, info["segment_key"], None, cfg.data.num_classes, cfg.data.ignore_index,
+                              loop=loop, cache=cfg.data.cache)
     if transform_specs is None:
         return scenes
     where = "data.train_transforms" if split == "train" else "data.val_transforms"

@@ -94,8 +94,8 @@ class SegmentationTask(Task):
         self.cfg, self.ctx = cfg, ctx
         self.names = class_names(cfg)
         seed = cfg.run.seed
-        self.train_set = build_dataset(cfg, "train", cfg.data.train_transforms, seed=seed)
-        self.val_set = (build_dataset(cfg, "val", cfg.data.val_transforms, seed=seed)
+        self.train_set = build_dataset(cfg, "train", cfg.data.train_transforms, seed=seed, log=ctx.logger.info)
+        self.val_set = (build_dataset(cfg, "val", cfg.data.val_transforms, seed=seed, log=ctx.logger.info)
                         if cfg.train.val_every is not None else None)
         self.criterion = SegmentationLoss(cfg.data.ignore_index, cfg.train.ce_weight, cfg.train.lovasz_weight)
         self.last_metrics: dict[str, Any] | None = None

@@ -1,11 +1,13 @@
-"""Scene loading, validation and the dataset classes (ScanNet v2, ScanNet200, S3DIS, generic folder, synthetic).
+"""Scene loading, validation and the dataset classes (ScanNet v2, ScanNet200, S3DIS, SemanticKITTI, generic folder,
+synthetic).
 
 Preprocessed layout (Pointcept's, so existing preprocessed copies work as they are): one folder per scene with
 ``coord.npy [N,3] float``, ``color.npy [N,3] 0..255``, ``normal.npy [N,3]`` and a label array: ScanNet
 ``segment20.npy`` / ``segment200.npy`` (-1 = unlabelled), S3DIS ``segment.npy``. Splits are sub-folders:
 ``scannet/{train,val,test}/scene0000_00/``, ``s3dis/Area_{1..6}/office_1/``. A generic folder may also hold scene
 files: ``.npy``/``.txt`` matrices with columns ``x y z [r g b] [nx ny nz] [label]``, ``.npz`` with the array names
-above, or ``.ply`` point clouds (x y z, red green blue, nx ny nz, label/class).
+above, or ``.ply`` point clouds (x y z, red green blue, nx ny nz, label/class). SemanticKITTI is read in its
+release layout (``sequences/SS/velodyne/*.bin`` + ``labels/*.label``, :mod:`.semantic_kitti`).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import numpy as np
 from metamixer.train.errors import FFNetError
 
 from .ply import read_ply
+from .semantic_kitti import SEMANTIC_KITTI_CLASSES, list_scans, load_scan
 from .synthetic import SYNTH_CLASSES
 
 __all__ = [
@@ -31,6 +34,7 @@ __all__ = [
     "load_scene",
     "validate_scene",
     "SceneDataset",
+    "SemanticKittiDataset",
     "list_scenes",
     "dataset_info",
     "load_array",
@@ -84,6 +88,9 @@ DATASETS: dict[str, dict[str, Any]] = {
         "train": ["Area_1", "Area_2", "Area_3", "Area_4", "Area_6"],
         "val": ["Area_5"],
     },
+    # splits: the label YAML's (train 00-07,09,10 / valid 08 / test 11-21) or sequence numbers ("08")
+    "semantickitti": {"segment_key": "segment", "classes": SEMANTIC_KITTI_CLASSES, "train": ["train"],
+                      "val": ["val"]},
     "folder": {"segment_key": "segment", "classes": None, "train": ["train"], "val": ["val"]},
     "synthetic": {"segment_key": "segment", "classes": SYNTH_CLASSES, "train": ["train"], "val": ["val"]},
 }
@@ -324,7 +331,7 @@ class SceneDataset:
         cache: bool = False,
     ) -> None:
         self.root = Path(root)
-        self.paths = list_scenes(self.root, splits)
+        self.paths = self.find(self.root, splits)
         self.segment_key = segment_key
         self.transform = transform
         self.num_classes = num_classes
@@ -335,14 +342,19 @@ class SceneDataset:
     def __len__(self) -> int:
         return len(self.paths) * self.loop
 
+    def find(self, root: Path, splits: Sequence[str]) -> list[Path]:
+        """The scene paths of ``splits`` (a subclass reads another layout)."""
+        return list_scenes(root, splits)
+
+    def load(self, path: Path) -> dict[str, Any]:
+        """One scene as a dict of arrays, before validation."""
+        return load_scene(path, self.segment_key)
+
     def raw(self, index: int) -> dict[str, Any]:
         i = index % len(self.paths)
         if self._cache is not None and i in self._cache:
             return {k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in self._cache[i].items()}
-        scene = validate_scene(
-            load_scene(self.paths[i], self.segment_key), self.num_classes, self.ignore_index,
-            source=self.paths[i],
-        )
+        scene = validate_scene(self.load(self.paths[i]), self.num_classes, self.ignore_index, source=self.paths[i])
         if self._cache is not None:
             self._cache[i] = scene
             return {k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in scene.items()}
@@ -351,3 +363,21 @@ class SceneDataset:
     def __getitem__(self, index: int) -> Any:
         scene = self.raw(index)
         return self.transform(scene) if self.transform is not None else scene
+
+
+class SemanticKittiDataset(SceneDataset):
+    """SemanticKITTI scans of the splits' sequences (``train`` / ``val`` / ``test`` as the label YAML defines
+    them, or sequence numbers); sequences absent on disk are skipped with one ``log`` line. Scans without a
+    ``labels/`` file (the test sequences) load without ``segment``, for prediction."""
+
+    def __init__(self, root: str | Path, splits: Sequence[str], transform: Callable[[dict], Any] | None = None,
+                 num_classes: int | None = None, ignore_index: int = -1, loop: int = 1, cache: bool = False,
+                 log: Callable[[str], None] | None = None) -> None:
+        self._log = log
+        super().__init__(root, splits, "segment", transform, num_classes, ignore_index, loop, cache)
+
+    def find(self, root: Path, splits: Sequence[str]) -> list[Path]:
+        return list_scans(root, splits, self._log)
+
+    def load(self, path: Path) -> dict[str, Any]:
+        return load_scan(path)  # the label YAML is read (cached) from the dataset root when labels exist

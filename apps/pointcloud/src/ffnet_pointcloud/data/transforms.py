@@ -208,6 +208,27 @@ class RandomRotateTargetAngle(RandomRotate):
 
 
 @register
+class PointClip(_Random):
+    """Clamp coordinates into ``point_cloud_range`` = (x_min, y_min, z_min, x_max, y_max, z_max), metres.
+
+    Outdoor recipes (SemanticKITTI): a lidar scan reaches ~80 m, but the far points are few and sparse; clamping
+    (not dropping) bounds the voxel grid while every original point keeps a row, so test-time votes still reach
+    all of them."""
+
+    def __init__(self, point_cloud_range: Sequence[float] = (-80, -80, -3, 80, 80, 1)) -> None:
+        box = [float(v) for v in point_cloud_range]
+        if len(box) != 6 or not all(np.isfinite(box)) or any(box[i] >= box[i + 3] for i in range(3)):
+            raise FFNetError(f"point_cloud_range must be [x_min, y_min, z_min, x_max, y_max, z_max] with each "
+                             f"min < max, got {list(point_cloud_range)}")
+        self.point_cloud_range = box
+
+    def __call__(self, data: Data) -> Data:
+        lo, hi = np.array(self.point_cloud_range[:3]), np.array(self.point_cloud_range[3:])
+        data["coord"] = np.clip(data["coord"], lo, hi).astype(data["coord"].dtype)
+        return data
+
+
+@register
 class RandomScale(_Random):
     def __init__(self, scale: Sequence[float] = (0.9, 1.1), anisotropic: bool = False) -> None:
         self.scale = tuple(scale)
