@@ -85,3 +85,38 @@ def test_measured_numbers_come_from_docs_measured_yaml() -> None:
     assert len(measured.load()) >= 15
     readme = (ROOT / "README.md").read_text()
     assert readme.count("<!--m:") >= 15  # the headline table takes its numbers from there
+
+
+def test_quickstart_numbers_are_read_from_results_json(tmp_path: Path) -> None:
+    """``scripts/measured.py --from-quickstart DIR`` takes each quick-start number from DIR/<step>/results.json:
+    every spec names a real quick-start step and formats what it reads; a missing key is an error naming it."""
+    import importlib.util
+    import json
+
+    import yaml
+
+    spec = importlib.util.spec_from_file_location("measured", ROOT / "scripts" / "measured.py")
+    measured = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(measured)
+    entries = yaml.safe_load((ROOT / "docs" / "measured.yaml").read_text())
+    specs = {k: e["results"] for k, e in entries.items() if "results" in e}
+    steps = re.search(r"ORDER=\(([^)]*)\)", (ROOT / "scripts" / "quickstart.sh").read_text()).group(1).split()
+    assert len(specs) >= 6 and {s["file"].split("/")[0] for s in specs.values()} <= set(steps)
+    records: dict[str, dict] = {}
+    for s in specs.values():
+        for i, dotted in enumerate(s["keys"]):
+            node = records.setdefault(s["file"], {})
+            *parents, leaf = dotted.split(".")
+            for part in parents:
+                node = node.setdefault(part, {})
+            node[leaf] = 0.5 + i
+    for file, record in records.items():
+        (tmp_path / file).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / file).write_text(json.dumps(record))
+    got = measured.values_from_results(entries, tmp_path)
+    for key, s in specs.items():
+        numbers = [(0.5 + i) * float(s.get("scale", 1)) for i in range(len(s["keys"]))]
+        assert got[key] == s["format"].format(*numbers)
+    (tmp_path / "pointcloud" / "results.json").write_text("{}")
+    with pytest.raises(SystemExit, match=r"no number at 'metrics.mIoU'"):
+        measured.values_from_results(entries, tmp_path)
