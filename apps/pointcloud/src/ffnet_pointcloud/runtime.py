@@ -105,8 +105,10 @@ def data_folder(cfg: Config) -> Path:
 def ensure_data(cfg: Config) -> Path:
     """Return the dataset root; the synthetic dataset is generated there on first use."""
     root = data_folder(cfg)
-    if cfg.data.dataset == "synthetic" and not (root / "train").is_dir():
-        if is_main_process():  # one writer under torchrun; written aside and moved in, so never half-written
+    if cfg.data.dataset == "synthetic":
+        # one writer under torchrun; written aside and moved in, so never half-written. Every rank meets the
+        # barrier: a rank that looked after rank 0 had moved the data in would otherwise skip it and deadlock
+        if is_main_process() and not (root / "train").is_dir():
             tmp = root.parent / f".{root.name}.tmp{os.getpid()}"
             write_synthetic_dataset(
                 tmp,
