@@ -142,6 +142,21 @@ def check_scenes(scenes: SceneDataset, count: int) -> None:
                          f"{shown}")
 
 
+def load_for_inference(checkpoint: str, config: str | None, overrides: Sequence[str],
+                       doing: str) -> tuple[Config, torch.nn.Module]:
+    """:func:`load_run`, then the run's device, precision (a GPU recipe's fp16 becomes fp32 on CPU, with a note
+    saying what is ``doing`` it) and threads, the model moved there: the start of eval and predict."""
+    cfg, model = load_run(checkpoint, config, overrides)
+    device = resolve_device(cfg.run.device)
+    if cfg.run.precision == "fp16" and device.type != "cuda":
+        print(f"note: fp16 (the recipe's GPU AMP setting) is unavailable on CPU; {doing} in fp32")
+        cfg.run.precision = "fp32"
+    check_precision(cfg.run.precision, device)
+    if cfg.run.threads is not None:
+        torch.set_num_threads(cfg.run.threads)
+    return cfg, model.to(device)
+
+
 def load_run(checkpoint: str, config: str | None, overrides: Sequence[str]) -> tuple[Config, torch.nn.Module]:
     """Config from ``--config`` (or the one stored in the checkpoint) + overrides, and the model with its weights
     (the EMA weights when the run scored those: ``train.eval_weights=ema``)."""
@@ -195,15 +210,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise FFNetError(f"--output {out} is a folder; expected the path of the results .json file to write")
     if args.ply is not None and Path(args.ply).exists() and not Path(args.ply).is_dir():
         raise FFNetError(f"--ply {args.ply} is a file; expected a folder for the predicted PLYs")
-    cfg, model = load_run(args.checkpoint, args.config, args.overrides)
-    device = resolve_device(cfg.run.device)
-    if cfg.run.precision == "fp16" and device.type != "cuda":
-        print("note: fp16 (the recipe's GPU AMP setting) is unavailable on CPU; evaluating in fp32")
-        cfg.run.precision = "fp32"
-    check_precision(cfg.run.precision, device)
-    if cfg.run.threads is not None:
-        torch.set_num_threads(cfg.run.threads)
-    model.to(device)
+    cfg, model = load_for_inference(args.checkpoint, args.config, args.overrides, "evaluating")
     ply_dir = args.ply or (str(Path(cfg.run.output_dir) / "predictions") if cfg.eval.save_ply else None)
     metrics = evaluate(cfg, model, ply_dir)
     write_eval_results(out, cfg, metrics, args.checkpoint, wall_s=round(time.perf_counter() - t0, 2))

@@ -18,14 +18,13 @@ from pathlib import Path
 import torch
 
 from metamixer.train.cli import build_eval_parser
-from metamixer.train.device import resolve_device
 from metamixer.train.errors import FFNetError, for_each_input, run_cli
 
 from .config import Config
 from .data.datasets import SemanticKittiDataset, validate_scene
 from .data.semantic_kitti import load_scan, prediction_path, read_labels_yaml, write_prediction
-from .evaluate import build_tester, load_run
-from .runtime import build_dataset, check_precision
+from .evaluate import build_tester, load_for_inference
+from .runtime import build_dataset
 
 __all__ = ["predict_split", "main", "cli"]
 
@@ -75,15 +74,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = Path(args.output)
     if out.exists() and not out.is_dir():
         raise FFNetError(f"--output {out} is a file; expected a folder for sequences/SS/predictions/*.label")
-    cfg, model = load_run(args.checkpoint, args.config, args.overrides)
-    device = resolve_device(cfg.run.device)
-    if cfg.run.precision == "fp16" and device.type != "cuda":
-        print("note: fp16 (the recipe's GPU AMP setting) is unavailable on CPU; predicting in fp32")
-        cfg.run.precision = "fp32"
-    check_precision(cfg.run.precision, device)
-    if cfg.run.threads is not None:
-        torch.set_num_threads(cfg.run.threads)
-    model.to(device)
+    cfg, model = load_for_inference(args.checkpoint, args.config, args.overrides, "predicting")
     t0 = time.perf_counter()
     written = predict_split(cfg, model, out, splits)
     print(f"{len(written)} scans predicted in {time.perf_counter() - t0:.1f} s -> {out / 'sequences'}")
