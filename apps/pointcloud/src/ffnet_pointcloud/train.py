@@ -28,7 +28,7 @@ from metamixer.train.amp import autocast
 from metamixer.train.cli import build_train_parser, config_from_args
 from metamixer.train.device import resolve_device
 from metamixer.train.distributed import cleanup_distributed
-from metamixer.train.errors import FFNetError, run_cli
+from metamixer.train.errors import run_cli
 from metamixer.train.logger import RunLogger
 from metamixer.train.loop import RunContext, Task, Trainer, prepare_run
 from metamixer.train.schedules import Schedule
@@ -36,7 +36,6 @@ from metamixer.train.seed import make_generator, seed_worker
 
 from .config import Config, PointcloudOptimConfig
 from .data.collate import collate_scenes
-from .data.failures import Guarded, LoadFailure, collate_or_failure, raise_failures
 from .losses import SegmentationLoss
 from .metrics import ConfusionMatrix, format_table
 from .optim import build_optimizer, one_cycle_momentum, one_cycle_schedule, set_momentum
@@ -71,14 +70,11 @@ class EpochBatches(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.batches)
 
-    def __getitem__(self, i: int) -> Point | LoadFailure:
+    def __getitem__(self, i: int) -> Point:
         mix = torch.Generator().manual_seed(int(np.random.SeedSequence([self.seed, self.epoch, self.first + i])
                                                  .generate_state(1)[0]))
-        try:
-            data = [self.scenes.sample(index, self.epoch) for index in self.batches[i]]
-            return collate_scenes(data, self.feat_keys, self.mix_prob, generator=mix)
-        except FFNetError as exc:  # a bad scene file: its one line, not a worker traceback (data/failures.py)
-            return LoadFailure(str(exc))
+        data = [self.scenes.sample(index, self.epoch) for index in self.batches[i]]
+        return collate_scenes(data, self.feat_keys, self.mix_prob, generator=mix)
 
 
 class SegmentationTask(Task):
@@ -124,8 +120,9 @@ class SegmentationTask(Task):
         d = self.cfg.data
         batches = EpochBatches(self.train_set, self.epoch_plan(epoch)[start:], epoch, start, self.cfg.run.seed,
                                d.feat_keys, d.mix_prob)
-        return raise_failures(DataLoader(batches, batch_size=None, num_workers=d.num_workers, collate_fn=_unbatched,
-                                         worker_init_fn=seed_worker, generator=make_generator(self.cfg.run.seed + epoch)))
+        # a bad scene file raised in a worker reaches the CLI as its own one line (core's run_cli unwraps it)
+        return DataLoader(batches, batch_size=None, num_workers=d.num_workers, collate_fn=_unbatched,
+                          worker_init_fn=seed_worker, generator=make_generator(self.cfg.run.seed + epoch))
 
     # -------------------------------------------------------------------------------------- optimization
     def training_step(self, model: nn.Module, batch: Point) -> Mapping[str, torch.Tensor]:
@@ -152,11 +149,11 @@ class SegmentationTask(Task):
     def evaluate(self, model: nn.Module) -> dict[str, float]:
         """mIoU on the validation scenes at voxel level (fast; ffnet-pc-eval gives the all-points protocol)."""
         d, device = self.cfg.data, self.ctx.device
-        collate = partial(collate_or_failure, collate=partial(collate_scenes, feat_keys=d.feat_keys))
-        loader = DataLoader(Guarded(self.val_set), batch_size=1, sampler=self._sampler(self.val_set, shuffle=False),
+        collate = partial(collate_scenes, feat_keys=d.feat_keys)
+        loader = DataLoader(self.val_set, batch_size=1, sampler=self._sampler(self.val_set, shuffle=False),
                             num_workers=d.num_workers, collate_fn=collate)
         cm = ConfusionMatrix(d.num_classes, d.ignore_index)
-        for point in raise_failures(loader):
+        for point in loader:
             point = to_device(point, device)
             with autocast(device, self.cfg.run.precision):
                 logits = model(point)
