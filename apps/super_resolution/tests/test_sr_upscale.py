@@ -166,7 +166,7 @@ def test_a_failed_write_leaves_no_partial_file(tmp_path, monkeypatch):
     before = target.read_bytes()
 
     def half_then_disk_full(self, fp, format=None, **params):  # noqa: A002, ANN001
-        open(fp, "wb").write(b"\x89PNG partial")
+        fp.write(b"\x89PNG partial") if hasattr(fp, "write") else open(fp, "wb").write(b"\x89PNG partial")
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(Image.Image, "save", half_then_disk_full)

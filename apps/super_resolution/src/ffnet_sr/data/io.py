@@ -19,16 +19,17 @@
 
 from __future__ import annotations
 
-import os
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
+from typing import IO
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from metamixer.train.atomic import atomic_write
 from metamixer.train.errors import FFNetError
 from metamixer.train.images import DEFAULT_MAX_PIXELS, image_size, open_image
 
@@ -215,23 +216,16 @@ def write_png(path: str | Path, arr: np.ndarray, alpha: np.ndarray | None = None
             img = Image.fromarray(np.concatenate([arr, alpha[..., None]], axis=-1))
     else:
         img = Image.fromarray(arr)
-    _atomic(path, lambda tmp: img.save(tmp, format="PNG"))
+    _atomic(path, lambda handle: img.save(handle, format="PNG"))
 
 
-def _atomic(path: Path, write: Callable[[Path], object]) -> None:
-    """``write(tmp)`` to a hidden name beside ``path``, then rename over ``path``; the temporary is removed if
-    anything fails (a full disk, an interrupt), so ``path`` is either the complete new file or untouched. An
+def _atomic(path: Path, write: Callable[[IO[bytes]], object]) -> None:
+    """Core's :func:`~metamixer.train.atomic.atomic_write` (``path`` is the complete new file or untouched); an
     OS error (full disk, read-only folder) is the user's to fix: one message naming the file."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        write(tmp)
-        os.replace(tmp, path)
+        atomic_write(path, write)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
         raise FFNetError(f"{path}: cannot write the PNG ({exc.strerror or exc})") from None
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def _write_png16(path: Path, arr: np.ndarray, alpha: np.ndarray | None) -> None:
@@ -248,4 +242,4 @@ def _write_png16(path: Path, arr: np.ndarray, alpha: np.ndarray | None) -> None:
     ok, buf = cv2.imencode(".png", pix)
     if not ok:
         raise FFNetError(f"write_png {path}: OpenCV could not encode a 16-bit PNG of shape {arr.shape}")
-    _atomic(path, lambda tmp: tmp.write_bytes(buf.tobytes()))
+    _atomic(path, lambda handle: handle.write(buf.tobytes()))
