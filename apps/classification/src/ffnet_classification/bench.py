@@ -8,7 +8,6 @@ possible. The machine load (``os.getloadavg``) is recorded with the results.
 """
 from __future__ import annotations
 
-import math
 import os
 import platform
 import statistics
@@ -21,12 +20,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from metamixer.nn.flops import count_macs, count_params
-from metamixer.train.cli import build_eval_parser
+from metamixer.train.cli import build_eval_parser, positive_float, positive_int
 from metamixer.train.errors import FFNetError, run_cli
 from metamixer.train.outputs import check_output_file
 from metamixer.train.results import write_json
 
-from .cli_args import check_int
 from .models import create_model, list_models
 from .models.cpu_opt import optimize_for_cpu
 
@@ -257,7 +255,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="variant to benchmark (default ffnet_1); with --checkpoint: the architecture of an official file")
     p.add_argument("--flops", action="store_true", help="print params/MACs of all variants (fact-sheet check)")
     p.add_argument("--no-throughput", action="store_true", help="only --flops")
-    p.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 16, 64])
+    p.add_argument("--batch-sizes", type=positive_int, nargs="+", default=[1, 16, 64])
     p.add_argument("--modes", nargs="+", default=["eager"], choices=["eager", "compile", "jit"])
     p.add_argument("--dtypes", nargs="+", default=["fp32"], choices=["fp32", "bf16"])
     p.add_argument("--layouts", nargs="+", default=["contiguous", "channels_last"],
@@ -266,17 +264,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                    choices=["train", "fused", "fused_cpu"],
                    help="fused_cpu = fused + ffnet_classification.models.cpu_opt.optimize_for_cpu")
     p.add_argument("--peer", default="builtin", choices=["builtin", "timm"])
-    p.add_argument("--resolution", type=int, default=256)
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--rounds", type=int, default=5)
-    p.add_argument("--min-round-s", type=float, default=0.5)
+    p.add_argument("--resolution", type=positive_int, default=256)
+    p.add_argument("--threads", type=positive_int, default=2)
+    p.add_argument("--rounds", type=positive_int, default=5)
+    p.add_argument("--min-round-s", type=positive_float, default=0.5)
     a = p.parse_args(argv)
-    for size in a.batch_sizes:
-        check_int("--batch-sizes", size, 1)
-    for flag, value in (("--resolution", a.resolution), ("--threads", a.threads), ("--rounds", a.rounds)):
-        check_int(flag, value, 1)
-    if not (math.isfinite(a.min_round_s) and a.min_round_s > 0):
-        raise FFNetError(f"--min-round-s must be a finite number > 0, got {a.min_round_s}")
     check_output_file(a.output, "--output")
     model, name = None, a.model or "ffnet_1"
     if a.checkpoint:  # its architecture (a custom size too); the weights do not change the speed

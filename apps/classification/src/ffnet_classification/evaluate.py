@@ -18,14 +18,14 @@ from typing import Any
 
 from torch.utils.data import DataLoader
 
-from metamixer.train.cli import build_eval_parser
+from metamixer.train.cli import build_eval_parser, non_negative_int, positive_int
 from metamixer.train.device import resolve_device
 from metamixer.train.errors import FFNetError, run_cli
 from metamixer.train.images import DEFAULT_MAX_PIXELS
 from metamixer.train.outputs import check_output_file
 from metamixer.train.results import write_results
 
-from .cli_args import check_fraction, check_int
+from .cli_args import fraction
 from .data import (
     BAD_IMAGE_POLICIES,
     BadImageError,
@@ -119,26 +119,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--unfused", action="store_true",
                    help="evaluate the train form (default: the fused, re-parameterized deploy form)")
     p.add_argument("--ema", action="store_true", help="use the EMA weights")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--workers", type=int, default=4)
-    p.add_argument("--input-size", type=int, default=None)
-    p.add_argument("--crop-pct", type=float, default=None)
+    p.add_argument("--batch-size", type=positive_int, default=64)
+    p.add_argument("--workers", type=non_negative_int, default=4)
+    p.add_argument("--input-size", type=positive_int, default=None)
+    p.add_argument("--crop-pct", type=fraction, default=None)
     p.add_argument("--device", default="auto", help="auto (cuda if available, else cpu) | cpu | cuda | cuda:N | mps")
     p.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"))
     p.add_argument("--on-bad-image", default="error", choices=BAD_IMAGE_POLICIES,
                    help="error: list every unreadable image and stop, nothing written; skip: score the rest and "
                         "list the skipped files in the table and results.json")
-    p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
+    p.add_argument("--max-pixels", type=positive_int, default=DEFAULT_MAX_PIXELS,
                    help="refuse images declaring more pixels (decompression bombs); default %(default)s")
     p.add_argument("--root", default=None, help="base folder for relative paths in a list file")
     a = p.parse_args(argv)
     if a.overrides:
         raise FFNetError(f"ffnet-cls-eval takes no key=value overrides (got {' '.join(a.overrides)}); "
                          "its settings are flags, see --help")
-    for flag, value, least in (("--batch-size", a.batch_size, 1), ("--workers", a.workers, 0),
-                               ("--input-size", a.input_size, 1), ("--max-pixels", a.max_pixels, 1)):
-        check_int(flag, value, least)
-    check_fraction("--crop-pct", a.crop_pct)
     check_output_file(a.output, "--output")
     if a.root is not None and not Path(a.root).is_dir():
         raise FFNetError(f"--root: folder not found: {a.root}")

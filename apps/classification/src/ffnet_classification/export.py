@@ -23,12 +23,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from metamixer.train.cli import build_eval_parser
+from metamixer.train.cli import build_eval_parser, positive_int
 from metamixer.train.errors import FFNetError, run_cli
 from metamixer.train.outputs import check_output_file, check_output_folder
 from metamixer.train.results import write_json
 
-from .cli_args import check_int
 from .models.registry import load_model
 
 
@@ -193,15 +192,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = build_eval_parser("ffnet-cls-export", "Fuse and export to ONNX / TorchScript (verified); nothing is left "
                           "in --output-dir unless every check passed.", checkpoint_required=False, overrides=False)
     p.add_argument("--model", default=None, help="architecture (required for official files, or to export random init)")
-    p.add_argument("--num-classes", type=int, default=1000, help="with --model and no checkpoint")
+    p.add_argument("--num-classes", type=positive_int, default=1000, help="with --model and no checkpoint")
     p.add_argument("--ema", action="store_true")
-    p.add_argument("--input-size", type=int, default=None, help="default: the model's (256; 384 for *_384)")
+    p.add_argument("--input-size", type=positive_int, default=None, help="default: the model's (256; 384 for *_384)")
     p.add_argument("--formats", nargs="+", default=list(FORMATS), choices=FORMATS)
     p.add_argument("--tolerance", type=float, default=1e-4)
     p.add_argument("--output-dir", required=True, help="folder for the exported files and export.json")
     a = p.parse_args(argv)
-    check_int("--input-size", a.input_size, 1)
-    check_int("--num-classes", a.num_classes, 1)
     if not (math.isfinite(a.tolerance) and a.tolerance >= 0):
         raise FFNetError(f"--tolerance must be a finite number >= 0, got {a.tolerance}")
     check_output_folder(a.output_dir, "--output-dir")

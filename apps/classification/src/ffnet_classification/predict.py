@@ -21,14 +21,13 @@ from typing import Any
 
 import torch
 
-from metamixer.train.cli import build_eval_parser
+from metamixer.train.cli import build_eval_parser, positive_int
 from metamixer.train.device import resolve_device
 from metamixer.train.errors import FFNetError, SomeInputsFailed, for_each_input, run_cli
 from metamixer.train.images import DEFAULT_MAX_PIXELS
 from metamixer.train.outputs import check_output_file
 from metamixer.train.results import write_results
 
-from .cli_args import check_int
 from .data import IMAGE_EXTENSIONS, BadImageError, bad_reason, build_transforms, is_image_file, load_rgb
 from .models.registry import load_model
 
@@ -145,19 +144,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = build_eval_parser("ffnet-cls-predict", "Top-k classes of images with probabilities (one JSON line per "
                           "image); unreadable files are reported and skipped (exit code 1).", overrides=False)
     p.add_argument("inputs", nargs="+", help="image files or folders (searched recursively)")
-    p.add_argument("--topk", type=int, default=5)
+    p.add_argument("--topk", type=positive_int, default=5)
     p.add_argument("--classes", default=None, help="text file, one class name per line (index order)")
     p.add_argument("--model", default=None, help="architecture for official checkpoints (ffnet_1..4)")
     p.add_argument("--ema", action="store_true")
     p.add_argument("--unfused", action="store_true",
                    help="run the train form (default: the fused, re-parameterized deploy form)")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
+    p.add_argument("--batch-size", type=positive_int, default=32)
+    p.add_argument("--max-pixels", type=positive_int, default=DEFAULT_MAX_PIXELS,
                    help="refuse images declaring more pixels (decompression bombs); default %(default)s")
     p.add_argument("--device", default="auto", help="auto (cuda if available, else cpu) | cpu | cuda | cuda:N | mps")
     a = p.parse_args(argv)
-    for flag, value in (("--topk", a.topk), ("--batch-size", a.batch_size), ("--max-pixels", a.max_pixels)):
-        check_int(flag, value, 1)
     check_output_file(a.output, "--output")
     t0 = time.time()
     results: list[dict[str, Any]] = []

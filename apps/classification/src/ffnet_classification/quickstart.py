@@ -21,12 +21,11 @@ import torch
 import yaml
 
 from metamixer.train.allocator import keep_freed_memory
-from metamixer.train.cli import build_parser
+from metamixer.train.cli import build_parser, positive_int
 from metamixer.train.config import apply_overrides, config_from_dict, config_to_dict
 from metamixer.train.errors import FFNetError, run_cli
 from metamixer.train.results import write_results
 
-from .cli_args import check_int
 from .config import ClsConfig
 from .digits import write_digits_imagefolder
 
@@ -154,11 +153,9 @@ def run_quickstart(output: str | Path, epochs: int | None = None, threads: int |
 def main(argv: Sequence[str] | None = None) -> int:
     p = build_parser("ffnet-cls-quickstart", __doc__.splitlines()[0], config=False)
     p.add_argument("--output", default="runs/cls_quickstart", help="folder for data, run, exports, results.json")
-    p.add_argument("--epochs", type=int, default=None, help="override the recipe's 8 epochs")
-    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--epochs", type=positive_int, default=None, help="override the recipe's 8 epochs")
+    p.add_argument("--threads", type=positive_int, default=None)
     a = p.parse_args(argv)
-    check_int("--epochs", a.epochs, 1)
-    check_int("--threads", a.threads, 1)
     quickstart_config(a.output, a.epochs, a.threads, a.overrides)  # every input checked before anything is written
     keep_freed_memory()  # trains on the CPU
     r = run_quickstart(a.output, a.epochs, a.threads, a.overrides)
