@@ -14,7 +14,8 @@ from PIL import Image
 from ffnet_generation.data.images import load_image
 from ffnet_generation.data.latents import LatentDataset
 from ffnet_generation.extract_latents import extract_latents
-from ffnet_generation.files import atomic_write, save_npz
+from ffnet_generation.files import save_npz
+from metamixer.train.atomic import atomic_write
 from metamixer.train.errors import FFNetError
 from metamixer.train.outputs import created_folder
 

@@ -1,11 +1,6 @@
-"""Output files and folders of the generation commands: written so that a failure leaves nothing half-done.
-
-Why: sampling 50,000 images or encoding ImageNet takes hours, and a run stopped by a bad option, a crash or
-Ctrl-C must not leave a truncated ``samples.npz`` or a folder that looks finished. So every file is written to a
-temporary name in its own folder and renamed into place (readers see the old file or the new one), a folder a
-command creates is removed again if the command fails, and output paths are checked before any work starts.
-Core's ``results.write_json`` does the same for JSON; this module covers NPZ / PNG / folders.
-"""
+"""The generation commands' two output formats beyond core's: NPZ arrays and copied files, both through core's
+:func:`~metamixer.train.atomic.atomic_write` (sampling 50,000 images takes hours; an interrupted run must never
+leave a truncated ``samples.npz``). Output paths and created folders: :mod:`metamixer.train.outputs`."""
 
 from __future__ import annotations
 
@@ -14,9 +9,9 @@ from pathlib import Path
 
 import numpy as np
 
-from metamixer.train.atomic import atomic_write  # the one atomic writer; re-exported for the app's callers
+from metamixer.train.atomic import atomic_write
 
-__all__ = ["atomic_write", "copy_file", "save_npz"]
+__all__ = ["copy_file", "save_npz"]
 
 
 def copy_file(source: str | Path, target: str | Path) -> Path:

@@ -19,10 +19,9 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from metamixer.train.atomic import atomic_write
 from metamixer.train.errors import FFNetError, SomeInputsFailed, for_each_input
 from metamixer.train.images import DEFAULT_MAX_PIXELS, open_image
-
-from ..files import atomic_write
 
 __all__ = ["IMAGE_EXTENSIONS", "DEFAULT_MAX_PIXELS", "ImageFolderDataset", "DigitsDataset", "center_crop_arr",
            "list_images", "load_image", "to_uint8", "make_grid", "class_rows_grid", "save_png"]
