@@ -16,10 +16,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
-__all__ = ["atomic_write", "temporary_name"]
+__all__ = ["atomic_write"]
 
 
-def temporary_name(path: Path) -> Path:
+def _temporary_name(path: Path) -> Path:
     """The temporary beside ``path`` that :func:`atomic_write` writes first."""
     return path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
 
@@ -38,7 +38,7 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], obje
     ``path``; returns ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temporary_name(path)
+    tmp = _temporary_name(path)
     try:
         with open(tmp, "wb") as handle:
             write(handle)

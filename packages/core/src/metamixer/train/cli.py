@@ -81,7 +81,6 @@ def _bounded_number(kind: type, low: float, inclusive: bool) -> Callable[[str], 
 positive_int = _bounded_number(int, 1, True)
 non_negative_int = _bounded_number(int, 0, True)
 positive_float = _bounded_number(float, 0, False)
-non_negative_float = _bounded_number(float, 0, True)
 
 
 def build_parser(prog: str, description: str = "", config: bool = True) -> OverrideParser:
