@@ -1,7 +1,8 @@
 """The point-cloud CLIs on bad input, each in a fresh interpreter (issue 23): a raw dataset folder with broken
 scenes (ffnet-pc-preprocess goes on, names each, exits 1, leaves no half-written scene), corrupt preprocessed
 scene files under train (loader workers) and eval (every bad scene named, nothing evaluated), and option values
-out of range (exit 2, one line naming the option, nothing written)."""
+out of range, bad transform options (GridSample hash_type, SphereCrop 'all' in training), ffnet-pc-predict's
+--input and ffnet-pc-preprocess's --labels-tsv (exit 2, one line naming the option, nothing written)."""
 
 from __future__ import annotations
 
@@ -213,7 +214,8 @@ def _recipe(tmp_path: Path) -> str:
     return str(recipe)
 
 
-#: (script, arguments, what the line must name); {run}/{data}: paths that must stay absent, {ckpt}, {recipe}
+#: (script, arguments, what the line must name); {run}/{data}: paths that must stay absent, {ckpt}, {recipe},
+#: {tmp}: the test's folder ({{ }}: a literal brace)
 OPTIONS = [
     ("ffnet-pc-train", ["synthetic_cpu", "train.batch_size=0"], "train.batch_size"),
     ("ffnet-pc-train", ["synthetic_cpu", "optim.lr=.nan"], "optim.lr"),
@@ -226,6 +228,15 @@ OPTIONS = [
     ("ffnet-pc-synth", ["--output", "{data}", "--density", "nan"], "--density must be a finite number > 0"),
     ("ffnet-pc-preprocess", ["s3dis", "--input", "{recipe}", "--output", "{data}"], "--input folder not found"),
     ("ffnet-pc-quickstart", ["--output", "{run}", "--epochs", "0"], "--epochs must be an integer >= 1"),
+    ("ffnet-pc-train", ["synthetic_cpu", "data.train_transforms=[{{type: GridSample, grid_size: 0.1, hash_type: md5}}]"],
+     "data.train_transforms[0] (GridSample): hash_type must be one of ravel, fnv"),
+    ("ffnet-pc-train", ["synthetic_cpu", "data.train_transforms=[{{type: GridSample, grid_size: 0.1}}, "
+                        "{{type: SphereCrop, point_max: 100, mode: all}}]"],
+     "data.train_transforms[1] (SphereCrop): mode 'all' returns a list of crops"),
+    ("ffnet-pc-predict", ["--checkpoint", "{ckpt}", "--output", "{run}", "--input", "{recipe}"],
+     "zero_grid.yaml: not a folder; expected a folder of scenes"),
+    ("ffnet-pc-preprocess", ["scannet", "--input", "{tmp}", "--output", "{data}", "--labels-tsv", "{tmp}/none.tsv"],
+     "--labels-tsv"),
 ]
 
 
@@ -233,7 +244,7 @@ OPTIONS = [
 def test_bad_option_values_give_one_line_and_write_nothing(script: str, args: list[str], needle: str,
                                                            checkpoint: Path, tmp_path: Path) -> None:
     run, data = tmp_path / "run", tmp_path / "data"
-    values = {"run": run, "data": data, "ckpt": checkpoint, "recipe": _recipe(tmp_path)}
+    values = {"run": run, "data": data, "ckpt": checkpoint, "recipe": _recipe(tmp_path), "tmp": tmp_path}
     argv = [a.format(**values) for a in args]
     if script == "ffnet-pc-train":
         argv += [f"run.output_dir={run}", f"data.root={data}"]

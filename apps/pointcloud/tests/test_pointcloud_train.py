@@ -1,5 +1,6 @@
-"""Fragment-TTA voting onto all points, a short synthetic training far above chance, the train/eval console
-scripts in fresh processes, exact (mid-epoch) resume on the engine, OneCycle and optimizer groups, torchrun DDP."""
+"""Fragment-TTA voting onto all points (also through test-time sphere crops), a short synthetic training far above
+chance, the train/eval console scripts in fresh processes with the end-of-training precise re-score, exact
+(mid-epoch) resume on the engine, OneCycle and optimizer groups, torchrun DDP."""
 
 from __future__ import annotations
 
@@ -75,6 +76,27 @@ def test_tta_votes_reach_every_original_point() -> None:
     assert len(calls) > 1 and max(calls) < n  # several fragments, each a real subset of the scene
 
 
+def test_tta_votes_through_test_time_sphere_crops_reach_every_point() -> None:
+    """data.test_post_transforms with SphereCrop mode all: every forward sees at most point_max points, and the
+    crops' votes still land on every original point with its own label (the oracle again)."""
+    scene = make_scene(6, density=300)
+    k = len(SYNTH_CLASSES)
+    scene["onehot"] = np.eye(k, dtype=np.float32)[scene["segment"]]
+    tester = SceneTester(k, 0.05, [], [[], [{"type": "RandomFlip", "p": 1}]],
+                         [{"type": "SphereCrop", "point_max": 500, "mode": "all"}], ["onehot"], fragments_per_batch=1)
+    sizes = []
+
+    def oracle(point):
+        sizes.append(len(point["feat"]))
+        return point["feat"] * 10.0
+
+    probs, votes = tester(oracle, scene)
+    assert max(sizes) <= 500 and len(sizes) > 2 * (len(scene["coord"]) // 500)
+    assert votes.min() >= 2 and np.array_equal(probs.argmax(1), scene["segment"])
+    again, _ = tester(oracle, scene)
+    assert np.array_equal(again, probs)  # the crops are re-seeded per scene: the same votes every time
+
+
 def _small_config(tmp: Path, epochs: int, steps: int | None = None) -> Config:
     cfg = quickstart_config(tmp, epochs=epochs, threads=1, train_scenes=4, val_scenes=2, grid_size=0.08)
     cfg.data.synthetic_density = 60.0
@@ -115,15 +137,27 @@ def test_train_and_eval_console_scripts_in_fresh_processes(tmp_path: Path) -> No
     assert out.returncode == 0, out.stderr[-3000:]
     assert "params " in out.stdout and (run / "best.pth").exists() and (run / "config.yaml").exists()
     assert load_checkpoint(run / "last.pth")["step"] == 2
+    # the end of training re-scored best.pth with the full test protocol; that is the reported number
+    final = json.loads((run / "results.json").read_text())
+    assert final["checkpoint"] == str(run / "best.pth") and final["protocol"]["tta_views"] == 2
+    assert final["final_mIoU"] == final["precise_mIoU"] == final["metrics"]["mIoU"]
+    assert final["selection"]["val_voxel_mIoU"] == final["val_voxel_mIoU"]
+    assert final["selection"]["checkpoint"] == str(run / "best.pth") and final["selection"]["best_step"] in (1, 2)
+    assert f"best val mIoU (voxels) {100 * final['val_voxel_mIoU']:.2f}%" in out.stdout
+    assert f"precise mIoU (all points, TTA; reported) {100 * final['final_mIoU']:.2f}%" in out.stdout
+    assert final["metrics"]["num_points"] == len(make_scene(50000, density=30)["coord"])
     results = tmp_path / "eval" / "results.json"
     cmd = [str(scripts["ffnet-pc-eval"]), "--checkpoint", str(run / "best.pth"), "--output", str(results),
-           "--ply", str(tmp_path / "ply"), "eval.tta=false"]
+           "--ply", str(tmp_path / "ply")]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
     assert out.returncode == 0, out.stderr[-3000:]
     data = json.loads(results.read_text())
     assert set(data) >= {"metrics", "data", "checkpoint", "protocol", "versions", "wall_s", "scenes"}
     assert 0.0 <= data["metrics"]["mIoU"] <= 1.0 and len(data["metrics"]["per_class"]) == len(SYNTH_CLASSES)
-    assert data["data"]["dataset"] == "synthetic" and data["protocol"]["tta_views"] == 1
+    assert data["data"]["dataset"] == "synthetic" and data["protocol"]["tta_views"] == 2
+    # ffnet-pc-eval of best.pth in a fresh process gives the number training reported
+    assert data["confusion_matrix"] == final["confusion_matrix"]
+    assert data["metrics"]["mIoU"] == pytest.approx(final["final_mIoU"], abs=1e-12)
     assert data["checkpoint"] == str(run / "best.pth") and "ffnet-pointcloud" in data["versions"]
     assert f"{100 * data['metrics']['mIoU']:.2f}" in out.stdout  # the printed table is the JSON's
     ply = read_ply(tmp_path / "ply" / "synthetic_50000.ply")["vertex"]

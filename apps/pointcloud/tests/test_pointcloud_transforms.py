@@ -1,4 +1,5 @@
-"""GridSample coverage and inverse maps, the augmentation transforms, collate."""
+"""GridSample coverage, inverse maps and its two hash types, SphereCrop (also mode "all": crops covering every
+point), pipelines that split a scene, the augmentation transforms, collate."""
 
 from __future__ import annotations
 
@@ -9,7 +10,14 @@ import torch
 from ffnet_pointcloud.config import s3dis_tta_views, scannet_train_pipeline, scannet_tta_views
 from ffnet_pointcloud.data.collate import collate_scenes
 from ffnet_pointcloud.data.synthetic import make_scene
-from ffnet_pointcloud.data.transforms import GridSample, SphereCrop, build_transforms, set_rng
+from ffnet_pointcloud.data.transforms import (
+    GridSample,
+    SphereCrop,
+    build_transforms,
+    check_single_output,
+    set_rng,
+    voxelize,
+)
 from metamixer.train.errors import FFNetError
 
 
@@ -91,6 +99,115 @@ def test_sphere_crop_keeps_nearest_points() -> None:
     d_all = np.sort(((data["coord"] - centre) ** 2).sum(1))
     d_kept = ((out["coord"] - centre) ** 2).sum(1)
     assert d_kept.max() <= d_all[99] + 1e-12
+
+
+def _groups(coord: np.ndarray, hash_type: str) -> set[frozenset[int]]:
+    """The voxels as sets of point rows (independent of the key values and the voxel order)."""
+    _, idx_sort, inverse, _ = voxelize(coord, 0.05, hash_type)
+    groups: dict[int, set[int]] = {}
+    for row, voxel in zip(idx_sort.tolist(), inverse.tolist()):
+        groups.setdefault(voxel, set()).add(row)
+    return {frozenset(g) for g in groups.values()}
+
+
+def test_gridsample_hash_types_give_the_same_voxels() -> None:
+    data = _cloud(4000)
+    truth: dict[tuple[int, ...], set[int]] = {}
+    for row, cell in enumerate(_grid(data["coord"], 0.05).tolist()):
+        truth.setdefault(tuple(cell), set()).add(row)
+    expected = {frozenset(g) for g in truth.values()}
+    assert _groups(data["coord"], "ravel") == expected == _groups(data["coord"], "fnv")
+    # the keys differ (so does the voxel order), the test fragments hold the same points
+    ravel, fnv = (_voxel_order(data["coord"], h) for h in ("ravel", "fnv"))
+    assert ravel != fnv
+    frags = {h: GridSample(0.05, mode="test", hash_type=h)(dict(data)) for h in ("ravel", "fnv")}
+    assert len(frags["ravel"]) == len(frags["fnv"])
+    for a, b in zip(frags["ravel"], frags["fnv"]):
+        assert set(a["index"].tolist()) == set(b["index"].tolist())
+    train = GridSample(0.05, mode="train", hash_type="fnv")
+    train.rng = np.random.default_rng(0)
+    assert len(train(dict(data))["coord"]) == len(expected)
+
+
+def _voxel_order(coord: np.ndarray, hash_type: str) -> list[int]:
+    _, idx_sort, inverse, count = voxelize(coord, 0.05, hash_type)
+    return idx_sort[np.concatenate([[0], np.cumsum(count)[:-1]])].tolist()
+
+
+def test_fnv_keys_are_pointcepts_64_bit_fnv() -> None:
+    """The keys equal a pure-Python FNV (offset basis, then per coordinate: multiply by the prime, xor)."""
+    from ffnet_pointcloud.data.transforms import _fnv_key
+
+    cells = np.array([[0, 0, 0], [1, 2, 3], [700, 5, 90000]], dtype=np.int64)
+
+    def reference(cell: list[int]) -> int:
+        h = 14695981039346656037
+        for c in cell:
+            h = ((h * 1099511628211) % 2**64) ^ c
+        return h
+
+    assert _fnv_key(cells).tolist() == [reference(c) for c in cells.tolist()]
+
+
+def test_gridsample_refuses_an_unknown_hash_type() -> None:
+    with pytest.raises(FFNetError, match="hash_type must be one of ravel, fnv .* got 'md5'"):
+        GridSample(0.05, hash_type="md5")
+    with pytest.raises(FFNetError, match=r"data.train_transforms\[1\] \(GridSample\): hash_type must be"):
+        build_transforms([{"type": "CenterShift"}, {"type": "GridSample", "grid_size": 0.1, "hash_type": "exact"}],
+                         where="data.train_transforms")
+
+
+def test_sphere_crop_all_covers_every_point_in_crops_of_point_max() -> None:
+    data = _cloud(3000)
+    crop = SphereCrop(point_max=400, mode="all")
+    crop.rng = np.random.default_rng(3)
+    crops = crop(dict(data))
+    assert isinstance(crops, list) and len(crops) >= 3000 // 400 + 1
+    union = np.unique(np.concatenate([c["index"] for c in crops]))
+    assert np.array_equal(union, np.arange(3000))  # every point in some crop
+    for c in crops:
+        assert len(c["coord"]) == 400 and np.array_equal(c["coord"], data["coord"][c["index"]])
+        assert np.array_equal(c["segment"], data["segment"][c["index"]])
+    crop.rng = np.random.default_rng(3)
+    again = crop(dict(data))
+    assert [c["index"].tolist() for c in again] == [c["index"].tolist() for c in crops]  # seeded
+    small = SphereCrop(point_max=5000, mode="all")(dict(data))  # fits in one crop: the scene itself
+    assert len(small) == 1 and np.array_equal(small[0]["index"], np.arange(3000))
+    with pytest.raises(FFNetError, match="'random', 'center' or 'all'"):
+        SphereCrop(mode="every")
+    with pytest.raises(FFNetError, match="point_max must be an integer >= 1"):
+        SphereCrop(point_max=0, mode="all")
+
+
+def test_crops_of_fragments_index_the_original_points_and_the_rest_applies_to_each() -> None:
+    """GridSample test -> SphereCrop all -> CenterShift: Compose maps the steps after a split over each part and
+    the crops' index points into the ORIGINAL scene (composed with the fragment's)."""
+    data = _cloud(3000)
+    pipe = build_transforms([{"type": "GridSample", "grid_size": 0.05, "mode": "test"},
+                             {"type": "SphereCrop", "point_max": 150, "mode": "all"},
+                             {"type": "CenterShift", "apply_z": False}])
+    set_rng(pipe, np.random.default_rng(0))
+    parts = pipe(dict(data))
+    fragments = GridSample(0.05, mode="test")(dict(data))
+    assert len(parts) > len(fragments)
+    assert np.array_equal(np.unique(np.concatenate([p["index"] for p in parts])), np.arange(3000))
+    for p in parts:
+        assert len(p["coord"]) <= 150
+        assert np.array_equal(p["segment"], data["segment"][p["index"]])
+        assert np.allclose(p["coord"].min(0)[2], 0)  # CenterShift ran on the crop itself
+        shift = data["coord"][p["index"]] - p["coord"]
+        assert np.allclose(shift, shift[0], atol=1e-6)
+
+
+def test_pipelines_that_must_give_one_sample_refuse_splitting_transforms() -> None:
+    from ffnet_pointcloud.runtime import SeededTransform
+
+    with pytest.raises(FFNetError, match=r"data.train_transforms\[1\] \(SphereCrop\): mode 'all' returns a list"):
+        SeededTransform([{"type": "GridSample", "grid_size": 0.1},
+                         {"type": "SphereCrop", "point_max": 10, "mode": "all"}], 0, "data.train_transforms")
+    with pytest.raises(FFNetError, match=r"data.val_transforms\[0\] \(GridSample\): mode 'test'"):
+        check_single_output(build_transforms([{"type": "GridSample", "grid_size": 0.1, "mode": "test"}]),
+                            "data.val_transforms")
 
 
 def test_official_pipeline_runs_and_is_reproducible() -> None:

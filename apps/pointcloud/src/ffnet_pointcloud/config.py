@@ -176,6 +176,9 @@ class EvalConfig:
     fragments_per_batch: int = bounded(4, ge=1)
     save_ply: bool = False  # coloured predictions into <run.output_dir>/predictions (or --ply DIR)
     max_scenes: int | None = bounded(None, ge=1)  # null: every validation scene
+    #: after training, re-score best.pth with this full test protocol (all points, fragments + TTA: Pointcept's
+    #: "precise evaluation"); its mIoU is the run's reported one (run.output_dir/results.json)
+    precise: bool = True
 
 
 @dataclass

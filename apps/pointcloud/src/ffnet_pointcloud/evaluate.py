@@ -133,7 +133,8 @@ def check_scenes(scenes: SceneDataset, count: int) -> None:
             scene = scenes.raw(i)
             if "segment" not in scene:
                 raise FFNetError(f"{scenes.paths[i % len(scenes.paths)]}: no labels ({scenes.segment_key}); "
-                                 "evaluation needs a labelled split")
+                                 "evaluation needs a labelled split (ffnet-pc-predict --split NAME writes "
+                                 "predictions for unlabelled scenes)")
         except FFNetError as exc:
             failures.append(str(exc))
     if failures:

@@ -1,9 +1,15 @@
 """Raw dataset releases -> the preprocessed per-scene layout read by the loaders.
 
-``ffnet-pc-preprocess scannet --input ScanNet/scans --output data/scannet --split train [--scenes LIST.txt]``
+``ffnet-pc-preprocess scannet --input ScanNet/scans --output data/scannet --split train [--scenes LIST.txt]
+[--labels-tsv scannetv2-labels.combined.tsv]``
     reads ``<scene>/<scene>_vh_clean_2.ply`` (mesh: vertices + faces) and ``<scene>_vh_clean_2.labels.ply``
     (NYU40 ids per vertex), writes ``<output>/<split>/<scene>/{coord,color,normal,segment20}.npy``. Vertex normals
     are area-weighted face normals of the mesh; NYU40 ids outside the 20 benchmark classes become -1 (ignored).
+    With the label table ``scannetv2-labels.combined.tsv`` (``--labels-tsv``, or found in ``--input`` or the
+    folder above it) it also writes ``segment200.npy`` (ScanNet200) from the raw annotations: every object of
+    ``<scene>.aggregation.json`` names its raw category and its over-segments, ``<scene>_vh_clean_2.0.010000.segs.json``
+    gives each vertex's over-segment, the table's ``id`` column gives the category's id, and ids outside the 200
+    benchmark classes (and vertices in no object) become -1. Test scenes (neither JSON file) get no labels.
 ``ffnet-pc-preprocess s3dis --input Stanford3dDataset_v1.2 --output data/s3dis [--areas Area_5 ...]``
     reads ``Area_k/<room>/Annotations/<class>_<i>.txt`` (x y z r g b), writes
     ``<output>/Area_k/<room>/{coord,color,normal,segment}.npy``; normals are estimated by PCA over 16 neighbours
@@ -18,6 +24,8 @@ place, so a failed or interrupted scene never leaves a half-written folder that 
 from __future__ import annotations
 
 import argparse
+import csv
+import json
 import os
 import shutil
 from collections.abc import Mapping, Sequence
@@ -30,20 +38,31 @@ from metamixer.train.errors import FFNetError, for_each_input, run_cli
 
 from .data.datasets import S3DIS_CLASSES
 from .data.ply import read_ply
+from .data.scannet_classes import SCANNET20_IDS, SCANNET200_IDS, ids_to_classes
 
 __all__ = [
     "SCANNET20_NYU40_IDS",
+    "LABELS_TSV",
+    "read_label_table",
+    "find_label_table",
+    "scannet200_segment",
     "preprocess_scannet_scene",
     "preprocess_s3dis_room",
     "mesh_vertex_normals",
     "estimate_normals",
     "write_scene_atomic",
+    "pid_alive",
     "main",
     "cli",
 ]
 
 #: NYU40 ids of the 20 ScanNet benchmark classes, in class-index order (wall ... otherfurniture)
-SCANNET20_NYU40_IDS = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 14, 16, 24, 28, 33, 34, 36, 39)
+SCANNET20_NYU40_IDS = SCANNET20_IDS
+#: the ScanNet release's label table (raw category -> ids), needed for ScanNet200 labels
+LABELS_TSV = "scannetv2-labels.combined.tsv"
+#: per-scene annotation files of the ScanNet release (over-segmentation, objects with their raw category)
+SEGS_SUFFIX = "_vh_clean_2.0.010000.segs.json"
+AGGREGATION_SUFFIX = ".aggregation.json"
 
 
 def mesh_vertex_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
@@ -99,7 +118,8 @@ _TMP = ".tmp-"
 _OLD = ".old-"
 
 
-def _alive(pid: str) -> bool:
+def pid_alive(pid: str) -> bool:
+    """Whether process ``pid`` still runs (its temporaries must then be left alone)."""
     try:
         os.kill(int(pid), 0)
     except (ValueError, ProcessLookupError):
@@ -120,7 +140,7 @@ def remove_stale_temporaries(folder: Path) -> None:
             continue
         for marker in (_TMP, _OLD):
             name, _, pid = child.name[1:].rpartition(marker)
-            if name and pid.isdigit() and not _alive(pid):
+            if name and pid.isdigit() and not pid_alive(pid):
                 if marker == _OLD and not (folder / name).exists():
                     os.replace(child, folder / name)
                 else:
@@ -153,8 +173,93 @@ def write_scene_atomic(out: Path, arrays: Mapping[str, np.ndarray]) -> Path:
     return out
 
 
-def scannet_scene_arrays(scene_dir: Path) -> dict[str, np.ndarray]:
-    """The arrays of one raw ScanNet scene (``coord color normal [segment20]``), every check done first."""
+def read_label_table(path: str | Path) -> dict[str, int]:
+    """``scannetv2-labels.combined.tsv`` -> {raw category: id} (the ``raw_category`` and ``id`` columns; the first
+    row of a category wins). A missing column or a non-integer id is an FFNetError naming the file and line."""
+    path = Path(path)
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            rows = list(csv.reader(f, delimiter="\t"))
+    except FileNotFoundError:
+        raise FFNetError(f"--labels-tsv {path}: file not found; expected ScanNet's {LABELS_TSV}") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise FFNetError(f"{path}: cannot read the label table ({e}); expected ScanNet's {LABELS_TSV}") from None
+    header = rows[0] if rows else []
+    missing = [c for c in ("id", "raw_category") if c not in header]
+    if missing:
+        raise FFNetError(f"{path}: no {' / '.join(missing)} column in the header {header[:6]}; expected ScanNet's "
+                         f"tab-separated {LABELS_TSV}")
+    col_id, col_raw = header.index("id"), header.index("raw_category")
+    table: dict[str, int] = {}
+    for line, row in enumerate(rows[1:], start=2):
+        if not any(cell.strip() for cell in row):
+            continue
+        if len(row) <= max(col_id, col_raw) or not row[col_id].strip().lstrip("-").isdigit():
+            raise FFNetError(f"{path}:{line}: expected an integer 'id' and a 'raw_category', got {row[:3]}")
+        table.setdefault(row[col_raw], int(row[col_id]))
+    if not table:
+        raise FFNetError(f"{path}: no label rows below the header")
+    return table
+
+
+def find_label_table(input_dir: Path, given: str | None) -> Path | None:
+    """``--labels-tsv`` as given, else ``scannetv2-labels.combined.tsv`` in the scans folder or the folder above
+    it (where the ScanNet release puts it); None: ScanNet200 labels cannot be made."""
+    if given is not None:
+        path = Path(given)
+        if not path.is_file():
+            raise FFNetError(f"--labels-tsv {path}: file not found; expected ScanNet's {LABELS_TSV}")
+        return path
+    for folder in (input_dir, input_dir.parent):
+        if (folder / LABELS_TSV).is_file():
+            return folder / LABELS_TSV
+    return None
+
+
+def _read_json(path: Path) -> object:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise FFNetError(f"{path}: not a readable JSON file ({type(e).__name__}: {str(e)[:120]})") from None
+
+
+def scannet200_segment(scene_dir: Path, vertices: int, table: dict[str, int]) -> np.ndarray | None:
+    """ScanNet200 class per vertex (-1: in no object, or a category outside the 200 classes) from the scene's
+    aggregation + over-segmentation JSON and the label ``table``; None when the scene has neither file (test)."""
+    name = scene_dir.name
+    segs_path, agg_path = scene_dir / f"{name}{SEGS_SUFFIX}", scene_dir / f"{name}{AGGREGATION_SUFFIX}"
+    if not segs_path.exists() and not agg_path.exists():
+        return None
+    for path in (segs_path, agg_path):
+        if not path.exists():
+            other = agg_path if path is segs_path else segs_path
+            raise FFNetError(f"{path}: missing, but {other.name} exists; ScanNet200 labels need both files")
+    segs = _read_json(segs_path)
+    seg_indices = segs.get("segIndices") if isinstance(segs, dict) else None
+    if not isinstance(seg_indices, list):
+        raise FFNetError(f"{segs_path}: no 'segIndices' list; expected ScanNet's over-segmentation file")
+    if len(seg_indices) != vertices:
+        raise FFNetError(f"{segs_path}: {len(seg_indices)} segIndices but the mesh has {vertices} vertices; "
+                         "expected one per vertex")
+    agg = _read_json(agg_path)
+    groups = agg.get("segGroups") if isinstance(agg, dict) else None
+    if not isinstance(groups, list):
+        raise FFNetError(f"{agg_path}: no 'segGroups' list; expected ScanNet's aggregation file")
+    segment_class: dict[int, int] = {}
+    for i, group in enumerate(groups):
+        if not isinstance(group, dict) or not isinstance(group.get("segments"), list) or "label" not in group:
+            raise FFNetError(f"{agg_path}: segGroups[{i}] lacks 'label' or a 'segments' list")
+        cls = int(ids_to_classes(np.array([table.get(str(group["label"]), 0)]), SCANNET200_IDS)[0])
+        for seg in group["segments"]:
+            segment_class[int(seg)] = cls  # a segment in two objects takes the later one's class
+    unique, inverse = np.unique(np.asarray(seg_indices, dtype=np.int64), return_inverse=True)
+    per_segment = np.array([segment_class.get(int(u), -1) for u in unique], dtype=np.int64)
+    return per_segment[inverse.reshape(-1)]
+
+
+def scannet_scene_arrays(scene_dir: Path, label_table: dict[str, int] | None = None) -> dict[str, np.ndarray]:
+    """The arrays of one raw ScanNet scene (``coord color normal [segment20] [segment200]``), every check done
+    first; ``segment200`` needs the ``label_table`` (:func:`read_label_table`) and the annotation JSON files."""
     scene_dir = Path(scene_dir)
     name = scene_dir.name
     mesh_path = scene_dir / f"{name}_vh_clean_2.ply"
@@ -187,16 +292,17 @@ def scannet_scene_arrays(scene_dir: Path) -> dict[str, np.ndarray]:
         if len(labels) != len(coord):
             raise FFNetError(f"{label_path}: {len(labels)} labels but the mesh {mesh_path.name} has {len(coord)} "
                              "vertices; expected one label per vertex")
-        ids = labels.astype(np.int64)
-        lut = np.full(max(256, int(ids.max()) + 1), -1, dtype=np.int64)
-        lut[list(SCANNET20_NYU40_IDS)] = np.arange(len(SCANNET20_NYU40_IDS))
-        arrays["segment20"] = np.where(ids >= 0, lut[np.clip(ids, 0, None)], -1)
+        arrays["segment20"] = ids_to_classes(labels.astype(np.int64), SCANNET20_NYU40_IDS)
+    if label_table is not None:
+        segment200 = scannet200_segment(scene_dir, len(coord), label_table)
+        if segment200 is not None:
+            arrays["segment200"] = segment200
     return arrays
 
 
-def preprocess_scannet_scene(scene_dir: Path, out_dir: Path) -> Path:
+def preprocess_scannet_scene(scene_dir: Path, out_dir: Path, label_table: dict[str, int] | None = None) -> Path:
     """Raw ScanNet scene -> ``out_dir/<scene>/`` (written atomically; nothing is written for a bad scene)."""
-    return write_scene_atomic(Path(out_dir) / Path(scene_dir).name, scannet_scene_arrays(scene_dir))
+    return write_scene_atomic(Path(out_dir) / Path(scene_dir).name, scannet_scene_arrays(scene_dir, label_table))
 
 
 def _annotation(path: Path) -> np.ndarray:
@@ -254,6 +360,9 @@ def _parser() -> OverrideParser:
     p.add_argument("--output", required=True)
     p.add_argument("--split", default="train", help="output split folder name (train/val/test)")
     p.add_argument("--scenes", default=None, help="text file listing the scenes of this split (default: all)")
+    p.add_argument("--labels-tsv", default=None, metavar="FILE",
+                   help=f"ScanNet's {LABELS_TSV} for ScanNet200 labels (segment200.npy); default: looked for in "
+                        "--input and the folder above it")
     p = sub.add_parser("s3dis", parents=[common], help="Stanford3dDataset_v1.2 -> <output>/Area_k/<room>/")
     p.add_argument("--input", required=True, help="folder holding Area_1 ... Area_6")
     p.add_argument("--output", required=True)
@@ -296,8 +405,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise FFNetError(f"--output {output} is a file; expected a folder for the preprocessed scenes")
     # every argument is checked before the first output folder is made
     if args.dataset == "scannet":
+        tsv = find_label_table(src, args.labels_tsv)
+        table = read_label_table(tsv) if tsv is not None else None
         inputs, dest = _scannet_dirs(src, args.scenes), output / args.split
-        action, label = (lambda d: preprocess_scannet_scene(d, dest)), (lambda d: d.name)
+        print(f"ScanNet200 labels (segment200) from {tsv}" if tsv is not None else
+              f"note: no {LABELS_TSV} (--labels-tsv, or in {src} or {src.parent}): segment200.npy (ScanNet200) "
+              "is not written")
+        action, label = (lambda d: preprocess_scannet_scene(d, dest, table)), (lambda d: d.name)
         remove_stale_temporaries(dest)
     else:
         inputs = _s3dis_rooms(src, args.areas)

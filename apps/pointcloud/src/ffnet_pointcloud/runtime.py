@@ -18,7 +18,7 @@ from .config import Config
 from .data.datasets import SceneDataset, SemanticKittiDataset, dataset_info, list_scenes
 from .data.semantic_kitti import list_scans
 from .data.synthetic import write_synthetic_dataset
-from .data.transforms import build_transforms, set_rng
+from .data.transforms import build_transforms, check_single_output, set_rng
 from .models import create_model, model_config
 from .models.ffnet3d import FFNet3DSegmentor
 
@@ -70,9 +70,11 @@ def check_config(cfg: Config, validate: bool = True) -> None:
                      **cfg.model.options).validate()
     except (TypeError, ValueError) as exc:  # e.g. enc_depths: 3 where a list belongs
         raise FFNetError(f"model.options: {exc} (model {cfg.model.name!r})") from None
-    build_transforms(cfg.data.train_transforms, where="data.train_transforms")
+    check_single_output(build_transforms(cfg.data.train_transforms, where="data.train_transforms"),
+                        "data.train_transforms")
     if validate:
-        build_transforms(cfg.data.val_transforms, where="data.val_transforms")
+        check_single_output(build_transforms(cfg.data.val_transforms, where="data.val_transforms"),
+                            "data.val_transforms")
     root = data_folder(cfg)
     if cfg.data.dataset == "synthetic" and not (root / "train").is_dir():
         return  # generated on first use (ensure_data)
@@ -139,6 +141,7 @@ class SeededTransform:
 
     def __init__(self, specs: list[dict[str, Any]], seed: int, where: str = "transforms") -> None:
         self.pipeline = build_transforms(specs, where=where)
+        check_single_output(self.pipeline, where)  # a batch needs one sample per scene
         self.seed = seed
         self.epoch = 0
 

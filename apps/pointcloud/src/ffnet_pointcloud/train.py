@@ -3,7 +3,9 @@
 The loop is the engine's (:class:`metamixer.train.loop.Trainer`: AMP scaling, clipping, accumulation, EMA,
 limits, validation and checkpoint cadence, ``best.pth`` by validation mIoU, exact resume, signals); this module
 is the segmentation :class:`SegmentationTask` it runs: CE + Lovász loss, the official two-rate AdamW with
-OneCycle (:mod:`ffnet_pointcloud.optim`), SyncBN under CUDA DDP, and validation on voxelized scenes.
+OneCycle (:mod:`ffnet_pointcloud.optim`), SyncBN under CUDA DDP, and validation on voxelized scenes. After the
+last step the best checkpoint is re-scored with the full test protocol (``eval.precise``,
+:mod:`ffnet_pointcloud.precise`) and that is the run's reported mIoU (``run.output_dir/results.json``).
 
 Batch ``b`` of epoch ``e`` is a pure function of (run.seed, e, b): the scene order is DistributedSampler's
 permutation for (seed, e), augmentation is seeded by (seed, e, scene index) and the Mix3D draw by (seed, e, b),
@@ -39,6 +41,7 @@ from .data.collate import collate_scenes
 from .losses import SegmentationLoss
 from .metrics import ConfusionMatrix, format_table
 from .optim import build_optimizer, one_cycle_momentum, one_cycle_schedule, set_momentum
+from .precise import rescore_best
 from .runtime import AugmentedDataset, build_dataset, build_model, check_config, check_precision, class_names
 from .structure import Point
 
@@ -185,6 +188,16 @@ def train(cfg: Config, resume: str | None = None, quiet: bool = False) -> dict[s
         result = Trainer(task, ctx, cfg.optim, cfg.train, cfg.run, config=cfg).fit(resume)
         ctx.logger.info(f"done: {result.step} steps in {result.wall_s:.1f} s ({result.stopped}); "
                         f"best val mIoU {result.best}")
+        precise, results = None, None
+        if cfg.eval.precise and result.best_checkpoint is not None:
+            cleanup_distributed()  # rank 0 alone from here: the other ranks must not wait on it in a collective
+            if ctx.info.rank == 0:
+                results = Path(ctx.output_dir) / "results.json"
+                selection = {"val_voxel_mIoU": result.best, "best_step": result.best_step, "monitor": "miou",
+                             "checkpoint": result.best_checkpoint, "steps": result.step, "stopped": result.stopped,
+                             "protocol": "data.val_transforms: one voxelized sample per scene, no TTA"}
+                precise = rescore_best(cfg, result.best_checkpoint, ctx.device, results, selection,
+                                       log=ctx.logger.info)
     finally:
         ctx.logger.close()
         cleanup_distributed()
@@ -196,6 +209,9 @@ def train(cfg: Config, resume: str | None = None, quiet: bool = False) -> dict[s
         "train_seconds": round(result.wall_s, 2),
         "best_val_mIoU": result.best,
         "last_val": task.last_metrics,
+        "precise": precise,  # the full test protocol on best.pth (None: eval.precise off or no validation)
+        "final_mIoU": precise["mIoU"] if precise is not None else None,
+        "results": str(results) if results is not None else None,
         "output_dir": str(ctx.output_dir),
         "last_checkpoint": result.last_checkpoint,
         "best_checkpoint": result.best_checkpoint,
@@ -212,9 +228,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     summary = train(cfg, args.resume)
     if summary["rank"] != 0:
         return 0
-    best = summary["best_val_mIoU"]
-    print(f"params {summary['params']:,}  steps {summary['steps']}  best val mIoU "
-          f"{'-' if best is None else f'{100 * best:.2f}%'}  -> {summary['output_dir']}")
+    best, final = summary["best_val_mIoU"], summary["final_mIoU"]
+    precise = "" if summary["precise"] is None else (
+        f"  precise mIoU (all points, TTA; reported) {'-' if final is None else f'{100 * final:.2f}%'}")
+    print(f"params {summary['params']:,}  steps {summary['steps']}  best val mIoU (voxels) "
+          f"{'-' if best is None else f'{100 * best:.2f}%'}{precise}  -> {summary['output_dir']}")
     return 0
 
 

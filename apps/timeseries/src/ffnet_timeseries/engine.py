@@ -17,6 +17,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
@@ -38,7 +39,7 @@ from metamixer.train.results import write_results
 from metamixer.train.schedules import Schedule
 from metamixer.train.sections import OptimConfig
 
-__all__ = ["ForecastTask", "TrainResult", "evaluate_split", "predict", "train", "repeat_last_metrics"]
+__all__ = ["ForecastTask", "TrainResult", "evaluate_split", "forecast_arrays", "predict", "train", "repeat_last_metrics"]
 
 
 def _output_slice(features: str) -> slice:
@@ -87,6 +88,27 @@ def evaluate_split(
             pred, y = pred * std + mean, y * std + mean
         acc.update(pred, y)
     return _sum_across_ranks(acc, device).compute()
+
+
+@torch.no_grad()
+def forecast_arrays(model: nn.Module, dataset: WindowDataset, batch_size: int, device: torch.device,
+                    features: str = "M", precision: str = "fp32") -> tuple[np.ndarray, np.ndarray]:
+    """(pred, true) over every window of ``dataset``, float32 ``[windows, pred_len, vars]`` in the scaled space:
+    the arrays TSLib saves as ``pred.npy`` / ``true.npy`` (with ``MS`` only the target, so vars = 1), from the same
+    forward passes :func:`evaluate_split` scores."""
+    model.eval()
+    out_slice = _output_slice(features)
+    n = len(dataset)
+    n_out = dataset.data[:, dataset.target_columns].shape[1]
+    pred = np.empty((n, dataset.pred_len, n_out), dtype=np.float32)
+    true = np.empty_like(pred)
+    for start in range(0, n, batch_size):
+        x, y = dataset.get_batch(torch.arange(start, min(start + batch_size, n)))
+        with autocast(device, precision):
+            out = model(x.to(device))[..., out_slice]
+        pred[start : start + len(x)] = out.float().cpu().numpy()
+        true[start : start + len(x)] = y.numpy()
+    return pred, true
 
 
 @torch.no_grad()
@@ -180,7 +202,11 @@ class ForecastTask(Task):
         self._sq, self._n, self._since = 0.0, 0, time.time()
 
     def state_dict(self) -> dict[str, Any]:
-        return {"history": self.history, "train_sq": self._sq, "train_n": self._n, "n_vars": self.data.n_vars}
+        """The loop's bookkeeping, plus what a forecast from this checkpoint needs without the training CSV: the
+        model's columns (in its variable order) and the train-split scaler (``ffnet-ts-predict``)."""
+        scaler = self.data.scaler.state_dict() if self.data.scaler is not None else None
+        return {"history": self.history, "train_sq": self._sq, "train_n": self._n, "n_vars": self.data.n_vars,
+                "columns": list(self.data.columns), "scaler": scaler}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.history = [dict(r) for r in state.get("history", [])]

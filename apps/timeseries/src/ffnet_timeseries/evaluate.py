@@ -1,9 +1,15 @@
-"""``ffnet-ts-eval --checkpoint runs/x/best.pth [--output FILE] [--split test] [--unscaled] [key=value ...]``
+"""``ffnet-ts-eval --checkpoint runs/x/best.pth [--output FILE] [--split test] [--unscaled] [--save-predictions]
+[key=value ...]``
 
 Evaluates a checkpoint on a split (default: test) -> ``results.json`` (the shared shape: MSE/MAE/RMSE/MAPE/MSPE/RSE
 in the scaled space used by the literature under ``metrics``, optionally also unscaled and labelled so) and, beside
 it, ``forecast.png`` (a few windows of history, forecast and ground truth for the target variable). Overrides
 (``data.path=my.csv``) change the checkpoint's own config.
+
+``--save-predictions`` also writes, beside ``results.json``, the arrays TSLib's test writes: ``pred.npy`` and
+``true.npy`` (float32 ``[windows, pred_len, vars]``, every window of the split in order, scaled space; ``MS``: the
+target only, vars = 1), and the same in data units as ``pred_unscaled.npy`` / ``true_unscaled.npy`` (when the run
+scaled its data). Their MSE/MAE are ``metrics`` / ``metrics_unscaled``.
 """
 
 from __future__ import annotations
@@ -13,12 +19,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from ffnet_timeseries.builders import build_data, build_model
 from ffnet_timeseries.config import TSConfig, upgrade_config
-from ffnet_timeseries.engine import evaluate_split, predict, repeat_last_metrics
+from ffnet_timeseries.engine import evaluate_split, forecast_arrays, predict, repeat_last_metrics
 from ffnet_timeseries.weights import load_official_weights
+from metamixer.train.atomic import atomic_write
 from metamixer.train.checkpoint import load_checkpoint, load_state_dict_checked
 from metamixer.train.cli import build_eval_parser, non_negative_int
 from metamixer.train.config import apply_overrides, config_from_dict, config_to_dict, load_config
@@ -26,7 +34,10 @@ from metamixer.train.device import resolve_device
 from metamixer.train.errors import FFNetError, run_cli
 from metamixer.train.results import write_results
 
-__all__ = ["main", "cli", "evaluate_checkpoint", "plot_forecasts"]
+__all__ = ["main", "cli", "evaluate_checkpoint", "plot_forecasts", "save_predictions"]
+
+#: the files ``--save-predictions`` writes beside results.json (TSLib's names for the scaled pair)
+PREDICTION_FILES = ("pred.npy", "true.npy", "pred_unscaled.npy", "true_unscaled.npy")
 
 
 def plot_forecasts(history: torch.Tensor, forecast: torch.Tensor, truth: torch.Tensor, column: int, name: str,
@@ -58,12 +69,33 @@ def plot_forecasts(history: torch.Tensor, forecast: torch.Tensor, truth: torch.T
     return path
 
 
+def save_predictions(folder: Path, pred: np.ndarray, true: np.ndarray, mean: np.ndarray | None,
+                     std: np.ndarray | None) -> dict[str, str]:
+    """Write ``pred.npy`` / ``true.npy`` (scaled) and, with a scaler's ``mean`` / ``std`` (of the output columns),
+    ``pred_unscaled.npy`` / ``true_unscaled.npy`` into ``folder``, atomically; returns name -> path. Each unscaled
+    array is made only when the one before it is written (Traffic-720's test split is 6.9 GB per array)."""
+    written: dict[str, str] = {}
+
+    def save(name: str, array: np.ndarray) -> None:
+        written[name] = str(atomic_write(folder / name, lambda handle: np.save(handle, array)))
+
+    save("pred.npy", pred)
+    save("true.npy", true)
+    if mean is not None and std is not None:
+        mean32, std32 = np.asarray(mean, np.float32), np.asarray(std, np.float32)  # as evaluate_split's unscaled metrics
+        save("pred_unscaled.npy", pred * std32 + mean32)
+        save("true_unscaled.npy", true * std32 + mean32)
+    return written
+
+
 def evaluate_checkpoint(checkpoint: str | Path | None, overrides: Sequence[str] = (), split: str = "test", unscaled: bool = False,
                         output: Path | None = None, windows: int = 4, device: str = "auto",
-                        config: str | Path | None = None, weights: str | Path | None = None) -> dict[str, Any]:
+                        config: str | Path | None = None, weights: str | Path | None = None,
+                        save_arrays: bool = False) -> dict[str, Any]:
     """Evaluate our checkpoint (``checkpoint``), or foreign weights (``weights``: e.g. the authors' FFNet-TS
     state_dict, whose never-used modules are dropped) built from a recipe (``config``). With ``output`` (a
-    ``results.json`` path) the results and ``forecast.png`` are written there."""
+    ``results.json`` path) the results and ``forecast.png`` are written there; ``save_arrays`` adds the
+    prediction arrays (:func:`save_predictions`) beside it."""
     started = time.time()
     if (checkpoint is None) == (weights is None):
         raise FFNetError("give either --checkpoint (ours) or --weights with --config (e.g. an official state_dict)")
@@ -121,6 +153,14 @@ def evaluate_checkpoint(checkpoint: str | Path | None, overrides: Sequence[str] 
             png = plot_forecasts(hist, fc, truth, data.n_vars - 1,
                                  f"{cfg.data.dataset} {split} target {data.columns[-1]!r}", output.parent / "forecast.png")
         result["plot"] = str(png) if png else None
+        if save_arrays:
+            pred, true = forecast_arrays(model, dataset, bs, dev, cfg.data.features, precision=cfg.run.precision)
+            cols = slice(-1, None) if cfg.data.features == "MS" else slice(None)
+            scaler = data.scaler
+            result["predictions"] = save_predictions(
+                output.parent, pred, true, scaler.mean[cols] if scaler is not None else None,
+                scaler.std[cols] if scaler is not None else None)
+            result["predictions_shape"] = list(pred.shape)
         write_results(
             output, metrics=result["metrics_scaled"],
             data={"dataset": cfg.data.dataset, "path": str(data.path), "split": split, "windows": len(dataset),
@@ -130,6 +170,7 @@ def evaluate_checkpoint(checkpoint: str | Path | None, overrides: Sequence[str] 
                       "weights": "official state_dict" if weights is not None else "ours"},
             wall_s=round(time.time() - started, 2), epoch=result["epoch"], repeat_last=result["repeat_last_scaled"],
             metrics_unscaled=result.get("metrics_unscaled"), ignored_unused_keys=len(dropped), plot=result["plot"],
+            predictions=result.get("predictions"), predictions_shape=result.get("predictions_shape"),
             config=config_to_dict(cfg),
         )
     return result
@@ -145,13 +186,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--unscaled", action="store_true", help="also report metrics in data units (labelled metrics_unscaled)")
     parser.add_argument("--windows", type=non_negative_int, default=4, help="forecast windows to plot (0: no plot)")
     parser.add_argument("--device", default="auto", help="auto (cuda if available, else cpu) | cpu | cuda | cuda:N | mps")
+    parser.add_argument("--save-predictions", action="store_true", help="also write pred.npy / true.npy (scaled, "
+                        "[windows, pred_len, vars], as TSLib) and pred_unscaled.npy / true_unscaled.npy beside the output")
     args = parser.parse_args(argv)
     source = args.checkpoint or args.weights
     if source is None:
         raise FFNetError("give --checkpoint PATH (or --weights PATH --config RECIPE.yaml)")
     output = Path(args.output) if args.output else Path(source).parent / f"eval_{args.split}" / "results.json"
     result = evaluate_checkpoint(args.checkpoint, args.overrides, args.split, args.unscaled, output, args.windows,
-                                 args.device, config=args.config, weights=args.weights)
+                                 args.device, config=args.config, weights=args.weights,
+                                 save_arrays=args.save_predictions)
     m = result["metrics_scaled"]
     print(f"{result['dataset']} {args.split} ({result['windows']} windows): mse {m['mse']:.4f} mae {m['mae']:.4f} "
           f"(repeat-last mse {result['repeat_last_scaled']['mse']:.4f}); wrote {output}")

@@ -24,6 +24,7 @@ import numpy as np
 from metamixer.train.errors import FFNetError
 
 from .ply import read_ply
+from .scannet_classes import SCANNET200_CLASSES
 from .semantic_kitti import SEMANTIC_KITTI_CLASSES, list_scans, load_scan
 from .synthetic import SYNTH_CLASSES
 
@@ -81,7 +82,7 @@ S3DIS_CLASSES = (
 #: dataset type -> (label array name, class names or count, default train/val splits)
 DATASETS: dict[str, dict[str, Any]] = {
     "scannet": {"segment_key": "segment20", "classes": SCANNET20_CLASSES, "train": ["train"], "val": ["val"]},
-    "scannet200": {"segment_key": "segment200", "classes": 200, "train": ["train"], "val": ["val"]},
+    "scannet200": {"segment_key": "segment200", "classes": SCANNET200_CLASSES, "train": ["train"], "val": ["val"]},
     "s3dis": {
         "segment_key": "segment",
         "classes": S3DIS_CLASSES,

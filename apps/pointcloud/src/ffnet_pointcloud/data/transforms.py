@@ -6,7 +6,10 @@ whose first dimension equals the number of points (``coord``, ``color``, ``norma
 subsetting transform (GridSample, SphereCrop, RandomDropout) subsets all of them together.
 
 ``GridSample(mode="test")`` returns a LIST of fragments (one point per voxel each) whose ``index`` arrays
-together cover every input point; that is what fragment inference votes over.
+together cover every input point; that is what fragment inference votes over. ``SphereCrop(mode="all")`` also
+returns a list (crops of at most ``point_max`` points that together hold every point). :class:`Compose` applies
+the transforms after such a step to every element and returns the flat list, so a test pipeline may crop each
+fragment; training and validation pipelines must give one sample per scene (:func:`check_single_output`).
 """
 
 from __future__ import annotations
@@ -18,7 +21,8 @@ import numpy as np
 
 from metamixer.train.errors import FFNetError
 
-__all__ = ["TRANSFORMS", "Compose", "build_transforms", "point_keys", "subset", "voxelize"]
+__all__ = ["TRANSFORMS", "HASH_TYPES", "Compose", "build_transforms", "check_single_output", "point_keys", "subset",
+           "voxelize"]
 
 Data = dict[str, Any]
 TRANSFORMS: dict[str, type] = {}
@@ -56,8 +60,15 @@ class Compose:
         self.transforms = list(transforms)
 
     def __call__(self, data: Data) -> Any:
-        for t in self.transforms:
+        for i, t in enumerate(self.transforms):
             data = t(data)
+            if isinstance(data, list):  # several samples (fragments, crops): the rest applies to each
+                rest = Compose(self.transforms[i + 1:])
+                out: list[Data] = []
+                for part in data:
+                    result = rest(part)
+                    out.extend(result if isinstance(result, list) else [result])
+                return out
         return data
 
     def __repr__(self) -> str:
@@ -88,6 +99,25 @@ def build_transforms(
     if rng is not None:
         set_rng(pipeline, rng)
     return pipeline
+
+
+def _multi_output(t: Any) -> str | None:
+    """Why transform ``t`` returns a list instead of one sample (None: it returns one sample)."""
+    if isinstance(t, GridSample) and t.mode == "test":
+        return "mode 'test' returns a list of fragments"
+    if isinstance(t, SphereCrop) and t.mode == "all":
+        return "mode 'all' returns a list of crops covering the scene"
+    return None
+
+
+def check_single_output(pipeline: Compose, where: str, hint: str = "it belongs in data.test_post_transforms") -> None:
+    """Refuse a transform that turns one scene into several samples where one sample is expected (training and
+    validation batches, TTA views): the next step would get a list and fail far from the config key."""
+    for i, t in enumerate(pipeline.transforms):
+        reason = _multi_output(t)
+        if reason is not None:
+            raise FFNetError(f"{where}[{i}] ({type(t).__name__}): {reason}, but this pipeline must give one sample "
+                             f"per scene; {hint}")
 
 
 def set_rng(pipeline: Compose, rng: np.random.Generator) -> None:
@@ -357,26 +387,62 @@ class NormalizeColor(_Random):
         return data
 
 
-def voxelize(coord: np.ndarray, grid_size: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+#: GridSample's voxel keys: Pointcept's two hashes. Both group the points into the same voxels (``ravel`` is exact,
+#: ``fnv`` is checked for collisions); only the key values, and so the order of the voxels, differ.
+HASH_TYPES = ("ravel", "fnv")
+
+_FNV_OFFSET = np.uint64(14695981039346656037)
+_FNV_PRIME = np.uint64(1099511628211)
+
+
+def _ravel_key(grid: np.ndarray, grid_size: float) -> np.ndarray:
+    """Row-major linear index of each voxel in the scene's bounding grid: exact, so keys never collide."""
+    dims = grid.max(0) + 1
+    if float(np.prod(dims.astype(np.float64))) >= 2**62:
+        raise FFNetError(f"scene spans {dims.tolist()} voxels at grid {grid_size}: too large for ravel keys "
+                         "(use hash_type: fnv)")
+    return (grid[:, 0] * dims[1] + grid[:, 1]) * dims[2] + grid[:, 2]
+
+
+def _fnv_key(grid: np.ndarray) -> np.ndarray:
+    """64-bit FNV over the three voxel indices (multiply by the prime, then xor, per coordinate: the order
+    Pointcept's ``fnv_hash_vec`` uses), wrapping modulo 2**64."""
+    cells = grid.astype(np.uint64)
+    key = np.full(len(cells), _FNV_OFFSET, dtype=np.uint64)
+    for j in range(cells.shape[1]):
+        key = np.bitwise_xor(key * _FNV_PRIME, cells[:, j])
+    return key
+
+
+def voxelize(coord: np.ndarray, grid_size: float,
+             hash_type: str = "ravel") -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Voxel indices of each point: ``(grid_coord, idx_sort, inverse_sorted, count)``.
 
-    Exact linear keys (not a hash) so two voxels can never collide. ``idx_sort`` sorts points by voxel,
-    ``count`` is points per voxel in that order.
+    ``idx_sort`` sorts points by voxel key (stably: within a voxel the input order is kept), ``count`` is points
+    per voxel in that order. ``hash_type`` (:data:`HASH_TYPES`) picks the key; an ``fnv`` collision (two voxels,
+    one key: never seen, but possible in principle) is an error instead of a silent merge of two voxels.
     """
     grid = np.floor(coord / grid_size).astype(np.int64)
     grid -= grid.min(0)
-    dims = grid.max(0) + 1
-    if float(np.prod(dims.astype(np.float64))) >= 2**62:
-        raise FFNetError(f"scene spans {dims.tolist()} voxels at grid {grid_size}: too large for exact keys")
-    key = (grid[:, 0] * dims[1] + grid[:, 1]) * dims[2] + grid[:, 2]
+    if hash_type == "ravel":
+        key = _ravel_key(grid, grid_size)
+    elif hash_type == "fnv":
+        key = _fnv_key(grid)
+    else:
+        raise FFNetError(f"hash_type must be one of {', '.join(HASH_TYPES)}, got {hash_type!r}")
     idx_sort = np.argsort(key, kind="stable")
     _, inverse, count = np.unique(key[idx_sort], return_inverse=True, return_counts=True)
+    if hash_type == "fnv":
+        cells = grid[idx_sort]
+        first = np.concatenate([[0], np.cumsum(count)[:-1]])
+        if (cells != cells[first][inverse]).any():
+            raise FFNetError(f"hash_type fnv: two voxels share one key at grid {grid_size}; use hash_type: ravel")
     return grid, idx_sort, inverse, count
 
 
 @register
 class GridSample(_Random):
-    """Voxelize at ``grid_size``.
+    """Voxelize at ``grid_size`` (voxel keys: ``hash_type`` ravel | fnv, the same voxels either way).
 
     * ``mode="train"``: keep one random point per voxel; adds ``grid_coord`` and (``return_inverse``) an
       ``inverse`` map from every input point to its kept representative.
@@ -391,11 +457,14 @@ class GridSample(_Random):
         mode: str = "train",
         return_inverse: bool = False,
         return_grid_coord: bool = True,
-        hash_type: str = "exact",
+        hash_type: str = "ravel",
         keys: Sequence[str] | None = None,
     ) -> None:
         if mode not in ("train", "test"):
             raise FFNetError(f"GridSample.mode must be 'train' or 'test', got {mode!r}")
+        if hash_type not in HASH_TYPES:
+            raise FFNetError(f"hash_type must be one of {', '.join(HASH_TYPES)} (Pointcept's voxel hashes; both "
+                             f"give the same voxels), got {hash_type!r}")
         if isinstance(grid_size, bool) or not isinstance(grid_size, (int, float)) or not grid_size > 0 \
                 or not np.isfinite(grid_size):
             raise FFNetError(f"grid_size must be a finite number > 0 (metres), got {grid_size!r}")
@@ -403,10 +472,10 @@ class GridSample(_Random):
         self.mode = mode
         self.return_inverse = return_inverse
         self.return_grid_coord = return_grid_coord
-        self.hash_type = hash_type  # accepted for config compatibility; keys are exact here
+        self.hash_type = hash_type
 
     def __call__(self, data: Data) -> Data | list[Data]:
-        grid, idx_sort, inverse, count = voxelize(data["coord"], self.grid_size)
+        grid, idx_sort, inverse, count = voxelize(data["coord"], self.grid_size, self.hash_type)
         start = np.concatenate([[0], np.cumsum(count)[:-1]])
         if self.mode == "train":
             pick = start + self.rng.integers(0, count.max(), count.size) % count
@@ -432,28 +501,59 @@ class GridSample(_Random):
 class SphereCrop(_Random):
     """Keep at most ``point_max`` points (or ``sample_rate`` of them) nearest to a centre point.
 
-    ``mode``: "random" (random centre, training), "center" (the scene's middle point).
+    ``mode``: "random" (random centre, training), "center" (the scene's middle point), "all" (test time: a LIST
+    of crops of at most ``point_max`` points each that together hold every point, as Pointcept's "all": large
+    outdoor fragments are segmented piecewise and every point still gets its votes). In "all" each crop's
+    ``index`` gives its rows in the input (composed with an ``index`` the input already has, e.g. a GridSample
+    fragment's), and each next centre is a random point that is in no crop yet, so the crops end after at most
+    one per point (Pointcept draws its centres from a coverage score instead).
     """
 
     def __init__(
         self, point_max: int = 80000, sample_rate: float | None = None, mode: str = "random"
     ) -> None:
-        if mode not in ("random", "center"):
-            raise FFNetError(f"SphereCrop.mode must be 'random' or 'center', got {mode!r}")
+        if mode not in ("random", "center", "all"):
+            raise FFNetError(f"SphereCrop.mode must be 'random', 'center' or 'all', got {mode!r}")
+        if isinstance(point_max, bool) or not isinstance(point_max, int) or point_max < 1:
+            raise FFNetError(f"point_max must be an integer >= 1 (points per crop), got {point_max!r}")
+        if sample_rate is not None and (isinstance(sample_rate, bool) or not isinstance(sample_rate, (int, float))
+                                        or not 0 < sample_rate <= 1):
+            raise FFNetError(f"sample_rate must be null or a number in (0, 1], got {sample_rate!r}")
         self.point_max = point_max
         self.sample_rate = sample_rate
         self.mode = mode
 
-    def __call__(self, data: Data) -> Data:
-        n = len(data["coord"])
+    def _limit(self, n: int) -> int:
         point_max = int(self.sample_rate * n) if self.sample_rate is not None else self.point_max
-        point_max = min(point_max, self.point_max)
+        return max(1, min(point_max, self.point_max))
+
+    def __call__(self, data: Data) -> Data | list[Data]:
+        n = len(data["coord"])
+        point_max = self._limit(n)
+        if self.mode == "all":
+            return self._all(data, point_max)
         if n <= point_max:
             return data
         c = data["coord"]
         centre = c[self.rng.integers(n)] if self.mode == "random" else c[n // 2]
         idx = np.argsort(((c - centre) ** 2).sum(1), kind="stable")[:point_max]
         return subset(data, np.sort(idx))
+
+    def _all(self, data: Data, point_max: int) -> list[Data]:
+        n = len(data["coord"])
+        if "index" not in data:
+            data = {**data, "index": np.arange(n)}
+        if n <= point_max:
+            return [data]
+        c = data["coord"].astype(np.float64)
+        covered = np.zeros(n, dtype=bool)
+        crops = []
+        while not covered.all():
+            centre = c[self.rng.choice(np.flatnonzero(~covered))]
+            idx = np.sort(np.argsort(((c - centre) ** 2).sum(1), kind="stable")[:point_max])
+            covered[idx] = True
+            crops.append(subset(data, idx))
+        return crops
 
 
 @register

@@ -66,6 +66,8 @@ DATASETS: dict[str, DatasetSpec] = {
     "Exchange": DatasetSpec("ts/exchange_rate/exchange_rate.csv", "custom", 8),
     "ECL": DatasetSpec("ts/electricity/electricity.csv", "custom", 321),
     "Traffic": DatasetSpec("ts/traffic/traffic.csv", "custom", 862),
+    # TSLib's national_illness.csv (weekly, 966 rows, OT last); not shipped in $FFNET_DATA: put it there or set data.path
+    "ILI": DatasetSpec("ts/illness/national_illness.csv", "custom", 7),
 }
 
 _ETT_HOUR_MONTH = 30 * 24
