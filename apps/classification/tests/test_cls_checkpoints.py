@@ -87,13 +87,17 @@ def test_checkpoint_of_another_variant_names_the_keys(tmp_path: Path) -> None:
     assert "looks like ffnet_1" in msg
 
 
-def test_class_count_mismatch_is_clear(tmp_path: Path) -> None:
+def test_another_class_count_drops_the_classifier(tmp_path: Path) -> None:
+    """timm's fine-tuning rule: the pretrained head is dropped, everything else loads."""
     path = tmp_path / "ffnet_1.pth.tar"
-    write_official(path, "ffnet_1", with_ema=False)
-    with pytest.raises(FFNetError, match="1000 classes but the model was built with num_classes=10"):
-        create_model("ffnet_1", num_classes=10, pretrained=path)
-    model = create_model("ffnet_1", num_classes=10, pretrained=path, ignore_head=True)
-    assert model.head.weight.shape == (10, 640)
+    sd, _ = write_official(path, "ffnet_1", with_ema=False)
+    torch.manual_seed(0)
+    model = create_model("ffnet_1", num_classes=10, pretrained=path)
+    got = model.state_dict()
+    assert model.head.weight.shape == (10, 640) and not torch.equal(got["head.bias"][:10], sd["head.bias"][:10])
+    assert all(torch.equal(got[k], v) for k, v in sd.items() if not k.startswith("head."))
+    same = create_model("ffnet_1", pretrained=path, ignore_head=True)  # same size, head still dropped on request
+    assert not torch.equal(same.head.weight, sd["head.weight"])
 
 
 def test_ema_requested_but_absent(tmp_path: Path) -> None:

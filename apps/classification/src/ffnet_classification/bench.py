@@ -26,7 +26,7 @@ from metamixer.train.outputs import check_output_file
 from metamixer.train.results import write_json
 
 from .models import create_model, list_models
-from .models.cpu_opt import optimize_for_cpu
+from .models.cpu_opt import optimize_for_cpu, prepare_for_inference
 
 # --------------------------------------------------------------------------------------------- peer: ConvNeXt-T
 
@@ -172,7 +172,7 @@ def run_benchmark(
     modes: Sequence[str] = ("eager",),
     dtypes: Sequence[str] = ("fp32",),
     layouts: Sequence[str] = ("contiguous", "channels_last"),
-    forms: Sequence[str] = ("train", "fused", "fused_cpu"),
+    forms: Sequence[str] = ("train", "fused", "fused_cpu", "deploy"),
     peer: str = "builtin",
     resolution: int = 256,
     threads: int = 2,
@@ -194,6 +194,8 @@ def run_benchmark(
         models[f"{model_name}_fused"] = base.fuse()
     if "fused_cpu" in forms:
         models[f"{model_name}_fused_cpu"] = optimize_for_cpu(base, channels_last=False)
+    if "deploy" in forms:  # what ffnet-cls-predict/-eval run on CPU: core's fused channels-last blocks
+        models[f"{model_name}_fused_deploy"] = prepare_for_inference(base)
     models["convnext_t"] = build_peer(peer).eval()
     info = {
         "model": model_name, "resolution": resolution, "threads": threads, "torch": torch.__version__,
@@ -210,7 +212,8 @@ def run_benchmark(
                     cl = layout == "channels_last"
                     xin = x.contiguous(memory_format=torch.channels_last) if cl else x
                     t0 = time.time()
-                    steps = {k: _prepare(m, dtype, cl, mode, xin) for k, m in models.items()}
+                    steps = {k: _prepare(m, dtype, cl, mode, xin) for k, m in models.items()
+                             if mode == "eager" or not k.endswith("_deploy")}  # its C kernels run eager only
                     secs = time_interleaved(steps, rounds, min_round_s, warmup)
                     row = {"batch": bs, "dtype": dtype, "mode": mode, "layout": layout,
                            "img_s": {k: bs / v[0] for k, v in secs.items()},
@@ -260,9 +263,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--dtypes", nargs="+", default=["fp32"], choices=["fp32", "bf16"])
     p.add_argument("--layouts", nargs="+", default=["contiguous", "channels_last"],
                    choices=["contiguous", "channels_last"])
-    p.add_argument("--forms", nargs="+", default=["train", "fused", "fused_cpu"],
-                   choices=["train", "fused", "fused_cpu"],
-                   help="fused_cpu = fused + ffnet_classification.models.cpu_opt.optimize_for_cpu")
+    p.add_argument("--forms", nargs="+", default=["train", "fused", "fused_cpu", "deploy"],
+                   choices=["train", "fused", "fused_cpu", "deploy"],
+                   help="fused_cpu = fused + ffnet_classification.models.cpu_opt.optimize_for_cpu; deploy = "
+                        "cpu_opt.prepare_for_inference (the CLIs' CPU path)")
     p.add_argument("--peer", default="builtin", choices=["builtin", "timm"])
     p.add_argument("--resolution", type=positive_int, default=256)
     p.add_argument("--threads", type=positive_int, default=2)

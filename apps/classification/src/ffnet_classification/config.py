@@ -25,7 +25,7 @@ class ModelConfig:
     name: str = "ffnet_1"
     #: null = take the number of classes from the training set
     num_classes: int | None = bounded(None, ge=1)
-    #: null = the variant's default (0.1 / 0.15 / 0.35 / 0.4)
+    #: null = 0 (timm's default for every model); the recipes set the paper's rates (0.1 / 0.15 / 0.35 / 0.4)
     drop_path_rate: float | None = bounded(None, ge=0, lt=1)
     drop_rate: float = bounded(0.0, ge=0, lt=1)
     #: FFNetSpec overrides for custom sizes, e.g. {widths: [16, 32, 64, 128], depths: [1, 1, 2, 1]}

@@ -4,7 +4,9 @@ The model is re-parameterized first (one DW conv per RepVGG block, BN folded) an
 graph holds no BatchNorm of the mixers and no DropPath/``bernoulli``. ONNX comes from torch's
 ``torch.export``-based exporter (``dynamo=True``, needs ``onnxscript``) with a dynamic batch axis and is checked
 in onnxruntime; TorchScript is checked by reloading; the max abs difference to the PyTorch fused model is
-reported for both.
+reported for both. ``--formats timm`` writes the run's train-form weights and EMA weights as a timm-style file
+(``state_dict`` / ``state_dict_ema``, see :mod:`ffnet_classification.timm_checkpoint`), which timm's own
+``load_checkpoint(use_ema=True)`` reads.
 """
 from __future__ import annotations
 
@@ -29,6 +31,7 @@ from metamixer.train.outputs import check_output_file, check_output_folder
 from metamixer.train.results import write_json
 
 from .models.registry import load_model
+from .timm_checkpoint import write_timm_checkpoint
 
 
 def _forbidden_ops(graph_text: str) -> list[str]:
@@ -139,9 +142,10 @@ def export_model(
     formats: Sequence[str] = ("onnx", "torchscript"),
     tolerance: float = 1e-4,
     report_path: str | Path | None = None,
+    checkpoint: str | Path | None = None,
 ) -> dict[str, Any]:
     """Fuse ``model`` (if needed), export it, verify, and return a report (also saved as ``export.json``, or
-    ``report_path``).
+    ``report_path``). The ``timm`` format re-reads ``checkpoint`` (it needs the EMA weights too).
 
     The files are written into a hidden staging folder inside ``output_dir`` and moved into place only after
     every check passed, so a failed export (a graph with training-only ops, outputs beyond ``tolerance``, a
@@ -150,6 +154,8 @@ def export_model(
     unknown = [fmt for fmt in formats if fmt not in FORMATS]
     if unknown:
         raise FFNetError(f"unknown export format(s) {', '.join(map(repr, unknown))}; expected {' or '.join(FORMATS)}")
+    if "timm" in formats and checkpoint is None:
+        raise FFNetError("the timm format is written from a run checkpoint (its EMA weights too): give --checkpoint")
     fused = model.fuse() if hasattr(model, "fuse") and not getattr(model, "is_fused", True) else model.eval()
     fused = fused.cpu().float().eval()
     example = torch.randn(1, getattr(fused, "in_chans", 3), input_size, input_size, generator=torch.Generator().manual_seed(0))
@@ -162,6 +168,9 @@ def export_model(
         for fmt in formats:
             if fmt == "onnx":
                 report["onnx"] = export_onnx(fused, example, staging / f"{name}_{input_size}.onnx")
+            elif fmt == "timm":
+                report["timm"] = write_timm_checkpoint(checkpoint, staging / f"{name}_timm.pth",  # type: ignore[arg-type]
+                                                       getattr(model, "model_name", None))
             else:
                 report["torchscript"] = export_torchscript(fused, example, staging / f"{name}_{input_size}.pt")
         for fmt in formats:
@@ -185,7 +194,9 @@ def export_model(
 
 
 #: the formats ``--formats`` accepts
-FORMATS = ("onnx", "torchscript")
+FORMATS = ("onnx", "torchscript", "timm")
+#: what ``--formats`` writes when not given (the timm file is asked for explicitly)
+DEFAULT_FORMATS = ("onnx", "torchscript")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -195,7 +206,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--num-classes", type=positive_int, default=1000, help="with --model and no checkpoint")
     p.add_argument("--ema", action="store_true")
     p.add_argument("--input-size", type=positive_int, default=None, help="default: the model's (256; 384 for *_384)")
-    p.add_argument("--formats", nargs="+", default=list(FORMATS), choices=FORMATS)
+    p.add_argument("--formats", nargs="+", default=list(DEFAULT_FORMATS), choices=FORMATS,
+                   help="timm: the train-form weights + EMA weights as state_dict / state_dict_ema (timm's loader)")
     p.add_argument("--tolerance", type=float, default=1e-4)
     p.add_argument("--output-dir", required=True, help="folder for the exported files and export.json")
     a = p.parse_args(argv)
@@ -217,7 +229,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     size = a.input_size
     if size is None:
         size = run_cfg.get("data", {}).get("input_size") or model.pretrained_cfg["input_size"][-1]
-    report = export_model(model, a.output_dir, name, size, a.formats, a.tolerance, report_path=a.output)
+    report = export_model(model, a.output_dir, name, size, a.formats, a.tolerance, report_path=a.output,
+                          checkpoint=a.checkpoint)
     print(json.dumps({k: ({kk: vv for kk, vv in v.items() if kk != "ops"} if isinstance(v, dict) else v)
                       for k, v in report.items()}, indent=2))
     return 0

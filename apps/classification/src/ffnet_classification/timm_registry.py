@@ -5,40 +5,41 @@ in torchvision). Registration happens when the user calls :func:`register_timm` 
 imported at the time ``ffnet_classification`` is imported.
 
 Only timm's public API is used (timm >= 1.0: ``timm.models.register_model``, ``generate_default_cfgs``,
-``is_model``, ``model_entrypoint``), never its private registry dicts, so a timm release that reorganizes
-its internals does not break us. ``register_model`` reads a model's pretrained cfg from the attribute
-``default_cfgs`` of the module the entrypoint belongs to (timm's convention for model files); this module
-therefore sets ``default_cfgs`` before registering, and exposes each entrypoint as a module-level function
-named like the model, as timm's own model modules do.
+``is_model``, ``model_entrypoint``), never its private registry dicts. ``register_model`` reads a model's
+pretrained cfgs from the attribute ``default_cfgs`` of the module the entrypoint belongs to (timm's convention
+for model files), keyed by model name, each entry holding the model's tags (``ffnet_1.in1k``,
+``ffnet_1.in1k_dist``); this module therefore sets ``default_cfgs`` before registering and exposes each
+entrypoint as a module-level function named like the model, as timm's own model modules do.
+
+The entrypoints hand everything timm passes (``pretrained``, ``pretrained_cfg`` — a tag or a dict —,
+``pretrained_cfg_overlay``, ``features_only``, ``out_indices``, ``feature_cls``, ``feature_cfg``,
+``global_pool``, ``in_chans``, ``num_classes``, ...) to :func:`ffnet_classification.create_model`, which
+implements timm's builder semantics (cfg resolution, classifier / first-conv adaptation, feature backbones), so
+a model built through timm and one built directly are the same.
 """
 from __future__ import annotations
 
 import sys
 import warnings
 from collections.abc import Callable, Mapping
+from dataclasses import asdict
 from typing import Any
 
 from torch import nn
 
-from metamixer.train.errors import FFNetError
-
-from .models.ffnet import PretrainedCfg as FFNetPretrainedCfg
-from .models.registry import PRETRAINED_CFGS, list_models
+from .models.ffnet import PRETRAINED_CFG_FIELDS
+from .models.pretrained import DEFAULT_CFGS
+from .models.registry import list_models
 
 __all__ = ["TIMM_PRETRAINED_CFG_FIELDS", "maybe_register_timm", "register_timm", "timm_pretrained_cfgs"]
 
-#: the fields of timm 1.0's ``PretrainedCfg`` dataclass (``timm.models.PretrainedCfg``). It rejects unknown
-#: keys with a TypeError, so the cfgs below are checked against this list in the tests, with or without timm.
-TIMM_PRETRAINED_CFG_FIELDS = frozenset({
-    "url", "file", "state_dict", "hf_hub_id", "hf_hub_filename", "source", "architecture", "tag", "custom_load",
-    "input_size", "test_input_size", "min_input_size", "fixed_input_size", "interpolation", "crop_pct",
-    "test_crop_pct", "crop_mode", "mean", "std", "num_classes", "label_offset", "label_names",
-    "label_descriptions", "pool_size", "test_pool_size", "first_conv", "classifier", "license", "description",
-    "origin_url", "paper_name", "paper_ids", "notes",
-})
+#: the fields of timm 1.0's ``PretrainedCfg`` dataclass (``timm.models.PretrainedCfg``), which rejects any
+#: other key with a TypeError; our ``PretrainedCfg`` has exactly these
+TIMM_PRETRAINED_CFG_FIELDS = frozenset(PRETRAINED_CFG_FIELDS)
 
-#: total stride of the network (stem /4, three downsamplers /2): the pooled feature map is input_size / 32
-_STRIDE = 32
+#: keyword arguments of timm's ``create_model`` / builder that mean nothing for FFNet (nothing is downloaded,
+#: nothing is cached; ``pretrained_strict`` is ours always: only timm's adaptations relax it)
+_IGNORED_KWARGS = ("cache_dir", "pretrained_strict")
 
 _REGISTERED = False
 
@@ -47,66 +48,28 @@ default_cfgs: Mapping[str, Any] = {}
 
 
 def timm_pretrained_cfgs() -> dict[str, dict[str, Any]]:
-    """Each model's cfg in timm's ``PretrainedCfg`` field names, built from our own defaults (no timm needed).
-
-    ``url`` and ``hf_hub_id`` are empty because no FFNet weights are published for download (the official
-    ``url`` is empty too), so timm lists none of the models as pretrained. ``first_conv`` / ``classifier`` name
-    modules of the train form, which is what ``timm.create_model`` builds (timm adapts their weights for
-    ``in_chans`` / ``num_classes`` changes by these names).
-    """
+    """``"model.tag"`` -> cfg dict in timm's ``PretrainedCfg`` fields (no timm needed), the input of timm's
+    ``generate_default_cfgs``; each model's first tag is its default. ``architecture`` / ``tag`` are left for
+    ``register_model`` to fill in, as timm's own cfgs do; nothing names a ``url`` (none is published)."""
     out: dict[str, dict[str, Any]] = {}
-    for name in list_models():
-        ours = PRETRAINED_CFGS.get(name, FFNetPretrainedCfg())
-        size = tuple(ours.input_size)
-        out[name] = {
-            "url": "",
-            "hf_hub_id": "",
-            "num_classes": ours.num_classes,
-            "input_size": size,
-            "pool_size": (size[1] // _STRIDE, size[2] // _STRIDE),
-            "fixed_input_size": ours.fixed_input_size,
-            "interpolation": ours.interpolation,
-            "crop_pct": ours.crop_pct,
-            "crop_mode": ours.crop_mode,
-            "mean": tuple(ours.mean),
-            "std": tuple(ours.std),
-            "first_conv": ours.first_conv,
-            "classifier": ours.classifier,
-            "paper_name": "MetaMixer Is All You Need",
-        }
+    for key, cfg in DEFAULT_CFGS.items():
+        d = {k: v for k, v in asdict(cfg).items() if v is not None and k not in ("architecture", "tag")}
+        out[key] = d
     return out
-
-
-def _weights_file(name: str, pretrained_cfg: Any, overlay: Mapping[str, Any]) -> str | None:
-    """The local weights file timm's conventions point at: ``pretrained_cfg_overlay=dict(file=...)`` first,
-    then a dict / ``PretrainedCfg`` passed as ``pretrained_cfg``. A tag (``"ffnet_1.in1k"``) names nothing."""
-    if isinstance(pretrained_cfg, str) and pretrained_cfg:
-        raise FFNetError(f"{name}: no pretrained tag {pretrained_cfg!r} (no FFNet weights are downloadable); "
-                         "pass pretrained=True, pretrained_cfg_overlay=dict(file='<path to .pth.tar>')")
-    cfg_file = (pretrained_cfg.get("file") if isinstance(pretrained_cfg, Mapping)
-                else getattr(pretrained_cfg, "file", None))
-    return overlay.get("file") or cfg_file or None
 
 
 def _make_entrypoint(name: str) -> Callable[..., nn.Module]:
     """A timm model entrypoint for ``name``: timm registers it under its ``__name__`` and calls it with
-    ``pretrained``, ``pretrained_cfg``, ``pretrained_cfg_overlay`` (newer 1.0.x also ``cache_dir``) and the
-    user's keyword arguments; ``checkpoint_path`` is loaded by timm itself after the call."""
+    ``pretrained``, ``pretrained_cfg`` (the tag of ``"ffnet_1.tag"``, or a dict), ``pretrained_cfg_overlay``
+    (newer 1.0.x also ``cache_dir``) and the user's keyword arguments with ``None`` values removed;
+    ``checkpoint_path`` is loaded by timm itself after the call (its ``load_checkpoint``)."""
 
     def entrypoint(pretrained: bool = False, **kwargs: Any) -> nn.Module:
         from .models.registry import create_model
 
-        pretrained_cfg = kwargs.pop("pretrained_cfg", None)
-        overlay = dict(kwargs.pop("pretrained_cfg_overlay", None) or {})
-        kwargs.pop("cache_dir", None)  # timm's hub cache: nothing is downloaded for FFNet
-        path = _weights_file(name, pretrained_cfg, overlay)
-        if pretrained and not path:
-            raise FFNetError(f"timm.create_model({name!r}, pretrained=True): no FFNet weights are downloadable; "
-                             "add pretrained_cfg_overlay=dict(file='<official .pth.tar or our checkpoint>')")
-        # as in timm, a file is only loaded with pretrained=True
-        model = create_model(name, pretrained=path if pretrained else None, **kwargs)
-        model.pretrained_cfg.update(overlay)  # timm semantics: the overlay replaces those cfg values
-        return model
+        for key in _IGNORED_KWARGS:
+            kwargs.pop(key, None)
+        return create_model(name, pretrained=bool(pretrained), **kwargs)
 
     entrypoint.__name__ = name
     entrypoint.__qualname__ = name

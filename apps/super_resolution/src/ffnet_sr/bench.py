@@ -39,10 +39,10 @@ from metamixer.train.errors import FFNetError, run_cli
 from metamixer.train.results import write_json
 
 from .imresize import imresize
-from .inference import forward_tiled
+from .inference import forward_tiled, prepare_for_inference
 from .models import create_model
 
-__all__ = ["PeakRSS", "measure", "model_macs", "run_benchmark", "main"]
+__all__ = ["PeakRSS", "measure", "model_macs", "run_benchmark", "compare_with_authors", "main"]
 
 OUT_H, OUT_W = 720, 1280
 
@@ -159,7 +159,7 @@ def run_benchmark(
             model = create_model(name, scale).to(device).eval()
             params = count_params(model)
             for mode in modes:
-                runner = torch.compile(model) if mode == "compiled" else model
+                runner = prepare_for_inference(model, compile=mode == "compiled")  # the deploy path users get
                 for precision in precisions:
                     for tiling in tilings:
                         def fn(runner=runner, precision=precision, tiling=tiling, x=x, scale=scale) -> torch.Tensor:
@@ -181,6 +181,55 @@ def run_benchmark(
                         log(f"x{scale} {name} {mode} {precision} {row['tiling']}: {stats['median_ms']:.0f} ms, "
                             f"peak +{stats['peak_mem_mib']:.0f} MiB")
     return rows
+
+
+def _peak_mib(fn: Callable[[], Any]) -> float:
+    with PeakRSS() as rss:
+        fn()
+    return rss.peak_delta / 2**20
+
+
+def compare_with_authors(name: str = "ffnetsr_light", scale: int = 4, lr_hw: tuple[int, int] = (90, 160),
+                         rounds: int = 5, tile: int = 48, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Our deploy path (:func:`~ffnet_sr.inference.prepare_for_inference`) against the authors' architecture
+    (the same weights run as the plain PyTorch module sequence on a contiguous NCHW input, which is what their
+    BasicSR code executes) in one process: ``rounds`` interleaved rounds (authors, ours, authors, ...), medians;
+    the largest relative output difference; peak memory of one whole-image run each; and the tiled deploy
+    path's peak at the given size and at 2x each side (exact tiles of ``tile`` LR pixels: the peak depends on
+    the tile, not the image)."""
+    torch.manual_seed(0)
+    authors = create_model(name, scale).eval()
+    with torch.no_grad():  # trained-like weights: the init's zero biases would hide bias/epilogue mistakes
+        for p in authors.parameters():
+            p.add_(torch.randn_like(p) * 0.01)
+    ours = prepare_for_inference(authors)
+    x = torch.rand(1, 3, *lr_hw)
+    times: dict[str, list[float]] = {"authors": [], "ours": []}
+    with torch.inference_mode():
+        reference, got = authors(x), ours(x)
+        rel = float((got - reference).abs().max() / reference.abs().max())
+        for _ in range(rounds):
+            for label, model in (("authors", authors), ("ours", ours)):
+                start = time.perf_counter()
+                model(x)
+                times[label].append(time.perf_counter() - start)
+            log(f"round: authors {times['authors'][-1]:.3f} s, ours {times['ours'][-1]:.3f} s")
+        peaks = {"authors": _peak_mib(lambda: authors(x)), "ours": _peak_mib(lambda: ours(x))}
+        tiled = {}
+        for factor in (1, 2):
+            big = torch.rand(1, 3, lr_hw[0] * factor, lr_hw[1] * factor)
+            tiled[f"{big.shape[-2]}x{big.shape[-1]}"] = _peak_mib(lambda b=big: forward_tiled(ours, b, scale, tile))
+    med = {k: statistics.median(v) for k, v in times.items()}
+    what = f"{name} x{scale}, LR {lr_hw[0]}x{lr_hw[1]}, fp32, batch 1, {torch.get_num_threads()} threads"
+    return {
+        "what": what, "median_s": med, "ratio": med["authors"] / med["ours"], "max_rel_diff": rel,
+        "peak_mem_mib": peaks, "tiled_peak_mem_mib": {"tile": tile, **tiled}, "rounds": rounds,
+        "speed_summary": [{
+            "app": "super_resolution", "what": what,
+            "ours": {"name": "prepare_for_inference (fused channels-last kernels)", "value": med["ours"], "unit": "s"},
+            "peer": {"name": "authors' architecture (plain PyTorch, NCHW)", "value": med["authors"], "unit": "s"},
+            "ratio": med["authors"] / med["ours"], "higher_is_better": False}],
+    }
 
 
 def format_markdown(rows: Sequence[dict[str, Any]]) -> str:
@@ -209,6 +258,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--output", default=None, help="JSON file for the rows")
+    p.add_argument("--compare-authors", action="store_true",
+                   help="only our deploy path vs the authors' architecture, interleaved (FFNetSR-light x4)")
+    p.add_argument("--quick", action="store_true", help="with --compare-authors: 3 rounds instead of 7")
+    p.add_argument("--summary", default=None, help="JSON file for the speed summary (scripts/speed_table.py)")
     args = p.parse_args(argv)
     if any(s < 1 for s in args.scales):
         raise FFNetError("--scales must be positive integers")
@@ -219,6 +272,14 @@ def main(argv: Sequence[str] | None = None) -> int:
            "cpu": platform.processor() or platform.machine(),
            "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None}
     print(f"environment: {env}")
+    if args.compare_authors:
+        result = compare_with_authors(rounds=3 if args.quick else 7)
+        print(f"{result['what']}: authors {result['median_s']['authors']:.3f} s, ours "
+              f"{result['median_s']['ours']:.3f} s -> {result['ratio']:.2f}x; max rel diff "
+              f"{result['max_rel_diff']:.1e}; peak MiB {result['peak_mem_mib']}; tiled {result['tiled_peak_mem_mib']}")
+        for path in filter(None, (args.output, args.summary)):
+            write_json(path, {"environment": env, **result})
+        return 0
     rows = run_benchmark(args.models, args.scales, args.modes, args.precisions, args.tile, device,
                          args.warmup, args.repeats, tilings=args.tilings, tile_pad=args.tile_pad)
     print(format_markdown(rows))

@@ -12,12 +12,17 @@ approximate (seams may become visible at very small values).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
+
+from metamixer.kernels.native import cache_dir
+from metamixer.nn.inference import FastFFNetBlock2d
+from metamixer.nn.inference import prepare_for_inference as prepare_blocks
 
 from .data.dataset import to_rgb
 from .imresize import imresize
@@ -35,14 +40,18 @@ __all__ = [
     "image_to_tensor",
     "pad_to_multiple",
     "cpu_fast_layout",
+    "prepare_for_inference",
 ]
 
 
 def receptive_radius(model: nn.Module) -> int:
-    """LR-pixel radius of the output's dependence on the input (conservative: counts every k>1 conv)."""
+    """LR-pixel radius of the output's dependence on the input (conservative: counts every k>1 conv, and the
+    depthwise convs inside the deploy path's fused blocks)."""
     radius = 0
     for m in model.modules():
-        if isinstance(m, nn.Conv2d):
+        if isinstance(m, FastFFNetBlock2d):
+            radius += m.receptive_radius
+        elif isinstance(m, nn.Conv2d):
             kh, kw = m.kernel_size
             dh, dw = m.dilation
             radius += max((kh - 1) * dh, (kw - 1) * dw) // 2
@@ -240,9 +249,28 @@ def model_upscaler(
     return run
 
 
-def load_model_for_inference(checkpoint: str | Path, device: torch.device) -> nn.Module:
+def prepare_for_inference(model: nn.Module, *, fast: bool = True, compile: bool = False) -> nn.Module:
+    """The one SR deploy path (``ffnet-sr-upscale``, ``-eval``, ``-bench`` and the quick start use it): an
+    eval-mode copy, fused, channels-last, its FFNet blocks run by core's fused channels-last kernels
+    (:func:`metamixer.nn.inference.prepare_for_inference`; ``fast=False``: plain PyTorch ops, channels-last).
+
+    ``compile=True`` instead compiles the fused channels-last model with ``torch.compile`` (inductor, one graph
+    per input shape, ``dynamic=False``). Graphs are cached in the process and on disk under the kernel cache
+    (``$FFNET_CACHE_DIR/inductor`` unless ``TORCHINDUCTOR_CACHE_DIR`` is set), so later images and later runs of
+    the same shape reuse them; with tiling every tile has one shape, so a folder of images of any size compiles
+    once. It pays only when many images share a shape: compiling takes tens of seconds on a laptop CPU
+    (docs/super_resolution.md has the measured trade-off). Outputs equal the plain model's up to float rounding."""
+    if not compile:
+        return prepare_blocks(model, fast_blocks=fast)
+    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(cache_dir() / "inductor"))
+    return torch.compile(prepare_blocks(model, fast_blocks=False), dynamic=False)
+
+
+def load_model_for_inference(checkpoint: str | Path, device: torch.device, prepare: bool = True,
+                             compile: bool = False) -> nn.Module:
     """Any FFNetSR weights (our checkpoint, EMA preferred; or the authors' ``params`` file), architecture
-    inferred from the tensor shapes, in eval mode on ``device``."""
+    inferred from the tensor shapes, on ``device``: the deploy form (:func:`prepare_for_inference`) unless
+    ``prepare=False`` (then the plain model in eval mode)."""
     from metamixer.train.checkpoint import load_state_dict_checked
 
     from .models import model_from_state_dict, read_weights
@@ -250,4 +278,5 @@ def load_model_for_inference(checkpoint: str | Path, device: torch.device) -> nn
     sd = read_weights(checkpoint)
     model = model_from_state_dict(sd, checkpoint)
     load_state_dict_checked(model, sd, str(checkpoint))
-    return model.to(device).eval()
+    model = model.to(device).eval()
+    return prepare_for_inference(model, compile=compile) if prepare else model

@@ -11,6 +11,11 @@ Measured on this machine (PyTorch 2.13 CPU, oneDNN, one thread, CPU time per cal
 
 :func:`optimize_for_cpu` applies both to a deep copy of the fused model. It is numerically the fused model
 (differences at float rounding level), and its ``state_dict`` is the official deploy state_dict.
+
+:func:`prepare_for_inference` is the deploy path the CLIs use: the same plus core's fused channels-last FFNet
+blocks (:func:`metamixer.nn.inference.prepare_for_inference`: each block's FFN runs with its hidden tensor kept
+in cache and GELU fused into the convs). Its outputs equal the fused model's up to float rounding; its
+``state_dict`` is not a checkpoint (keep saving the model itself).
 """
 from __future__ import annotations
 
@@ -19,6 +24,8 @@ import copy
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from metamixer.nn.inference import prepare_for_inference as prepare_blocks
 
 from .ffnet import FFNet
 
@@ -63,3 +70,12 @@ def optimize_for_cpu(model: FFNet, channels_last: bool = True) -> FFNet:
     if channels_last:
         fused = fused.to(memory_format=torch.channels_last)
     return fused.eval()
+
+
+def prepare_for_inference(model: FFNet, fast_blocks: bool = True) -> FFNet:
+    """The CPU deploy form: fused, multiplier convs rewritten, fused channels-last blocks, channels-last weights
+    and inputs (a new eval-mode model; CPU inputs of any layout are converted on entry)."""
+    fused = model if model.is_fused else model.fuse()
+    prepared = prepare_blocks(fused, fuse=False, fast_blocks=fast_blocks)
+    _swap_multiplier_convs(prepared)
+    return prepared.to(memory_format=torch.channels_last).eval()

@@ -11,8 +11,10 @@ The form (train vs fused) is detected from the keys, so a deploy-form checkpoint
 """
 from __future__ import annotations
 
+import inspect
 import os
-from collections.abc import Mapping
+import warnings
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -22,35 +24,46 @@ from torch import nn
 from metamixer.train.checkpoint import extract_state_dict, load_state_dict_checked, load_weights_file
 from metamixer.train.errors import FFNetError
 
-from .ffnet import FFNet, FFNetFeatures, FFNetSpec, PretrainedCfg
+from .backbone import FEATURE_CLS, FFNetFeatures, FFNetFeaturesDict
+from .ffnet import FIRST_CONV, FFNet, FFNetSpec, PretrainedCfg
+from .pretrained import (
+    DEFAULT_CFGS,
+    adapt_input_conv,
+    default_tag,
+    resolve_pretrained_cfg,
+    split_model_name_tag,
+    weights_source,
+)
 
 _BASE = FFNetSpec()
 
-#: the official factory defaults (official_architecture.md §1.1)
+#: the official factory architectures (official_architecture.md §1.1). Drop-path is 0, timm's default for
+#: every model; the paper's rates are in PAPER_DROP_PATH and the training recipes set them explicitly.
 SPECS: dict[str, FFNetSpec] = {
-    "ffnet_1": replace(_BASE, widths=(80, 160, 320, 640), depths=(2, 2, 8, 2), channel_kernels=(3, 3, 3, 3),
-                       drop_path_rate=0.1),
-    "ffnet_2": replace(_BASE, widths=(88, 176, 352, 704), depths=(3, 3, 15, 3), channel_kernels=(7, 7, 7, 7),
-                       drop_path_rate=0.15),
+    "ffnet_1": replace(_BASE, widths=(80, 160, 320, 640), depths=(2, 2, 8, 2), channel_kernels=(3, 3, 3, 3)),
+    "ffnet_2": replace(_BASE, widths=(88, 176, 352, 704), depths=(3, 3, 15, 3), channel_kernels=(7, 7, 7, 7)),
     "ffnet_3": replace(_BASE, widths=(96, 192, 384, 768), depths=(4, 4, 22, 5), channel_kernels=(7, 7, 7, 7),
-                       layer_scale_init=1e-6, drop_path_rate=0.35),
+                       layer_scale_init=1e-6),
     "ffnet_4": replace(_BASE, widths=(128, 256, 512, 1024), depths=(4, 4, 27, 3), channel_kernels=(7, 7, 7, 7),
-                       layer_scale_init=1e-6, drop_path_rate=0.4),
+                       layer_scale_init=1e-6),
 }
-# 384 fine-tune configs (README: FFNet-3/4 at 384, drop-path 0.4 / 0.5); same weights layout as the 256 models.
-SPECS["ffnet_3_384"] = replace(SPECS["ffnet_3"], drop_path_rate=0.4)
-SPECS["ffnet_4_384"] = replace(SPECS["ffnet_4"], drop_path_rate=0.5)
+# 384 fine-tune configs: same weights layout as the 256 models.
+SPECS["ffnet_3_384"] = SPECS["ffnet_3"]
+SPECS["ffnet_4_384"] = SPECS["ffnet_4"]
 
-PRETRAINED_CFGS: dict[str, PretrainedCfg] = {
-    "ffnet_1": PretrainedCfg(crop_pct=0.9),
-    "ffnet_2": PretrainedCfg(crop_pct=0.9),
-    "ffnet_3": PretrainedCfg(crop_pct=0.95),
-    "ffnet_4": PretrainedCfg(crop_pct=0.95),
-    "ffnet_3_384": PretrainedCfg(input_size=(3, 384, 384), crop_pct=1.0),
-    "ffnet_4_384": PretrainedCfg(input_size=(3, 384, 384), crop_pct=1.0),
-}
+#: the paper's / official recipes' drop-path rates (ImageNet training from scratch; the 384 px fine-tunes),
+#: which ``recipes/*.yaml`` set as ``model.drop_path_rate`` (KD recipes: 0.02 / 0.08 / 0.2)
+PAPER_DROP_PATH: dict[str, float] = {"ffnet_1": 0.1, "ffnet_2": 0.15, "ffnet_3": 0.35, "ffnet_4": 0.4,
+                                     "ffnet_3_384": 0.4, "ffnet_4_384": 0.5}
+
+#: each model's default pretrained cfg (its first registered tag), as a PretrainedCfg
+PRETRAINED_CFGS: dict[str, PretrainedCfg] = {name: DEFAULT_CFGS[f"{name}.{default_tag(name)}"] for name in SPECS}
 
 _SPEC_KEYS = set(FFNetSpec.__dataclass_fields__)
+#: timm ``create_model`` arguments that select timm's layer variants; FFNet is always scriptable / exportable
+_TIMM_LAYER_FLAGS = ("scriptable", "exportable", "no_jit")
+#: ``feature_cfg`` keys (timm's builder): flatten_sequential only rewrites timm's wrappers and changes nothing here
+_FEATURE_CFG_KEYS = ("out_indices", "feature_cls", "output_fmt", "flatten_sequential")
 
 
 def list_models() -> list[str]:
@@ -59,6 +72,7 @@ def list_models() -> list[str]:
 
 
 def get_spec(name: str) -> FFNetSpec:
+    name = split_model_name_tag(name)[0]
     if name not in SPECS:
         raise FFNetError(f"unknown model {name!r}; available: {', '.join(list_models())}")
     return SPECS[name]
@@ -66,59 +80,147 @@ def get_spec(name: str) -> FFNetSpec:
 
 def create_model(
     name: str,
-    num_classes: int = 1000,
-    pretrained: str | os.PathLike | bool | None = None,
+    pretrained: bool | str | os.PathLike | None = False,
+    pretrained_cfg: str | Mapping[str, Any] | Any | None = None,
+    pretrained_cfg_overlay: Mapping[str, Any] | None = None,
     *,
-    in_chans: int = 3,
+    num_classes: int | None = None,
+    in_chans: int | None = None,
     drop_path_rate: float | None = None,
     drop_rate: float = 0.0,
+    global_pool: str | None = None,
     features_only: bool = False,
-    out_indices: tuple[int, ...] = (0, 1, 2, 3),
+    out_indices: int | Sequence[int] | None = None,
+    feature_cls: str | Callable[..., nn.Module] | None = None,
+    feature_cfg: Mapping[str, Any] | None = None,
     fused: bool | None = None,
-    prefer_ema: bool = False,
+    prefer_ema: bool | None = None,
     ignore_head: bool = False,
     **kwargs: Any,
 ) -> nn.Module:
-    """Build ``ffnet_1`` .. ``ffnet_4`` (``_384`` variants too), optionally loading a checkpoint.
+    """Build ``ffnet_1`` .. ``ffnet_4`` (``_384`` variants too) with timm's ``create_model`` semantics.
 
     Args:
-        name: model name (see :func:`list_models`).
-        num_classes: classifier size; ``0`` for a pooled-feature backbone.
-        pretrained: path to a checkpoint (official ``.pth.tar`` or ours). ``True`` is rejected because no
-            weights are downloadable (the official ``url`` is empty).
+        name: model name, optionally with a pretrained tag (``"ffnet_1.in1k_dist"``; see :func:`list_models`).
+        pretrained: ``True`` loads the weights the pretrained cfg points at (``file`` / ``state_dict``, set
+            with ``pretrained_cfg_overlay``) and raises when it points at none; a path loads that file
+            (official ``.pth.tar``, our checkpoints, timm exports); ``False`` / ``None``: random init.
+        pretrained_cfg: a tag (``"in1k"``) or a cfg dict replacing the registered one (timm semantics).
+        pretrained_cfg_overlay: cfg fields to replace (``file=...``).
+        num_classes: classifier size (default: the cfg's 1000; ``0`` = pooled features). When it differs from
+            the pretrained head, the head is dropped and initialized afresh (timm's fine-tuning rule).
+        in_chans: input channels (default 3); a pretrained first conv is adapted (timm's ``adapt_input_conv``).
+        drop_path_rate: stochastic depth (default 0, as timm's models; the recipes set the paper's rates).
+        global_pool: ``avg`` (default), ``max``, ``avgmax``, ``catavgmax`` or ``''`` (no pooling, needs
+            ``num_classes=0``).
+        features_only / out_indices / feature_cls / feature_cfg: a feature backbone as timm builds one;
+            ``out_indices`` an int (last n stages) or indices; ``feature_cls`` ``list`` (default), ``dict``,
+            ``getter``, ``hook``, ``fx`` (all but ``dict`` return a list) or a wrapper class called as
+            ``feature_cls(classifier, out_indices=...)``.
         fused: ``None`` = follow the checkpoint's form; ``True``/``False`` force the returned form.
-        prefer_ema: take ``state_dict_ema`` / ``ema`` when the file has both.
-        ignore_head: load everything but ``head.*`` (fine-tuning to another ``num_classes``).
+        prefer_ema: take ``state_dict_ema`` / ``ema`` when the file has both; default ``True`` for
+            ``pretrained=True`` (timm's loader prefers EMA weights) and ``False`` for a path.
+        ignore_head: drop the checkpoint's ``head.*`` even when its size fits.
         **kwargs: any :class:`FFNetSpec` field (``widths``, ``depths``, ``layer_scale_init`` ...) to derive a
-            custom size, e.g. the tiny models of the tests and the quick start.
+            custom size, e.g. the tiny models of the tests and the quick start; timm's ``scriptable`` /
+            ``exportable`` / ``no_jit`` are accepted and change nothing (FFNet is always both).
     """
-    spec = get_spec(name)
+    model_name, tag = split_model_name_tag(name)
+    spec = get_spec(model_name)
+    for flag in _TIMM_LAYER_FLAGS:
+        kwargs.pop(flag, None)
     unknown = set(kwargs) - _SPEC_KEYS
     if unknown:
         raise FFNetError(f"create_model({name!r}): unknown argument(s) {sorted(unknown)}")
     check_spec_overrides(kwargs)
     spec = replace(spec, **{k: tuple(v) if isinstance(v, list) else v for k, v in kwargs.items()})
-    cfg = replace(PRETRAINED_CFGS.get(name, PretrainedCfg()), num_classes=num_classes)
+    if pretrained is not None and not isinstance(pretrained, (bool, str, os.PathLike)):
+        raise FFNetError(f"create_model({name!r}): pretrained must be True/False or a checkpoint path, "
+                         f"got {pretrained!r} (num_classes is a keyword argument)")
+    cfg = resolve_pretrained_cfg(model_name, tag, pretrained_cfg, pretrained_cfg_overlay)
+    source: Any = None
     if pretrained is True:
-        raise FFNetError(
-            f"{name}: no downloadable weights (the official url is empty); pass pretrained=<path to .pth.tar>"
-        )
+        kind, source = weights_source(cfg)
+        prefer_ema = True if prefer_ema is None else prefer_ema
+    elif pretrained:
+        source = pretrained
+    cfg.pop("state_dict", None)  # the model keeps no reference to in-memory weights
+    num_classes = cfg.get("num_classes", 1000) if num_classes is None else num_classes
+    in_chans = cfg["input_size"][0] if in_chans is None else in_chans
+    feats = _feature_args(features_only, out_indices, feature_cls, feature_cfg)
     common = dict(in_chans=in_chans, drop_path_rate=drop_path_rate, drop_rate=drop_rate, pretrained_cfg=cfg)
     try:
-        if features_only:
-            model: FFNet = FFNetFeatures(spec, out_indices=out_indices, **common)
+        if feats is not None and isinstance(feats["feature_cls"], str):
+            cls = FFNetFeaturesDict if feats["feature_cls"] == "dict" else FFNetFeatures
+            model: FFNet = cls(spec, out_indices=feats["out_indices"], output_fmt=feats["output_fmt"], **common)
         else:
-            model = FFNet(spec, num_classes=num_classes, **common)
-    except ValueError as exc:  # per-stage lists of different lengths, mixed kernel kinds
-        raise FFNetError(f"model.spec of {name}: {exc}") from None
-    model.model_name = name  # type: ignore[assignment]
-    if pretrained:
-        model = load_pretrained(model, pretrained, prefer_ema=prefer_ema, ignore_head=ignore_head)
+            model = FFNet(spec, num_classes=num_classes, global_pool="avg" if global_pool is None else global_pool,
+                          **common)
+    except ValueError as exc:  # per-stage lists of different lengths, mixed kernel kinds, pooling, indices
+        raise FFNetError(f"create_model({name!r}): {exc}") from None
+    model.model_name = model_name  # type: ignore[assignment]
+    if source is not None:
+        model = load_pretrained(model, source, prefer_ema=bool(prefer_ema), ignore_head=ignore_head)
     if fused is True and not model.is_fused:
         model = model.fuse()
     elif fused is False and model.is_fused:
         raise FFNetError(f"{pretrained}: holds a fused (deploy) model; it cannot be turned back into the train form")
+    if feats is not None and not isinstance(feats["feature_cls"], str):
+        wrapper = _wrap_features(model, feats)
+        wrapper.pretrained_cfg = wrapper.default_cfg = features_cfg(model.pretrained_cfg)
+        return wrapper
+    if isinstance(model, FFNetFeatures):
+        model.pretrained_cfg = model.default_cfg = features_cfg(model.pretrained_cfg)
     return model
+
+
+def _wrap_features(model: nn.Module, feats: Mapping[str, Any]) -> nn.Module:
+    """``feature_cls`` given as a class (e.g. timm's ``FeatureListNet``): called as timm's builder calls it.
+    timm's module-walking wrappers reach ``stages.i`` only with ``flatten_sequential`` (the nn.Sequential of
+    stages flattened), which timm's own 4-stage models set in their feature_cfg, so it defaults to True here."""
+    cls = feats["feature_cls"]
+    kwargs: dict[str, Any] = {"out_indices": feats["out_indices"]}
+    try:
+        params = inspect.signature(cls).parameters
+    except (TypeError, ValueError):
+        params = {}
+    if "flatten_sequential" in params:
+        kwargs["flatten_sequential"] = feats.get("flatten_sequential", True)
+    if "output_fmt" in params and feats.get("output_fmt", "NCHW") != "NCHW":
+        kwargs["output_fmt"] = feats["output_fmt"]
+    return cls(model, **kwargs)
+
+
+def features_cfg(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """The cfg of a features_only model: timm drops the classifier fields (``num_classes``, ``classifier``)."""
+    return {k: v for k, v in cfg.items() if k not in ("num_classes", "classifier", "global_pool")}
+
+
+def _feature_args(features_only: bool, out_indices: Any, feature_cls: Any,
+                  feature_cfg: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """timm's precedence: ``feature_cfg`` first, the ``out_indices`` / ``feature_cls`` keywords over it."""
+    cfg = dict(feature_cfg or {})
+    unknown = sorted(set(cfg) - set(_FEATURE_CFG_KEYS))
+    if unknown:
+        raise FFNetError(f"feature_cfg: unknown key(s) {', '.join(unknown)}; valid: {', '.join(_FEATURE_CFG_KEYS)}")
+    if not features_only:
+        if out_indices is not None or feature_cls is not None or feature_cfg:
+            raise FFNetError("out_indices / feature_cls / feature_cfg need features_only=True")
+        return None
+    out = {"out_indices": (0, 1, 2, 3), "feature_cls": "list", "output_fmt": "NCHW"}
+    out.update(cfg)
+    if out_indices is not None:
+        out["out_indices"] = out_indices
+    if feature_cls is not None:
+        out["feature_cls"] = feature_cls
+    kind = out["feature_cls"]
+    if isinstance(kind, str):
+        out["feature_cls"] = kind = kind.lower()
+        if kind not in FEATURE_CLS:
+            raise FFNetError(f"feature_cls={kind!r}: expected one of {', '.join(FEATURE_CLS)} or a wrapper class")
+    elif not callable(kind):
+        raise FFNetError(f"feature_cls must be a name ({', '.join(FEATURE_CLS)}) or a class, got {kind!r}")
+    return out
 
 
 _PER_STAGE = ("widths", "depths", "token_kernels1", "token_kernels2", "channel_kernels")
@@ -177,29 +279,44 @@ def is_fused_state_dict(sd: Mapping[str, Any]) -> bool:
 
 def load_pretrained(
     model: FFNet,
-    path: str | os.PathLike,
+    path: str | os.PathLike | Mapping[str, Any],
     prefer_ema: bool = False,
     ignore_head: bool = False,
 ) -> FFNet:
-    """Load a checkpoint strictly into ``model`` (fusing the model first if the checkpoint is fused)."""
-    source = str(path)
-    sd = state_dict_from(read_checkpoint_file(path), source, prefer_ema=prefer_ema)
+    """Load a checkpoint (a file, or an in-memory state_dict) into ``model``, adapting it as timm does.
+
+    The model is fused first when the checkpoint is. timm's fine-tuning rules: a head of another size (class
+    count, or ``catavgmax`` pooling) or none in the model is dropped and the model's fresh head kept, and so is
+    one under ``ignore_head``; a first conv trained on RGB is adapted to the model's ``in_chans``
+    (:func:`adapt_input_conv`). Everything else must match (missing / unexpected / wrongly shaped keys are
+    listed, with the variant the weights look like).
+    """
+    if isinstance(path, Mapping):
+        source = "pretrained_cfg state_dict"
+        sd = state_dict_from(path, source, prefer_ema=prefer_ema)
+    else:
+        source = str(path)
+        sd = state_dict_from(read_checkpoint_file(path), source, prefer_ema=prefer_ema)
     if is_fused_state_dict(sd) and not model.is_fused:
         model = model.fuse()
+    own = model.state_dict()
     if isinstance(model, FFNetFeatures):
         sd = {k: v for k, v in sd.items() if not k.startswith(("head.", "norm."))}
         sd = {k: v for k, v in sd.items() if not k.startswith("stages.") or int(k.split(".")[1]) < len(model.stages)}
-    if ignore_head:
-        own = model.state_dict()
-        sd = {k: v for k, v in sd.items() if not k.startswith("head.")}
-        sd.update({k: v for k, v in own.items() if k.startswith("head.")})
     else:
-        head_w = sd.get("head.weight")
-        if head_w is not None and isinstance(model.head, nn.Linear) and head_w.shape[0] != model.num_classes:
-            raise FFNetError(
-                f"{source}: checkpoint has {head_w.shape[0]} classes but the model was built with "
-                f"num_classes={model.num_classes}; pass num_classes={head_w.shape[0]} or ignore_head=True to fine-tune"
-            )
+        heads = [k for k in own if k.startswith("head.")]
+        keep = not ignore_head and all(k in sd and sd[k].shape == own[k].shape for k in heads) and (
+            heads or not any(k.startswith("head.") for k in sd))
+        if not keep:  # another class count / pooling, a backbone (num_classes=0), or ignore_head
+            sd = {k: v for k, v in sd.items() if not k.startswith("head.")}
+            sd.update({k: own[k] for k in heads})
+    conv = f"{model.pretrained_cfg.get('first_conv') or FIRST_CONV[model.is_fused]}.weight"
+    if conv in sd and conv in own and sd[conv].shape[1] != own[conv].shape[1]:
+        try:
+            sd[conv] = adapt_input_conv(own[conv].shape[1], sd[conv])
+        except NotImplementedError as exc:
+            warnings.warn(f"{source}: {exc}; {conv} keeps its random init", stacklevel=2)
+            sd[conv] = own[conv]
     try:
         load_state_dict_checked(model, sd, source)
     except FFNetError as exc:
@@ -313,9 +430,14 @@ def load_model(
         sd = dict(obj["ema"] if use_ema else obj["model"])
     else:
         sd = state_dict_from(obj, source, prefer_ema=use_ema)
+        spec_kwargs = {}
+        if isinstance(obj, Mapping) and obj.get("format") == "ffnet-timm-weights":  # ffnet-cls-export --formats timm
+            model_name = model_name or obj.get("arch")
+            spec_kwargs = dict(obj.get("model_kwargs") or {})
+            classes = list(obj["classes"]) if obj.get("classes") else None
         if model_name is None:
             raise FFNetError(unrecorded_architecture_message(sd, source))
-        name, spec_kwargs = model_name, {}
+        name = model_name
         if use_ema and not any(k in obj for k in ("state_dict_ema", "model_ema", "params_ema")):
             raise FFNetError(f"{source}: has no EMA weights (no state_dict_ema); drop --ema")
     if name is None:

@@ -3,18 +3,35 @@
 Why: two pieces of FFNet-TS's CPU training step run far below what the core can do. (1) The FFN hidden block's
 element-wise work (GELU, dropout mask, regroup copies) runs as separate PyTorch ops, each streaming a large tensor
 through memory; :func:`ffn_gelu_kernels` does it in one pass. (2) The depthwise convolutions as Toeplitz matmuls
-are products with a 48 x 48 right factor, where the BLAS behind ``torch.bmm`` reaches ~22 GFLOP/s on one core;
-:func:`small_bmm_kernel` keeps an 8 x 48 output block in registers and reaches 60-90. The kernels are plain C with
-no PyTorch headers, so a build takes about a second, and ``-march=native`` gives the widest vectors this CPU has;
-they are called through ctypes, which releases the GIL, so one call can be split across threads.
+are products with a 48 x 48 right factor, where the BLAS behind ``torch.bmm`` is tuned for large K and N:
+:func:`small_bmm_kernel` keeps a register block of the output through the whole K loop (on AVX-512 8 x 48 in 24
+zmm registers, 60-90 GFLOP/s against ``torch.bmm``'s ~22 on one core; on AVX2 4 x 24 in 12 ymm registers, 33-38
+against 18-20 on an AVX2 EPYC), and :func:`dwconv_kernels` runs short depthwise kernels (k=5) directly instead of
+as a dense 48 x 48 product. The kernels are plain C with no PyTorch headers, so a build takes about a second; they
+are called through ctypes, which releases the GIL, so one call can be split across threads.
+
+Instruction set, detected at run time: every library is built with ``-march=native`` on the machine that loads it,
+so the C preprocessor sees that CPU's features and each of ``small_bmm.c`` / ``dwconv_small.c`` compiles its
+AVX-512 code (``__AVX512F__``), else its AVX2 + FMA code, else a plain C loop. The wrappers report which as
+``isa`` (``"avx512"``, ``"avx2"`` or ``"plain"``; :func:`cpu_isa` says what /proc/cpuinfo promises) and
+``vectorized`` (``isa != "plain"``). The cache key includes the CPU's feature flags, so a library is only reused on
+a CPU that runs it.
+
+Offered only where it pays (:data:`OFFERED_ISAS`): a getter returns a product or short-conv kernel only for an
+ISA at which it was measured faster than the PyTorch path it replaces, at FFNet-TS's shapes, on one and two
+threads; the plain C loops are no faster than BLAS and are offered only inside :func:`plain_builds` (for tests).
+Measured on an AVX2-only AMD EPYC (one thread, kernel vs ``torch.bmm``, medians of alternating rounds): Toeplitz
+forward ``[448, 512, 48] @ [48, 48]`` 1.8-2.0x, its weight gradient ``x^T @ g`` (K = batch) 1.05-1.1x, the FFN
+products 1.1-2.6x (ETTh1) and 1.0-1.6x (Weather; the two memory-bound ones, ``[64, 21, 252] @ [252, S]`` and
+``[21, 64, 768]^T @ [768, S]``, are ties); the k=5 depthwise conv forward + backward at ``[448, 512, 48]`` 2.6x the
+Toeplitz path. ``benchmarks/ts_speed.py`` times the whole step with and without them (docs/timeseries.md).
 
 Everything here is optional. Without a C compiler, on a non-POSIX system, when a build or the numerical self-check
 fails, or with ``FFNET_NATIVE=0``, the getters return None (after one warning, except when disabled) and callers
-use their PyTorch path; :func:`small_bmm_kernel` also returns None where the build has no AVX-512 (its plain C
-loop is no faster than BLAS). Built libraries live in ``$FFNET_CACHE_DIR`` (default
-``$XDG_CACHE_HOME/ffnet`` or ``~/.cache/ffnet``) under a name that hashes the source, the flags, the compiler's
-version and the CPU's model and feature flags, so a shared home directory on mixed machines stays correct.
-The compiler is ``$CC`` or the first of ``cc``, ``gcc``, ``clang`` on the PATH.
+use their PyTorch path. Built libraries live in ``$FFNET_CACHE_DIR`` (default ``$XDG_CACHE_HOME/ffnet`` or
+``~/.cache/ffnet``) under a name that hashes the source, the flags, the compiler's version and the CPU's model and
+feature flags, so a shared home directory on mixed machines stays correct. The compiler is ``$CC`` or the first of
+``cc``, ``gcc``, ``clang`` on the PATH.
 """
 
 from __future__ import annotations
@@ -37,7 +54,8 @@ import torch
 
 __all__ = [
     "NativeBuildError", "build_library", "cache_dir", "dwconv_kernels", "DwConvKernels", "ffn_gelu_kernels",
-    "FFNGeluKernels", "small_bmm_kernel", "SmallBmmKernel", "select", "disabled", "plain_builds",
+    "FFNGeluKernels", "small_bmm_kernel", "SmallBmmKernel", "select", "disabled", "plain_builds", "cpu_isa",
+    "OFFERED_ISAS", "ISAS",
 ]
 
 _LOG = logging.getLogger(__name__)
@@ -46,6 +64,11 @@ _SOURCE_DIR = Path(__file__).resolve().parent / "csrc"
 _FLAGS = ("-O3", "-march=native", "-fno-math-errno", "-fno-trapping-math", "-fopenmp-simd", "-shared", "-fPIC")
 _PORTABLE_FLAGS = tuple(flag for flag in _FLAGS if flag not in ("-march=native", "-fopenmp-simd"))
 _MIN_ROWS_PER_THREAD = 64
+# The value of small_bmm_vectorized() / dwconv_vectorized() -> the code path the preprocessor compiled.
+ISAS = {0: "plain", 1: "avx512", 2: "avx2"}
+# Where each SIMD kernel is offered (see the module docstring for the measurements behind each entry).
+OFFERED_ISAS = {"small_bmm.c": frozenset({"avx512", "avx2"}), "dwconv_small.c": frozenset({"avx512", "avx2"})}
+_OPENMP_SOURCES = frozenset({"small_bmm.c", "dwconv_small.c"})  # built with -fopenmp (see _TeamSplit)
 
 
 class NativeBuildError(RuntimeError):
@@ -79,12 +102,28 @@ def _cpu_identity() -> str:
     return "\n".join(sorted({line for line in lines if line.split(":")[0].strip() in wanted}))
 
 
-def build_library(source: Path, compiler: str | None = None, directory: Path | None = None) -> Path:
+def cpu_isa() -> str:
+    """The widest code path of ``small_bmm.c`` / ``dwconv_small.c`` this CPU runs, from its /proc/cpuinfo flags:
+    ``"avx512"`` (avx512f), ``"avx2"`` (avx2 and fma) or ``"plain"`` (anything else, and where there is no
+    /proc/cpuinfo). A ``-march=native`` build on this CPU compiles exactly that path; the tests check it does."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return "plain"
+    flags = next((set(line.split(":", 1)[1].split()) for line in lines if line.split(":")[0].strip() == "flags"), set())
+    if "avx512f" in flags:
+        return "avx512"
+    return "avx2" if {"avx2", "fma"} <= flags else "plain"
+
+
+def build_library(source: Path, compiler: str | None = None, directory: Path | None = None,
+                  extra_flags: tuple[str, ...] = ()) -> Path:
     """Compile ``source`` into a shared library in the cache (reused when the same one was built before).
 
     The library is written to a temporary file and renamed into place, so concurrent processes never load a
-    half-written file. Tries the native flags, then portable ones (compilers without ``-march=native``).
-    Raises :class:`NativeBuildError` naming the command and the compiler's message."""
+    half-written file. Tries the native flags, then portable ones (compilers without ``-march=native``);
+    ``extra_flags`` follow either (tests use ``-mno-avx512f`` / ``-mno-avx2`` to build the narrower code paths a CPU
+    also runs). Raises :class:`NativeBuildError` naming the command and the compiler's message."""
     compiler = compiler or _compiler()
     if compiler is None:
         raise NativeBuildError("no C compiler found (set CC, or install cc/gcc/clang)")
@@ -93,9 +132,10 @@ def build_library(source: Path, compiler: str | None = None, directory: Path | N
     except (OSError, subprocess.SubprocessError) as exc:
         raise NativeBuildError(f"cannot run the C compiler {compiler}: {exc}") from exc
     directory = directory or cache_dir()
-    text = source.read_bytes()
+    # the shared headers (gelu.h) are part of every library's identity: a header edit rebuilds its users
+    text = source.read_bytes() + b"".join(h.read_bytes() for h in sorted(source.parent.glob("*.h")))
     errors = []
-    for flags in (_FLAGS, _PORTABLE_FLAGS):
+    for flags in ((*_FLAGS, *extra_flags), (*_PORTABLE_FLAGS, *extra_flags)):
         key = hashlib.sha256(b"\0".join([text, " ".join(flags).encode(), version.encode(), _cpu_identity().encode(),
                                           platform.machine().encode()])).hexdigest()[:16]
         target = directory / f"{source.stem}-{key}.so"
@@ -107,7 +147,7 @@ def build_library(source: Path, compiler: str | None = None, directory: Path | N
             os.close(handle)
         except OSError as exc:
             raise NativeBuildError(f"cannot write to the kernel cache {directory}: {exc}") from exc
-        command = [compiler, *flags, "-o", temporary, str(source)]
+        command = [compiler, *flags, "-I", str(source.parent), "-o", temporary, str(source)]
         try:
             done = subprocess.run(command, capture_output=True, text=True, timeout=300)
             if done.returncode == 0:
@@ -147,6 +187,55 @@ class _ThreadSplit:
         bounds = [n * i // workers for i in range(workers + 1)]
         for future in [pool.submit(call, bounds[i], bounds[i + 1]) for i in range(workers)]:
             future.result()
+
+
+def _shares_torch_openmp(library: ctypes.CDLL, symbol: str) -> bool:
+    """Whether ``library`` (built with ``-fopenmp``) runs on the OpenMP runtime PyTorch's own parallel ops use: its
+    ``symbol()`` returns the address of its ``omp_get_num_threads``, compared with the one ``libtorch_cpu`` links."""
+    try:
+        ours = getattr(library, symbol)
+        torch_cpu = ctypes.CDLL(str(Path(torch.__file__).resolve().parent / "lib" / "libtorch_cpu.so"))
+        theirs = ctypes.cast(torch_cpu.omp_get_num_threads, ctypes.c_void_p).value
+    except (OSError, AttributeError):
+        return False
+    ours.restype = ctypes.c_void_p
+    return bool(theirs) and ours() == theirs
+
+
+class _TeamSplit:
+    """Splits a kernel's channels across ``torch.get_num_threads()`` threads on PyTorch's own OpenMP team (the
+    library's ``*_parallel`` entry) where the library shares PyTorch's runtime, else through :class:`_ThreadSplit`.
+
+    Why: PyTorch's OpenMP workers spin-wait for ~10 ms after each of its parallel ops; a separate pool's threads
+    then compete with them for the cores (on a 2-core AVX2 EPYC a 2-thread Toeplitz product right after a PyTorch op
+    took 22.5 ms in the Python pool, 15.0 ms on PyTorch's team, 15.1 ms either way in isolation; whole 2-thread
+    ETTh1 steps lost ~7 % to it). A forked child uses the Python pool: GNU OpenMP's team does not survive a fork."""
+
+    def __init__(self, library: ctypes.CDLL, runtime_symbol: str, min_per_thread: int) -> None:
+        self.shared = _shares_torch_openmp(library, runtime_symbol)
+        self.min_per_thread = min_per_thread
+        self._pid = os.getpid()
+        self._pool = _ThreadSplit(min_per_thread)
+
+    def __call__(self, call, parallel, n: int) -> None:  # noqa: ANN001
+        """``call(begin, end)`` over ``range(n)``, or ``parallel(threads)`` (the whole range on the team)."""
+        threads = min(torch.get_num_threads(), n // max(1, self.min_per_thread))
+        if self.shared and parallel is not None and threads > 1 and os.getpid() == self._pid:
+            parallel(threads)
+        else:
+            self._pool(call, n)
+
+
+def _parallel_entry(library: ctypes.CDLL, name: str, argtypes: list) -> object | None:  # noqa: ANN401
+    """``library.name`` with the given argtypes (then ``channels: int64, threads: int``), or None where the build
+    has no OpenMP entries (no ``-fopenmp``)."""
+    try:
+        entry = getattr(library, name)
+    except AttributeError:
+        return None
+    entry.argtypes = [*argtypes, ctypes.c_int64, ctypes.c_int]
+    entry.restype = None
+    return entry
 
 
 def _check_float32(*tensors: torch.Tensor) -> None:
@@ -206,7 +295,8 @@ class FFNGeluKernels:
 class SmallBmmKernel:
     """Tensor-level wrapper of ``csrc/small_bmm.c``: ``x @ t (+ bias)`` per product for ``x = [C, M, K]`` (any
     strides), ``t = [C, K, N]`` and ``out = [C, M, N]`` (rows contiguous, any row and product strides, so both can be
-    column slices of wider tensors), float32 on CPU; products are split across threads."""
+    column slices of wider tensors), float32 on CPU; products are split across threads. ``isa``/``vectorized``: the
+    code path the build compiled (see the module docstring)."""
 
     def __init__(self, library: ctypes.CDLL) -> None:
         self._call = library.small_bmm
@@ -214,8 +304,10 @@ class SmallBmmKernel:
         self._call.argtypes = [ptr] * 4 + [i64] * 12 + [ctypes.c_int] + [i64] * 2
         self._call.restype = None
         library.small_bmm_vectorized.restype = ctypes.c_int
-        self.vectorized = bool(library.small_bmm_vectorized())
-        self._channels = _ThreadSplit(8)
+        self.isa = ISAS[library.small_bmm_vectorized()]  # the code path compiled: "avx512", "avx2" or "plain"
+        self.vectorized = self.isa != "plain"
+        self._parallel = _parallel_entry(library, "small_bmm_parallel", self._call.argtypes[:-2])
+        self._channels = _TeamSplit(library, "small_bmm_openmp_runtime", 8)
 
     def __call__(self, x: torch.Tensor, t: torch.Tensor, bias: torch.Tensor | None = None,
                  out: torch.Tensor | None = None, accumulate: bool = False) -> torch.Tensor:
@@ -250,9 +342,10 @@ class SmallBmmKernel:
         ts_c, ts_k, _ = t.stride()
         ys_c, ys_m, _ = out.stride()
         bias_ptr = bias.data_ptr() if bias is not None else None
-        self._channels(lambda begin, end: self._call(
-            x.data_ptr(), t.data_ptr(), bias_ptr, out.data_ptr(), m, k, n, xs_c, xs_m, xs_k, ts_c, ts_k, ys_c, ys_m,
-            bs_c, bs_m, int(accumulate), begin, end), channels)
+        args = (x.data_ptr(), t.data_ptr(), bias_ptr, out.data_ptr(), m, k, n, xs_c, xs_m, xs_k, ts_c, ts_k, ys_c, ys_m,
+                bs_c, bs_m, int(accumulate))
+        self._channels(lambda begin, end: self._call(*args, begin, end),
+                       self._parallel and (lambda threads: self._parallel(*args, channels, threads)), channels)
         return out
 
 
@@ -260,7 +353,7 @@ class DwConvKernels:
     """Tensor-level wrappers of ``csrc/dwconv_small.c``: a depthwise 'same' conv with an odd kernel of at most
     ``MAX_KERNEL`` taps over rows of at most ``MAX_LENGTH`` positions on channel-major ``x = [C, B, L]`` (any
     channel/row strides, rows contiguous), float32 on CPU, and its weight/bias gradient; channels are split across
-    threads."""
+    threads. ``isa``/``vectorized``: the code path the build compiled (see the module docstring)."""
 
     MAX_KERNEL, MAX_LENGTH = 15, 64
 
@@ -270,8 +363,12 @@ class DwConvKernels:
         self._forward.argtypes = self._grad_weight.argtypes = [ptr] * 4 + [i64] * 7
         self._forward.restype = self._grad_weight.restype = None
         library.dwconv_vectorized.restype = ctypes.c_int
-        self.vectorized = bool(library.dwconv_vectorized())
-        self._channels = _ThreadSplit(8)
+        self.isa = ISAS[library.dwconv_vectorized()]  # the code path compiled: "avx512", "avx2" or "plain"
+        self.vectorized = self.isa != "plain"
+        self._forward_parallel = _parallel_entry(library, "dwconv_forward_parallel", self._forward.argtypes[:-2])
+        self._grad_weight_parallel = _parallel_entry(library, "dwconv_grad_weight_parallel",
+                                                     self._grad_weight.argtypes[:-2])
+        self._channels = _TeamSplit(library, "dwconv_openmp_runtime", 8)
 
     def _check(self, x: torch.Tensor, k: int, weight: torch.Tensor | None = None) -> tuple[int, int, int]:
         channels, batch, length = x.shape
@@ -296,9 +393,10 @@ class DwConvKernels:
                 raise ValueError(f"dwconv: bias must hold {channels} values (one per channel), got {tuple(bias.shape)}")
         out = x.new_empty(channels, batch, length)
         bias_ptr = bias.data_ptr() if bias is not None else None
-        self._channels(lambda begin, end: self._forward(
-            x.data_ptr(), weight.data_ptr(), bias_ptr, out.data_ptr(), batch, length, k, x.stride(0), x.stride(1),
-            begin, end), channels)
+        args = (x.data_ptr(), weight.data_ptr(), bias_ptr, out.data_ptr(), batch, length, k, x.stride(0), x.stride(1))
+        self._channels(lambda begin, end: self._forward(*args, begin, end),
+                       self._forward_parallel and (lambda threads: self._forward_parallel(*args, channels, threads)),
+                       channels)
         return out
 
     def grad_weight(self, x: torch.Tensor, grad: torch.Tensor, k: int, with_bias: bool) -> tuple[torch.Tensor, ...]:
@@ -309,9 +407,11 @@ class DwConvKernels:
             raise ValueError(f"dwconv: grad must be {tuple(x.shape)}, got {tuple(grad.shape)}")
         grad_w = x.new_empty(channels, k)
         grad_b = x.new_empty(channels) if with_bias else None
-        self._channels(lambda begin, end: self._grad_weight(
-            x.data_ptr(), grad.data_ptr(), grad_w.data_ptr(), grad_b.data_ptr() if grad_b is not None else None,
-            batch, length, k, x.stride(0), x.stride(1), begin, end), channels)
+        args = (x.data_ptr(), grad.data_ptr(), grad_w.data_ptr(), grad_b.data_ptr() if grad_b is not None else None,
+                batch, length, k, x.stride(0), x.stride(1))
+        parallel = self._grad_weight_parallel
+        self._channels(lambda begin, end: self._grad_weight(*args, begin, end),
+                       parallel and (lambda threads: parallel(*args, channels, threads)), channels)
         return grad_w, grad_b
 
 
@@ -358,7 +458,7 @@ def _ffn_gelu_self_check(kernels: FFNGeluKernels) -> None:
 
 def _small_bmm_self_check(kernel: SmallBmmKernel) -> None:
     """Both layouts (plain and transposed x), ragged row and column tails, bias and accumulate, column slices of t and
-    out with per-row bias, against bmm."""
+    out with per-row bias, a long K over far-apart rows of t (packed and chunked on AVX2), against bmm."""
     g = torch.Generator().manual_seed(0)
     x, t, bias = torch.randn(3, 21, 37, generator=g), torch.randn(3, 37, 53, generator=g), torch.randn(3, generator=g)
     worst = float((kernel(x, t, bias) - torch.baddbmm(bias.view(3, 1, 1), x, t)).abs().max())
@@ -369,6 +469,9 @@ def _small_bmm_self_check(kernel: SmallBmmKernel) -> None:
     got = kernel(x, wide_t[:, :, 5:58], rows, out=wide_out[:, :, 2:55])
     worst = max(worst, float((got - torch.baddbmm(rows.unsqueeze(-1), x, wide_t[:, :, 5:58])).abs().max()),
                 float(wide_out[:, :, :2].abs().max()) + float(wide_out[:, :, 55:].abs().max()))
+    # a long K over rows of t pages apart (the FFN products): the AVX2 build packs t and splits K into chunks
+    x, t = torch.randn(1, 6, 200, generator=g), torch.randn(1, 200, 1030, generator=g)[:, :, 1:1028]
+    worst = max(worst, float((kernel(x, t) - torch.bmm(x, t)).abs().max()) / 4)  # sums of 200 products
     if not worst < 1e-4:
         raise NativeBuildError(f"small_bmm kernel disagrees with torch.bmm by {worst:.3g} (expected < 1e-4)")
 
@@ -378,27 +481,38 @@ _load_lock = threading.Lock()
 
 
 _disabled = 0
+_disabled_sources: dict[str, int] = {}
 _plain = 0
 
 
 @contextlib.contextmanager
-def disabled() -> Iterator[None]:
-    """Inside, every kernel getter returns None, so callers take their PyTorch paths (as on a machine without a C
-    compiler): for A/B benchmarks and tests. Process-wide, nestable; autograd Functions already created keep the
-    kernels they were given."""
+def disabled(*sources: str) -> Iterator[None]:
+    """Inside, the kernel getters return None, so callers take their PyTorch paths (as on a machine without a C
+    compiler): for A/B benchmarks and tests. ``sources`` (e.g. ``"small_bmm.c"``) limits it to those libraries; none
+    means all. Process-wide, nestable; autograd Functions already created keep the kernels they were given."""
     global _disabled
-    _disabled += 1
+    known = {"ffn_gelu.c", "small_bmm.c", "dwconv_small.c"}
+    if set(sources) - known:
+        raise ValueError(f"disabled(): unknown kernel sources {sorted(set(sources) - known)}; known: {sorted(known)}")
+    if not sources:
+        _disabled += 1
+    for source in sources:
+        _disabled_sources[source] = _disabled_sources.get(source, 0) + 1
     try:
         yield
     finally:
-        _disabled -= 1
+        if not sources:
+            _disabled -= 1
+        for source in sources:
+            _disabled_sources[source] -= 1
 
 
 @contextlib.contextmanager
 def plain_builds() -> Iterator[None]:
-    """Inside, the AVX-512-only kernels are offered even where the build has no AVX-512 (their plain C loops): slow,
-    but the same operators, so their plumbing (autograd, tracing, validation) can be checked on any CPU. For tests;
-    process-wide, nestable; compiled graphs keep the choice they were traced with."""
+    """Inside, the SIMD kernels are offered even where this build is not one :data:`OFFERED_ISAS` lists (a plain C
+    build: slow, but the same operators), so their plumbing (autograd, tracing, validation) can be checked on any
+    CPU; where the build is AVX-512 or AVX2 nothing changes. For tests; process-wide, nestable; compiled graphs keep
+    the choice they were traced with."""
     global _plain
     _plain += 1
     try:
@@ -407,9 +521,18 @@ def plain_builds() -> Iterator[None]:
         _plain -= 1
 
 
+def _build_for_load(source: str) -> Path:
+    """The library ``_load`` uses: with ``-fopenmp`` for the sources that have OpenMP entries (see
+    :class:`_TeamSplit`), else, or where that build fails (a compiler without OpenMP), without it."""
+    if source in _OPENMP_SOURCES:
+        with contextlib.suppress(NativeBuildError):
+            return build_library(_SOURCE_DIR / source, extra_flags=("-fopenmp",))
+    return build_library(_SOURCE_DIR / source)
+
+
 def _load(source: str, wrapper, self_check):  # noqa: ANN001, ANN202
     """Build, wrap and self-check one kernel library once per process; None where that fails or is disabled."""
-    if _disabled:
+    if _disabled or _disabled_sources.get(source):
         return None
     if source in _loaded:
         return _loaded[source]
@@ -419,7 +542,7 @@ def _load(source: str, wrapper, self_check):  # noqa: ANN001, ANN202
         result = None
         if os.environ.get("FFNET_NATIVE", "1") != "0" and os.name == "posix":
             try:
-                result = wrapper(ctypes.CDLL(str(build_library(_SOURCE_DIR / source))))
+                result = wrapper(ctypes.CDLL(str(_build_for_load(source))))
                 # the self-checks compare against autograd: the caller's first use may sit under no_grad() or
                 # inference_mode() (an evaluation script), which must neither break the check nor be changed by it
                 with torch.inference_mode(False), torch.enable_grad():
@@ -452,18 +575,21 @@ def ffn_gelu_kernels() -> FFNGeluKernels | None:
     return _load("ffn_gelu.c", FFNGeluKernels, _ffn_gelu_self_check)
 
 
+def _offered(source: str, built):  # noqa: ANN001, ANN202
+    """``built`` where its ISA pays (:data:`OFFERED_ISAS`) or inside :func:`plain_builds`, else None."""
+    return built if built is not None and (built.isa in OFFERED_ISAS[source] or _plain) else None
+
+
 def small_bmm_kernel() -> SmallBmmKernel | None:
-    """The register-blocked small-matrix product, built on first call; None where it is not available or not
-    vectorized (see the module docstring)."""
-    kernel = _load("small_bmm.c", SmallBmmKernel, _small_bmm_self_check)
-    return kernel if kernel is not None and (kernel.vectorized or _plain) else None
+    """The register-blocked small-matrix product, built on first call; None where it is not available or its ISA
+    is not one it is offered for (see the module docstring)."""
+    return _offered("small_bmm.c", _load("small_bmm.c", SmallBmmKernel, _small_bmm_self_check))
 
 
 def dwconv_kernels() -> DwConvKernels | None:
-    """The short-kernel depthwise conv kernels, built on first call; None where they are not available or not
-    vectorized (see the module docstring)."""
-    kernels = _load("dwconv_small.c", DwConvKernels, _dwconv_self_check)
-    return kernels if kernels is not None and (kernels.vectorized or _plain) else None
+    """The short-kernel depthwise conv kernels, built on first call; None where they are not available or their ISA
+    is not one they are offered for (see the module docstring)."""
+    return _offered("dwconv_small.c", _load("dwconv_small.c", DwConvKernels, _dwconv_self_check))
 
 
 # Availability as constants for torch.compile: evaluated once while tracing, so a compiled graph neither traces

@@ -174,7 +174,10 @@ class Residual(nn.Module):
         self.drop_path = DropPath(drop_path)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.main(self.norm(x) if "norm" in self._modules else x)
+        y = x
+        if hasattr(self, "norm"):  # resolved when TorchScript compiles (a `_modules` lookup is not scriptable)
+            y = self.norm(y)
+        y = self.main(y)
         if self.layer_scale is not None:
             y = y * self.layer_scale
         return x + self.drop_path(y)

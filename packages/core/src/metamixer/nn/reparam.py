@@ -88,6 +88,7 @@ class ConvBN(nn.Module):
     """
 
     reparam_leaf = True  # fuse() turns this module into one plain conv
+    __jit_unused_properties__ = ["conv_module", "bn_module"]  # accessors for fuse(), not compiled by TorchScript
 
     def __init__(
         self,
@@ -127,7 +128,11 @@ class ConvBN(nn.Module):
         return self._modules[self._names[1]]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.bn_module(self.conv_module(x))
+        # the two children in registration order (conv, bn); iterating them instead of looking the configurable
+        # names up keeps forward scriptable (TorchScript cannot resolve a child by a runtime name)
+        for layer in self.children():
+            x = layer(x)
+        return x
 
     @torch.no_grad()
     def fused_weights(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -142,6 +147,7 @@ class BNConv(nn.Module):
     """BatchNorm then an unpadded conv (a 1x1 projection); ``fuse()`` folds the BN into the conv's input side."""
 
     reparam_leaf = True  # fuse() turns this module into one plain conv
+    __jit_unused_properties__ = ["bn_module", "conv_module"]
 
     def __init__(
         self,
@@ -165,7 +171,9 @@ class BNConv(nn.Module):
         return self._modules[self._names[1]]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv_module(self.bn_module(x))
+        for layer in self.children():  # (bn, conv) in registration order; scriptable, as in ConvBN
+            x = layer(x)
+        return x
 
     @torch.no_grad()
     def fused_weights(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -180,6 +188,7 @@ class ResidualConv1x1(nn.Module):
     """``x + conv1x1(BN(x))`` — the residual projection of FFNet's downsampler; fuses to one 1x1 conv (W + I)."""
 
     reparam_leaf = True  # fuse() turns this module into one plain conv
+    __jit_unused_properties__ = ["inner"]
 
     def __init__(self, channels: int, ndim: int = 2, name: str = "conv", bn_conv_names: tuple[str, str] = ("bn", "c")) -> None:
         super().__init__()
@@ -191,7 +200,10 @@ class ResidualConv1x1(nn.Module):
         return self._modules[self._name]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.inner(x)
+        y = x
+        for layer in self.children():  # the one BNConv child (scriptable, see ConvBN.forward)
+            y = layer(y)
+        return x + y
 
     @torch.no_grad()
     def fuse(self) -> nn.Module:
@@ -270,10 +282,15 @@ class RepDWConv(nn.Module):
         return [self._modules[n] for n in self.branch_names]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = None
-        for b in self.branches():
-            y = b(x)
-            out = y if out is None else out + y
+        # the children are exactly the branches, in branch_names order (scriptable, see ConvBN.forward)
+        out: torch.Tensor | None = None
+        for branch in self.children():
+            y = branch(x)
+            if out is None:
+                out = y
+            else:
+                out = out + y
+        assert out is not None
         return out
 
     @torch.no_grad()

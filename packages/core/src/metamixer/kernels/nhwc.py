@@ -1,0 +1,197 @@
+"""Channels-last inference kernels for 2-D FFNet blocks (``csrc/nhwc.c``): 1x1 convs with fused bias / GELU /
+residual, the whole ConvFFN FFN with its hidden block kept in cache, and depthwise convs with the same epilogues.
+
+Why: at inference an FFNet block is two depthwise convs, GELU and three 1x1 convs. PyTorch runs each as its own
+pass over memory (the 2x wide FFN hidden tensor four times), and its exact GELU alone was a quarter of FFNetSR's
+CPU time. These kernels read each activation once per fused step (see the C file for the blocking).
+
+Tensors are channels-last ``[B, C, H, W]`` (memory ``[B, H, W, C]``), float32, on CPU. Every op has a PyTorch
+reference path with the same result (up to float rounding), taken where the kernels are not available (no C
+compiler, ``FFNET_NATIVE=0``, :func:`metamixer.kernels.native.disabled`), for other dtypes or devices, for
+channel counts that are not a multiple of the build's vector width, and whenever autograd records (these kernels
+have no backward): callers never need to check.
+"""
+
+from __future__ import annotations
+
+import ctypes
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from . import native
+
+__all__ = ["NhwcKernels", "nhwc_kernels", "PackedPointwise", "pointwise", "mlp", "depthwise", "to_channels_last"]
+
+_ACTS = {None: 0, "gelu": 1}
+
+
+class NhwcKernels:
+    """ctypes wrappers of ``csrc/nhwc.c``; work is split across ``torch.get_num_threads()`` threads by pixels (1x1)
+    or image rows (depthwise)."""
+
+    def __init__(self, library: ctypes.CDLL) -> None:
+        i64, ptr, c_int = ctypes.c_int64, ctypes.c_void_p, ctypes.c_int
+        self._pointwise, self._mlp, self._depthwise = library.nhwc_pointwise, library.nhwc_mlp, library.nhwc_depthwise
+        self._pointwise.argtypes = [ptr] * 5 + [i64, i64, c_int, i64, i64]
+        self._mlp.argtypes = [ptr] * 7 + [i64] * 4
+        self._depthwise.argtypes = [ptr] * 5 + [i64] * 3 + [c_int] * 3 + [i64] * 2
+        self._pointwise.restype = self._mlp.restype = c_int
+        self._depthwise.restype = None
+        library.nhwc_vector_width.restype = c_int
+        self.vector_width = int(library.nhwc_vector_width())
+        self.panel = 3 * self.vector_width  # columns per packed weight panel (NV * VW in the C file)
+        self._pixels = native._ThreadSplit(256)
+        self._rows = native._ThreadSplit(2)
+
+    @staticmethod
+    def _checked(status: list[int]) -> None:
+        if any(s == -1 for s in status):
+            raise MemoryError("metamixer nhwc kernels: no memory for the scratch block")
+        if any(s == -2 for s in status):
+            raise ValueError("metamixer nhwc kernels: channel counts must be multiples of the vector width")
+
+    def pack(self, weight: torch.Tensor) -> torch.Tensor:
+        """A 1x1 conv weight ``[N, K, 1, 1]`` as the C file's column panels of ``[K, N]``."""
+        wt = weight.detach().reshape(weight.shape[0], -1).t().float()
+        return torch.cat([wt[:, n0:n0 + self.panel].reshape(-1) for n0 in range(0, wt.shape[1], self.panel)])
+
+    def pointwise(self, x: torch.Tensor, packed: torch.Tensor, bias: torch.Tensor, n: int, act: int,
+                  residual: torch.Tensor | None, out: torch.Tensor) -> None:
+        k = x.shape[1]
+        pixels = x.numel() // k
+        status: list[int] = []
+        res = residual.data_ptr() if residual is not None else None
+        self._pixels(lambda b, e: status.append(self._pointwise(
+            x.data_ptr(), packed.data_ptr(), bias.data_ptr(), res, out.data_ptr(), k, n, act, b, e)), pixels)
+        self._checked(status)
+
+    def mlp(self, x: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor, w2: torch.Tensor, b2: torch.Tensor,
+            hidden: int, residual: torch.Tensor | None, out: torch.Tensor) -> None:
+        c = x.shape[1]
+        status: list[int] = []
+        res = residual.data_ptr() if residual is not None else None
+        self._pixels(lambda b, e: status.append(self._mlp(
+            x.data_ptr(), w1.data_ptr(), b1.data_ptr(), w2.data_ptr(), b2.data_ptr(), res, out.data_ptr(), c, hidden,
+            b, e)), x.numel() // c)
+        self._checked(status)
+
+    def depthwise(self, x: torch.Tensor, taps: torch.Tensor, bias: torch.Tensor, kh: int, kw: int, act: int,
+                  residual: torch.Tensor | None, out: torch.Tensor) -> None:
+        b, c, h, w = x.shape
+        res = residual.data_ptr() if residual is not None else None
+        self._rows(lambda r0, r1: self._depthwise(
+            x.data_ptr(), taps.data_ptr(), bias.data_ptr(), res, out.data_ptr(), h, w, c, kh, kw, act, r0, r1), b * h)
+
+
+def _self_check(kernels: NhwcKernels) -> None:
+    """Each kernel against PyTorch on a ragged shape (pixels not a multiple of the row block, odd sides)."""
+    g = torch.Generator().manual_seed(0)
+    c, hidden = 2 * kernels.vector_width, 4 * kernels.vector_width
+    x = torch.randn(2, c, 5, 7, generator=g).contiguous(memory_format=torch.channels_last)
+    res = torch.randn(x.shape, generator=g).contiguous(memory_format=torch.channels_last)
+    w1, b1 = torch.randn(hidden, c, 1, 1, generator=g) * 0.3, torch.randn(hidden, generator=g)
+    w2, b2 = torch.randn(c, hidden, 1, 1, generator=g) * 0.3, torch.randn(c, generator=g)
+    wd, bd = torch.randn(c, 1, 3, 5, generator=g), torch.randn(c, generator=g)
+    out = torch.empty_like(x)
+    kernels.mlp(x, kernels.pack(w1), b1, kernels.pack(w2), b2, hidden, res, out)
+    worst = float((out - (F.conv2d(F.gelu(F.conv2d(x, w1, b1)), w2, b2) + res)).abs().max())
+    out_h = torch.empty(2, hidden, 5, 7).contiguous(memory_format=torch.channels_last)
+    kernels.pointwise(x, kernels.pack(w1), b1, hidden, 1, None, out_h)
+    worst = max(worst, float((out_h - F.gelu(F.conv2d(x, w1, b1))).abs().max()))
+    taps = wd.reshape(c, 15).t().contiguous()
+    kernels.depthwise(x, taps, bd, 3, 5, 0, res, out)
+    worst = max(worst, float((out - (F.conv2d(x, wd, bd, padding=(1, 2), groups=c) + res)).abs().max()))
+    if not worst < 1e-3:
+        raise native.NativeBuildError(f"nhwc kernels disagree with PyTorch by {worst:.3g} (expected < 1e-3)")
+
+
+def nhwc_kernels() -> NhwcKernels | None:
+    """The channels-last kernels, built on first call; None where not available (see :mod:`.native`)."""
+    return native._load("nhwc.c", NhwcKernels, _self_check)
+
+
+def to_channels_last(x: torch.Tensor) -> torch.Tensor:
+    """``x`` in channels-last memory (a no-op when it already is)."""
+    return x.contiguous(memory_format=torch.channels_last)
+
+
+def _usable(x: torch.Tensor, *channels: int) -> NhwcKernels | None:
+    if x.dtype != torch.float32 or x.device.type != "cpu" or x.dim() != 4 or (torch.is_grad_enabled() and
+                                                                               x.requires_grad):
+        return None
+    kernels = nhwc_kernels()
+    if kernels is None or any(c % kernels.vector_width for c in channels):
+        return None
+    return kernels
+
+
+@dataclass
+class PackedPointwise:
+    """A 1x1 conv (``weight [N, K, 1, 1]``, ``bias [N]``) with its weight also packed for the C kernels."""
+
+    weight: torch.Tensor
+    bias: torch.Tensor
+    packed: torch.Tensor | None
+
+    @classmethod
+    def from_conv(cls, weight: torch.Tensor, bias: torch.Tensor | None) -> PackedPointwise:
+        weight = weight.detach().float().contiguous()
+        bias = bias.detach().float().contiguous() if bias is not None else weight.new_zeros(weight.shape[0])
+        kernels = nhwc_kernels()
+        return cls(weight, bias, kernels.pack(weight) if kernels is not None else None)
+
+
+def _new_like(x: torch.Tensor, channels: int) -> torch.Tensor:
+    return torch.empty((x.shape[0], channels, x.shape[2], x.shape[3]), dtype=x.dtype,
+                       device=x.device).contiguous(memory_format=torch.channels_last)
+
+
+def pointwise(x: torch.Tensor, conv: PackedPointwise, act: str | None = None,
+              residual: torch.Tensor | None = None) -> torch.Tensor:
+    """``act(conv1x1(x)) (+ residual)``."""
+    n, k = conv.weight.shape[:2]
+    kernels = _usable(x, n) if conv.packed is not None else None
+    if kernels is None:
+        y = F.conv2d(x, conv.weight, conv.bias)
+        y = F.gelu(y) if act == "gelu" else y
+        return y + residual if residual is not None else y
+    x = to_channels_last(x)
+    residual = to_channels_last(residual) if residual is not None else None
+    out = _new_like(x, n)
+    kernels.pointwise(x, conv.packed, conv.bias, n, _ACTS[act], residual, out)
+    return out
+
+
+def mlp(x: torch.Tensor, fc1: PackedPointwise, fc2: PackedPointwise,
+        residual: torch.Tensor | None = None) -> torch.Tensor:
+    """``conv1x1_2(GELU(conv1x1_1(x))) (+ residual)``: the FFN of a ConvFFN."""
+    hidden, c = fc1.weight.shape[:2]
+    kernels = _usable(x, c, hidden) if fc1.packed is not None and fc2.packed is not None else None
+    if kernels is None:
+        y = F.conv2d(F.gelu(F.conv2d(x, fc1.weight, fc1.bias)), fc2.weight, fc2.bias)
+        return y + residual if residual is not None else y
+    x = to_channels_last(x)
+    residual = to_channels_last(residual) if residual is not None else None
+    out = _new_like(x, fc2.weight.shape[0])
+    kernels.mlp(x, fc1.packed, fc1.bias, fc2.packed, fc2.bias, hidden, residual, out)
+    return out
+
+
+def depthwise(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, taps: torch.Tensor | None = None,
+              act: str | None = None, residual: torch.Tensor | None = None) -> torch.Tensor:
+    """``act(dwconv(x, weight) + bias) (+ residual)`` with 'same' zero padding (odd kernels, stride 1).
+    ``taps``: ``weight`` as ``[KH*KW, C]`` (pass it to avoid re-laying it out per call)."""
+    c, _, kh, kw = weight.shape
+    kernels = _usable(x, 1)
+    if kernels is None or kh % 2 == 0 or kw % 2 == 0:
+        y = F.conv2d(x, weight, bias, padding=(kh // 2, kw // 2), groups=c)
+        y = F.gelu(y) if act == "gelu" else y
+        return y + residual if residual is not None else y
+    x = to_channels_last(x)
+    residual = to_channels_last(residual) if residual is not None else None
+    taps = taps if taps is not None else weight.detach().reshape(c, kh * kw).t().contiguous()
+    out = _new_like(x, c)
+    kernels.depthwise(x, taps, bias, kh, kw, _ACTS[act], residual, out)
+    return out
