@@ -393,15 +393,17 @@ def _equal(model: torch.nn.Module, ref: torch.nn.Module) -> bool:
 
 
 def test_ema_weights_reach_timms_loader(backend: Backend, tmp_path: Path) -> None:
-    """timm's ``load_checkpoint(use_ema=True)`` on a run checkpoint finds no timm EMA key and takes ``model``;
-    the ``--formats timm`` export holds ``state_dict_ema``, which it takes. ``pretrained=True`` with the run
+    """timm's ``load_checkpoint(use_ema=True)`` on a run checkpoint finds the engine's ``state_dict_ema`` alias
+    and takes the EMA weights (``use_ema=False``: ``model``); the ``--formats timm`` export holds both too. ``pretrained=True`` with the run
     checkpoint as ``file`` reads our ``ema`` key itself."""
     from ffnet_classification.timm_checkpoint import write_timm_checkpoint
 
     path, model, ema = _run_checkpoint(tmp_path)
     plain = backend.create_model("ffnet_1", num_classes=4, **TINY)
     backend.load_checkpoint(plain, str(path), use_ema=True)
-    assert _equal(plain, model) and not _equal(plain, ema)  # the documented trap of the engine's format
+    assert _equal(plain, ema) and not _equal(plain, model)
+    backend.load_checkpoint(plain, str(path), use_ema=False)
+    assert _equal(plain, model)
     report = write_timm_checkpoint(path, tmp_path / "ffnet_1_timm.pth")
     assert report["has_ema"] and report["max_abs_diff"] == 0.0 and report["num_classes"] == 4
     saved = torch.load(tmp_path / "ffnet_1_timm.pth", weights_only=True)

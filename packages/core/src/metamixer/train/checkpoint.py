@@ -3,6 +3,7 @@
 A checkpoint is a plain dict of tensors and Python containers::
 
     {"format": "ffnet-checkpoint", "version": 1, "model": sd, "ema": sd|None, "ema_updates": int,
+     "state_dict_ema": the "ema" dict again when there is one (the key timm's loader reads with use_ema=True),
      "optimizer": sd|None, "scheduler": sd|None, "scaler": sd|None, "step": int, "epoch": int,
      "config": dict|None, "rng": {...}, "extra": dict}
 
@@ -139,6 +140,9 @@ def save_checkpoint(
         "rng": get_rng_state(),
         "extra": dict(extra) if extra is not None else {},
     }
+    if ckpt["ema"] is not None:
+        # timm's load_checkpoint(use_ema=True) looks for this key: the same dict object, which pickle stores once
+        ckpt["state_dict_ema"] = ckpt["ema"]
     _atomic_torch_save(ckpt, path)
     return path
 
