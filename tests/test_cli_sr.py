@@ -67,6 +67,10 @@ UPSCALE_OPTIONS = [
     (["--bicubic", "--scale", "2", "--tile-pad", "-3"], "--tile-pad"),
     (["--bicubic", "--scale", "-1"], "--scale"),
     (["--checkpoint", "{ckpt}", "--scale", "3"], "--scale 3"),  # the checkpoint's model is x2
+    (["--bicubic", "--scale", "2", "--suffix", "a/b"], "--suffix 'a/b'"),  # a suffix is no folder
+    (["--bicubic", "--scale", "2", "--ext", "gif"], "--ext"),
+    (["--bicubic", "--scale", "2", "--ext", "jpg", "--jpeg-quality", "0"], "--jpeg-quality"),
+    (["--bicubic", "--scale", "2", "--jpeg-quality", "101"], "--jpeg-quality"),
 ]
 
 
@@ -86,6 +90,13 @@ EVAL_OPTIONS = [
     (["--tile-pad", "-3"], "--tile-pad"),
     (["--crop-border", "-1"], "--crop-border"),
     (["--pad-multiple", "0"], "--pad-multiple"),
+    (["--metric-channel", "cmyk"], "--metric-channel"),
+    (["--ext", "bmp"], "--ext"),
+    (["--suffix", "x/y"], "--suffix 'x/y'"),
+    (["eval.suffix=x/y"], "eval.suffix 'x/y'"),  # an override: named by its key
+    (["--jpeg-quality", "101"], "--jpeg-quality"),
+    (["eval.jpeg_quality=0"], "eval.jpeg_quality"),
+    (["eval.metric_channel=ycbcr"], "eval.metric_channel"),
 ]
 
 
@@ -110,3 +121,22 @@ def test_eval_set_with_a_tiny_image_says_what_size_is_needed(corpus: dict[str, P
     line = assert_one_line_error(result, str(bench / "tiny.png"), "2x4 pixels", "at least 15 pixels")
     assert "crop_border 2" in line
     assert not out.exists()
+
+
+TRAIN_CONFIGS = [
+    (["data.val_set=Set5"], "did you mean 'data.val_sets'"),  # the old key names the new one
+    (["data.val_sets=[Set5]", "train.best_metric=Set5/lpips"], "train.best_metric"),
+    (["data.val_sets=[Set5]", "train.val_metric_channel=ycbcr"], "train.val_metric_channel"),
+    (["data.val_sets=[Set5, Set5]"], "data.val_sets[1]"),
+    (["data.val_sets=[{name: Set5, dataroot_gt: x}]"], "data.val_sets[0].dataroot_gt"),
+    (["data.val_sets=[NoSuchSet]"], "NoSuchSet"),
+]
+
+
+@pytest.mark.parametrize(("overrides", "needle"), TRAIN_CONFIGS, ids=lambda v: " ".join(v) if isinstance(v, list) else v)
+def test_train_validation_settings_are_one_line_errors(overrides: list[str], needle: str, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    result = run_cli("ffnet-sr-train", "cpu_t91_x2", *overrides, f"run.output_dir={run}",
+                     env={"FFNET_DATA": str(_data())})
+    assert_one_line_error(result, needle)
+    assert not run.exists()

@@ -21,7 +21,7 @@ from metamixer.train.errors import FFNetError
 
 def _cfg(tmp_path: Path, train_dir: str | Path, *extra: str) -> SRConfig:
     return load_config(SRConfig, None, [f"data.train_dirs=[{train_dir}]", "model.scale=2", "data.patch_size=16",
-                                        "data.val_set=null", f"run.output_dir={tmp_path / 'run'}", *extra])
+                                        "data.val_sets=[]", f"run.output_dir={tmp_path / 'run'}", *extra])
 
 
 def test_benchmark_folder_is_refused_with_one_line_naming_it(tmp_path, sr_data, capsys):
@@ -92,7 +92,7 @@ def test_a_folder_used_for_validation_is_refused_for_training(tmp_path):
     holdout = tmp_path / "holdout"
     holdout.mkdir()
     Image.fromarray(np.zeros((40, 40, 3), np.uint8)).save(holdout / "x.png")
-    cfg = _cfg(tmp_path, holdout, f"data.val_set={holdout}")
+    cfg = _cfg(tmp_path, holdout, f"data.val_sets=[{holdout}]")
     with pytest.raises(FFNetError, match=r"holdout is the holdout benchmark \(it is inside"):
         build_dataset(cfg)
     assert len(build_dataset(_cfg(tmp_path, holdout))) == 1  # not an evaluation folder of this run: fine

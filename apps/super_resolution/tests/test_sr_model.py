@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from ffnet_sr import create_model
 from ffnet_sr.inference import load_model_for_inference
-from ffnet_sr.models import model_from_state_dict
+from ffnet_sr.models import FFNetSR, model_from_state_dict
 from metamixer.train.errors import FFNetError
 
 PARAMS = {
@@ -103,3 +103,26 @@ def test_macs_for_720p_output(name, scale, lr_hw, gmacs):
 def test_foreign_weights_message_names_the_file():
     with pytest.raises(FFNetError, match=r"^other\.pth: weights are not FFNetSR weights .*found fc\.weight"):
         model_from_state_dict({"fc.weight": torch.zeros(3, 3)}, "other.pth")
+
+
+def test_deploy_path_equals_the_plain_model_whole_and_tiled() -> None:
+    """prepare_for_inference (core's fused channels-last blocks) against the authors' formulation (the plain
+    module sequence on NCHW), and exact tiling with the deploy model against its whole-image output."""
+    from metamixer.nn.inference import fast_block_count
+
+    from ffnet_sr.inference import forward_tiled, prepare_for_inference, receptive_radius
+
+    torch.manual_seed(0)
+    model = FFNetSR(scale=3, dim=32, depth=3).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.02)
+    deploy = prepare_for_inference(model)
+    assert fast_block_count(deploy) == 3
+    assert receptive_radius(deploy) == receptive_radius(model) == 2 + 3 * 3
+    x = torch.rand(1, 3, 29, 37)
+    with torch.no_grad():
+        ref, got = model(x), deploy(x)
+        tiled = forward_tiled(deploy, x, 3, tile=8)
+    assert float((got - ref).abs().max() / ref.abs().max()) < 1e-4
+    assert float((tiled - got).abs().max()) < 1e-5

@@ -22,7 +22,7 @@ def _tiny_cfg(out, train_dir, extra=()):
     return load_config(SRConfig, None, [
         "model.depth=1", "model.scale=2",
         f"data.train_dirs=[{train_dir}]", "data.patch_size=16", "data.num_workers=0",
-        "data.val_set=Set5", "data.val_max_images=1",
+        "data.val_sets=[Set5]", "data.val_max_images=1",
         "train.steps=4", "train.batch_size=2", "train.val_every=2", "train.save_every=2", "train.log_every=1",
         "train.ema_decay=0.9", "train.eval_weights=ema", "train.progress=false", "optim.name=adam",
         "optim.warmup_steps=1", "run.device=cpu", f"run.output_dir={out}",
@@ -53,13 +53,14 @@ def test_resume_equals_uninterrupted_bit_for_bit(tmp_path, sr_data, t91_five):
     assert full.best is not None and [h["step"] for h in full.history] == [2, 4]
     assert any(p.name.startswith("events.out.tfevents") for p in run.rglob("*"))
     log = (run / "log.txt").read_text()
-    assert "bicubic psnr_y" in log and "validation at step 4" in log
+    assert "validation set Set5 x2 (1 images" in log and "bicubic psnr" in log and "validation at step 4" in log
+    assert "Set5/psnr" in log and "Set5/ssim" in log and "best.pth by Set5/psnr" in log
 
 
 def test_loader_workers_and_positions_give_the_same_batches(tmp_path, sr_data, t91_five):
     """One persistent loader serves every epoch from any start; worker processes change nothing."""
     def batches(workers, positions):
-        cfg = _tiny_cfg(tmp_path / f"w{workers}", t91_five, [f"data.num_workers={workers}", "data.val_set=null"])
+        cfg = _tiny_cfg(tmp_path / f"w{workers}", t91_five, [f"data.num_workers={workers}", "data.val_sets=[]"])
         task = SRTask(cfg, prepare_run(cfg.run, cfg, quiet=True))
         out = []
         for epoch, start in positions:  # taken as the trainer does: exactly the epoch's batches, no StopIteration
@@ -83,7 +84,7 @@ def test_train_cli_rejects_bad_config(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "model.nmae" in err and "Traceback" not in err
     for argv, expected in [
-        (["data.train_dirs=[/no/such/folder]", f"run.output_dir={tmp_path}", "data.val_set=null"], "/no/such/folder"),
+        (["data.train_dirs=[/no/such/folder]", f"run.output_dir={tmp_path}", "data.val_sets=[]"], "/no/such/folder"),
         (["no_such_recipe"], "cpu_t91_x2"),  # the error lists the shipped recipes
         (["train.batch_size=0"], "train.batch_size"),
         (["train.epochs=3"], "train.steps"),  # exactly one of epochs / steps
@@ -123,8 +124,8 @@ def test_bad_training_data_stops_before_the_run_folder_exists(tmp_path, capsys):
     images.mkdir()
     Image.fromarray(np.zeros((5, 3, 3), np.uint8)).save(images / "tiny.png")
     run = tmp_path / "run"
-    for extra, expected in [([f"data.train_dirs=[{images}]", "data.val_set=null"], "tiny.png: 3x5 pixels"),
-                            (["data.val_set=NoSuchSet"], "NoSuchSet")]:
+    for extra, expected in [([f"data.train_dirs=[{images}]", "data.val_sets=[]"], "tiny.png: 3x5 pixels"),
+                            (["data.val_sets=[NoSuchSet]"], "NoSuchSet")]:
         with pytest.raises(SystemExit) as exc:
             train_cli(["cpu_t91_x2", "data.patch_size=16", f"run.output_dir={run}", *extra])
         err = capsys.readouterr().err

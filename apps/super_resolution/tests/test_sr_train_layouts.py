@@ -83,7 +83,7 @@ def test_accepted_layouts_are_found(layouts, tmp_path):
 def test_t91_trains_from_its_hr_folder(t91, tmp_path):
     """The real T91 (HR-only BMPs) through the config path, given as its set root: 91 images, LR generated."""
     cfg = load_config(SRConfig, None, [f"data.train_dirs=[{t91.parent}]", "model.scale=2", "data.patch_size=32",
-                                       "data.val_set=null", f"run.output_dir={tmp_path}"])
+                                       "data.val_sets=[]", f"run.output_dir={tmp_path}"])
     ds = build_dataset(cfg)
     assert len(ds) == 91 and all(lr is None for _, lr in ds.items) and ds.notes == []
     assert {p.parent for p, _ in ds.items} == {t91}

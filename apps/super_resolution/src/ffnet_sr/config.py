@@ -19,9 +19,14 @@ from metamixer.train.config import bounded
 from metamixer.train.errors import FFNetError
 from metamixer.train.sections import OptimConfig, RunConfig, TrainConfig
 
-__all__ = ["ModelConfig", "DataConfig", "SRTrainConfig", "EvalConfig", "SRConfig", "resolve_data_dir", "RECIPES_DIR"]
+__all__ = ["ModelConfig", "ValSetConfig", "DataConfig", "SRTrainConfig", "EvalConfig", "SRConfig", "resolve_data_dir",
+           "validation_sets", "best_metric", "RECIPES_DIR", "METRICS", "OutputExt"]
 
 LRSource = Literal["auto", "folder", "generate"]
+MetricChannel = Literal["y", "rgb"]
+OutputExt = Literal["png", "jpg", "tif"]
+#: what every validation set and evaluation set is scored with
+METRICS = ("psnr", "ssim")
 
 #: shipped recipes (editable src layout: apps/super_resolution/recipes); None when not installed from a checkout
 RECIPES_DIR: Path | None = Path(__file__).resolve().parents[2] / "recipes"
@@ -35,6 +40,23 @@ class ModelConfig:
     scale: int = bounded(2, ge=1)
     depth: int | None = bounded(None, ge=1)  # override the number of blocks (CPU recipes); null = the published depth
     pretrained: str | None = None  # strict init from an FFNet checkpoint or the authors' BasicSR .pth
+
+
+@dataclass
+class ValSetConfig:
+    """One validation set of ``data.val_sets`` (BasicSR's ``datasets.val_1``, ``val_2``, ...): ``path`` a name under
+    ``<data_root>/sr`` or a folder (default: ``name``), ``name`` its label in the log and tensorboard
+    (``val/<name>/psnr``; default: the folder's name); ``lr_source`` / ``max_images`` default to
+    ``data.val_lr_source`` / ``data.val_max_images``. A plain string entry is the same as ``{path: <string>}``."""
+
+    path: str | None = None
+    name: str | None = None
+    lr_source: LRSource | None = None
+    max_images: int | None = bounded(None, ge=1)
+
+    def __post_init__(self) -> None:
+        if not self.path and not self.name:
+            raise ValueError("a validation set needs a path (a set name under <data>/sr or a folder) or a name")
 
 
 @dataclass
@@ -53,9 +75,11 @@ class DataConfig:
     num_workers: int = bounded(8, ge=0)
     cache_images: bool = False
     augment: bool = True
-    val_set: str | None = "Urban100"  # a name under <data_root>/sr or a folder; null = no validation
-    val_lr_source: LRSource = "auto"
-    val_max_images: int | None = bounded(None, ge=1)
+    # validation sets, each scored with PSNR and SSIM (val/<set>/psnr, val/<set>/ssim): names under <data_root>/sr,
+    # folders, or {path, name, lr_source, max_images} mappings (ValSetConfig); [] = no validation. Was data.val_set
+    val_sets: list[str | ValSetConfig] = field(default_factory=lambda: ["Urban100"])
+    val_lr_source: LRSource = "auto"  # for every validation set that does not set its own lr_source
+    val_max_images: int | None = bounded(None, ge=1)  # likewise (the first N images of each set)
 
 
 @dataclass
@@ -65,6 +89,9 @@ class SRTrainConfig(TrainConfig):
     l1_weight: float = bounded(1.0, ge=0)
     fft_weight: float = bounded(0.02, ge=0)  # L1 of the rfft2 spectra (official: 0.02; the paper text: 0.05)
     compile: bool = False  # torch.compile the model's forward (in place, so checkpoints keep their keys)
+    # validation scores on the Y channel (BasicSR's test_y_channel: true; the paper protocol) or on R, G, B
+    val_metric_channel: MetricChannel = "y"
+    best_metric: str | None = None  # what picks best.pth: "<set>/psnr" or "<set>/ssim"; null = the first set's psnr
 
 
 @dataclass
@@ -78,7 +105,12 @@ class EvalConfig:
     tile: int | None = bounded(None, gt=0)  # LR tile side (exact; bounds memory for big images); null = whole image
     tile_pad: int | None = bounded(None, ge=0)  # context per tile side; null = the receptive radius (exact)
     pad_multiple: int = bounded(1, ge=1)  # reflect-pad LR inputs to a multiple and crop the output back
-    save_images: str | None = None  # folder for the SR PNGs; null = none
+    save_images: str | None = None  # folder for the SR images; null = none
+    metric_channel: MetricChannel = "y"  # y: MATLAB Y, the paper protocol (BasicSR test_y_channel); rgb: R, G, B
+    recursive: bool = False  # search each set's HR folder recursively; LR files are paired by relative path
+    suffix: str | None = None  # saved image name <name><suffix>.<ext>; null = "x<scale>" (babyx2.png)
+    ext: OutputExt = "png"  # saved image format
+    jpeg_quality: int = bounded(95, ge=1, le=100)  # for ext jpg
 
 
 def _official_optim() -> OptimConfig:
@@ -111,3 +143,39 @@ def resolve_data_dir(path: str) -> Path:
             if candidate.is_dir():
                 return candidate
     raise FFNetError(f"data folder not found: {path} (also looked under {data_root()}); set FFNET_DATA or fix data.train_dirs")
+
+
+def validation_sets(data: DataConfig) -> list[ValSetConfig]:
+    """The entries of ``data.val_sets`` as full records (path, unique name, lr_source, max_images filled in), so
+    the task, the benchmark guard and the run checks read one list instead of each interpreting the shorthands."""
+    sets: list[ValSetConfig] = []
+    for i, entry in enumerate(data.val_sets):
+        e = ValSetConfig(path=entry) if isinstance(entry, str) else entry
+        path = e.path or e.name
+        assert path is not None  # ValSetConfig.__post_init__
+        name = e.name or Path(path).name
+        taken = [s.name for s in sets]
+        if name in taken:
+            raise FFNetError(f"data.val_sets[{i}]: a validation set named {name!r} is already data.val_sets"
+                             f"[{taken.index(name)}]; give one of them another name ({{path: {path}, name: ...}})")
+        sets.append(ValSetConfig(path=path, name=name, lr_source=e.lr_source or data.val_lr_source,
+                                 max_images=e.max_images if e.max_images is not None else data.val_max_images))
+    return sets
+
+
+def best_metric(cfg: SRConfig) -> str | None:
+    """The validation metric that picks ``best.pth``: ``train.best_metric``, else the first validation set's PSNR;
+    None without validation sets. A metric that no validation produces is refused here, before any training."""
+    sets = validation_sets(cfg.data)
+    chosen = cfg.train.best_metric
+    if not sets:
+        if chosen is not None:
+            raise FFNetError(f"train.best_metric: {chosen!r} needs validation sets, but data.val_sets is empty")
+        return None
+    if chosen is None:
+        return f"{sets[0].name}/psnr"
+    choices = [f"{s.name}/{m}" for s in sets for m in METRICS]
+    if chosen not in choices:
+        raise FFNetError(f"train.best_metric: {chosen!r} is not a validation metric; expected one of "
+                         f"{', '.join(choices)}")
+    return chosen

@@ -56,7 +56,7 @@ def quickstart_overrides(output_dir: Path, steps: int = 100, depth: int = 2, thr
         "data.patch_size=32",
         "data.num_workers=0",
         "data.cache_images=true",
-        "data.val_set=Set5",
+        "data.val_sets=[Set5]",
         "optim.name=adam",
         "optim.lr=2.0e-3",
         "optim.betas=[0.9,0.99]",

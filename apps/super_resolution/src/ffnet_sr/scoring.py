@@ -16,7 +16,7 @@ import numpy as np
 from metamixer.train.errors import FFNetError
 
 from .data.dataset import BenchmarkPair, load_benchmark
-from .data.io import write_png
+from .data.io import write_image
 from .inference import Upscaler
 from .metrics import calculate_psnr, calculate_ssim
 
@@ -25,15 +25,23 @@ __all__ = ["check_scorable", "evaluate_pairs", "evaluate_sets", "format_table", 
 #: how Y is computed (MATLAB rgb2ycbcr on doubles), worded as in sr_protocol.md
 Y_CHANNEL = ("Y = 16 + (65.481 R + 128.553 G + 24.966 B) / 255 (MATLAB rgb2ycbcr on doubles), not rounded; "
              "greyscale images used directly as Y")
+#: what is scored with ``metric_channel="rgb"`` (BasicSR's ``test_y_channel: false``)
+RGB_CHANNELS = ("R, G, B on [0, 255]: PSNR from the MSE over all three channels, SSIM the mean of the three "
+                "channels' SSIM; greyscale images scored as their one channel")
 
 
-def protocol(crop_border: int, lr_source: str = "auto", **extra: Any) -> dict[str, Any]:
-    """The ``protocol`` entry of a results.json: ``crop_border`` as actually used, BasicSR's ``test_y_channel``
-    and the rest of the choices that decide whether a number is comparable with the literature."""
+def protocol(crop_border: int, lr_source: str = "auto", metric_channel: str = "y", **extra: Any) -> dict[str, Any]:
+    """The ``protocol`` entry of a results.json: ``crop_border`` as actually used, the channel scored
+    (``metric_channel`` and BasicSR's ``test_y_channel``) and the rest of the choices that decide whether a number
+    is comparable with the literature (published SR tables are Y: ``rgb`` numbers are not comparable with them)."""
+    if metric_channel not in ("y", "rgb"):
+        raise ValueError(f"metric_channel must be 'y' or 'rgb', got {metric_channel!r}")
+    y = metric_channel == "y"
     return {
         "crop_border": int(crop_border),
-        "test_y_channel": True,
-        "y_channel": Y_CHANNEL,
+        "metric_channel": metric_channel,
+        "test_y_channel": y,
+        **({"y_channel": Y_CHANNEL} if y else {"rgb_channels": RGB_CHANNELS}),
         "psnr": "float64 on [0, 255] after shaving crop_border pixels per side; mean over the images of a set",
         "ssim": "11x11 Gaussian window sigma 1.5, K1 0.01, K2 0.03, L 255, 'valid' filtering; mean over images",
         "lr": {"auto": "provided LR files when present, else MATLAB-bicubic of the HR mod-crop (identical pixels)",
@@ -75,8 +83,14 @@ def evaluate_pairs(
     y_channel: bool = True,
     compute_ssim: bool = True,
     save_dir: Path | None = None,
+    suffix: str | None = None,
+    ext: str = "png",
+    jpeg_quality: int = 95,
 ) -> dict[str, Any]:
-    """Score ``upscaler`` on ``pairs``: per-image PSNR (and SSIM) plus their means (the paper's set average)."""
+    """Score ``upscaler`` on ``pairs``: per-image PSNR (and SSIM) plus their means (the paper's set average), on Y
+    (``y_channel``) or on R, G, B. With ``save_dir`` each SR image is written as
+    ``save_dir/<name><suffix>.<ext>`` (suffix default ``x<scale>``, e.g. ``babyx2.png``; a recursive set's
+    ``sub/name`` keeps its sub-folder); the scores are always those of the uint8 pixels, never of a re-read JPEG."""
     crop = scale if crop_border is None else crop_border
     check_scorable(pairs, scale, crop, compute_ssim)
     per_image: dict[str, dict[str, float]] = {}
@@ -89,7 +103,8 @@ def evaluate_pairs(
             scores["ssim"] = calculate_ssim(sr, pair.hr, crop, y_channel)
         per_image[pair.name] = scores
         if save_dir is not None:
-            write_png(Path(save_dir) / f"{pair.name}x{scale}.png", sr)
+            tail = f"x{scale}" if suffix is None else suffix
+            write_image(Path(save_dir) / f"{pair.name}{tail}.{ext}", sr, jpeg_quality=jpeg_quality)
     result: dict[str, Any] = {"psnr": float(np.mean([v["psnr"] for v in per_image.values()]))}
     if compute_ssim:
         result["ssim"] = float(np.mean([v["ssim"] for v in per_image.values()]))
@@ -105,14 +120,22 @@ def evaluate_sets(
     crop_border: int | None = None,
     lr_source: str = "auto",
     save_dir: Path | None = None,
+    y_channel: bool = True,
+    recursive: bool = False,
+    suffix: str | None = None,
+    ext: str = "png",
+    jpeg_quality: int = 95,
 ) -> dict[str, Any]:
-    """:func:`evaluate_pairs` over several benchmark sets (names or folders), keyed by set name."""
+    """:func:`evaluate_pairs` over several benchmark sets (names or folders), keyed by set name; ``recursive``
+    searches each set's HR folder recursively (LR files paired by relative path, see
+    :func:`~ffnet_sr.data.dataset.load_benchmark`)."""
     out: dict[str, Any] = {}
     for name in sets:
-        pairs = load_benchmark(name, scale, lr_source)
+        pairs = load_benchmark(name, scale, lr_source, recursive=recursive)
         set_name = Path(name).name
         out[set_name] = evaluate_pairs(
-            upscaler, pairs, scale, crop_border, save_dir=(Path(save_dir) / set_name if save_dir else None)
+            upscaler, pairs, scale, crop_border, y_channel, save_dir=(Path(save_dir) / set_name if save_dir else None),
+            suffix=suffix, ext=ext, jpeg_quality=jpeg_quality,
         )
     return out
 

@@ -1,7 +1,9 @@
 """FFNetSR training as a core :class:`~metamixer.train.loop.Task`: what is SR-specific and nothing else.
 
-The task supplies the model, the random-patch batches, the L1 + FFT loss and the PSNR-Y validation (with a
-bicubic | SR | HR crop in tensorboard); core's :class:`~metamixer.train.loop.Trainer` does the optimizer, the
+The task supplies the model, the random-patch batches, the L1 + FFT loss and the validation: PSNR and SSIM
+(Y channel by default, ``train.val_metric_channel``; crop = scale) on every set of ``data.val_sets``, reported as
+``<set>/psnr`` and ``<set>/ssim`` (tensorboard ``val/<set>/psnr``), ``best.pth`` picked by ``train.best_metric``
+(default: the first set's PSNR), with a bicubic | SR | HR crop of the first set's first image in tensorboard; core's :class:`~metamixer.train.loop.Trainer` does the optimizer, the
 cosine schedule, AMP, clipping, accumulation, EMA, DDP, limits, checkpoints, ``best.pth`` and exact resume.
 
 An *epoch* is ``data.enlarge_ratio`` passes' worth of patches over the training images, rounded up to whole
@@ -27,7 +29,7 @@ from metamixer.train.logger import RunLogger
 from metamixer.train.loop import RunContext, Task
 from metamixer.train.seed import make_generator, seed_worker
 
-from .config import SRConfig, resolve_data_dir
+from .config import SRConfig, best_metric, resolve_data_dir, validation_sets
 from .data.benchmark_guard import check_training_dirs
 from .data.dataset import (
     BenchmarkPair,
@@ -69,7 +71,7 @@ def build_dataset(cfg: SRConfig) -> SRTrainDataset:
     :func:`~ffnet_sr.train.train` calls it before the run folder is created: bad data leaves no folder behind."""
     d = cfg.data
     dirs = [hr_folder(resolve_data_dir(p)) for p in d.train_dirs]
-    eval_folders = [*([d.val_set] if d.val_set else []), *cfg.eval.sets]
+    eval_folders = [*(s.path for s in validation_sets(d)), *cfg.eval.sets]
     findings = check_training_dirs(dirs, d.allow_benchmark_training, eval_folders)
     dataset = SRTrainDataset(dirs, cfg.model.scale, d.patch_size, d.lr_source, d.augment, d.cache_images,
                              cfg.run.seed)
@@ -78,8 +80,9 @@ def build_dataset(cfg: SRConfig) -> SRTrainDataset:
 
 
 class SRTask(Task):
-    """Random LR/HR patches -> ``train.l1_weight``·L1 + ``train.fft_weight``·FFT-L1; validation PSNR-Y on
-    ``data.val_set`` (``best.pth`` = highest PSNR-Y; no validation and no best.pth when it is null)."""
+    """Random LR/HR patches -> ``train.l1_weight``·L1 + ``train.fft_weight``·FFT-L1; validation PSNR and SSIM on
+    each of ``data.val_sets`` (``best.pth`` = the best ``train.best_metric``; no validation and no best.pth when
+    the list is empty)."""
 
     monitor_mode = "max"
 
@@ -101,14 +104,21 @@ class SRTask(Task):
         self.loader = DataLoader(self.dataset, batch_sampler=self.sampler, num_workers=d.num_workers,
                                  worker_init_fn=seed_worker, generator=make_generator(cfg.run.seed),
                                  pin_memory=ctx.device.type == "cuda", persistent_workers=d.num_workers > 0)
-        self.monitor = "psnr_y" if d.val_set else None
-        self.val_pairs: list[BenchmarkPair] = []
+        self.val_sets = validation_sets(d)
+        self.monitor = best_metric(cfg)
+        self.y_channel = cfg.train.val_metric_channel == "y"
+        self.val_pairs: dict[str, list[BenchmarkPair]] = {}
         self._preview: np.ndarray | None = None
-        if d.val_set and info.is_main:
-            self.val_pairs = load_benchmark(d.val_set, self.scale, d.val_lr_source, d.val_max_images)
-            bic = evaluate_pairs(bicubic_upscaler(self.scale), self.val_pairs, self.scale, compute_ssim=False)
-            ctx.logger.info(f"validation set {d.val_set} x{self.scale} ({len(self.val_pairs)} images): bicubic "
-                            f"psnr_y {bic['psnr']:.3f} dB")
+        if self.val_sets and info.is_main:
+            channel = "Y" if self.y_channel else "RGB"
+            ctx.logger.info(f"validation: PSNR and SSIM on {channel}, crop {self.scale}, every "
+                            f"{cfg.train.val_every} steps; best.pth by {self.monitor}")
+            for s in self.val_sets:
+                pairs = load_benchmark(s.path, self.scale, s.lr_source, s.max_images)
+                self.val_pairs[s.name] = pairs
+                bic = evaluate_pairs(bicubic_upscaler(self.scale), pairs, self.scale, y_channel=self.y_channel)
+                ctx.logger.info(f"validation set {s.name} x{self.scale} ({len(pairs)} images, {s.path}): bicubic "
+                                f"psnr {bic['psnr']:.3f} dB, ssim {bic['ssim']:.4f}")
 
     def steps_per_epoch(self) -> int:
         return self._steps
@@ -124,7 +134,8 @@ class SRTask(Task):
         return {"loss": total, **{k: v for k, v in parts.items() if k != "total"}}
 
     def evaluate(self, model: nn.Module) -> dict[str, float]:
-        """PSNR-Y (crop = scale) on the validation set, computed on the main process and shared with the others."""
+        """``<set>/psnr`` and ``<set>/ssim`` (crop = scale) of every validation set, computed on the main process
+        and shared with the others."""
         if self.monitor is None:
             return {}
         metrics: dict[str, float] | None = None
@@ -138,9 +149,13 @@ class SRTask(Task):
                     first.append(sr)
                 return sr
 
-            res = evaluate_pairs(remember_first, self.val_pairs, self.scale, compute_ssim=False)
-            self._preview = side_by_side(self.val_pairs[0], first[0], self.scale)
-            metrics = {"psnr_y": float(res["psnr"])}
+            metrics = {}
+            for i, (name, pairs) in enumerate(self.val_pairs.items()):
+                res = evaluate_pairs(remember_first if i == 0 else upscaler, pairs, self.scale,
+                                     y_channel=self.y_channel)
+                metrics[f"{name}/psnr"], metrics[f"{name}/ssim"] = float(res["psnr"]), float(res["ssim"])
+            first_pairs = next(iter(self.val_pairs.values()))
+            self._preview = side_by_side(first_pairs[0], first[0], self.scale)
         if self.ctx.info.is_distributed:
             metrics = all_gather_object(metrics)[0]
         assert metrics is not None

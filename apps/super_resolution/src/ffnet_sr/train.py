@@ -7,8 +7,9 @@ draws disjoint samples. The loop is core's :class:`~metamixer.train.loop.Trainer
 :class:`~ffnet_sr.task.SRTask`; a run resumed from ``last.pth`` is bit-for-bit the uninterrupted run on CPU.
 
 Run folder (``run.output_dir``): ``config.yaml`` (resolved), ``last.pth`` (every ``train.save_every`` steps, at
-each validation and at the end), ``best.pth`` (best validation PSNR-Y), ``log.txt`` and tensorboard events
-(losses, lr, PSNR-Y, and a bicubic | SR | HR crop of the first validation image).
+each validation and at the end), ``best.pth`` (best ``train.best_metric``: by default the first validation set's
+PSNR), ``log.txt`` and tensorboard events (losses, lr, ``val/<set>/psnr`` and ``val/<set>/ssim`` for every set of
+``data.val_sets``, and a bicubic | SR | HR crop of the first validation image).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from metamixer.train.distributed import cleanup_distributed
 from metamixer.train.errors import run_cli
 from metamixer.train.loop import FitResult, Trainer, prepare_run
 
-from .config import RECIPES_DIR, SRConfig
+from .config import RECIPES_DIR, SRConfig, best_metric, validation_sets
 from .data.dataset import resolve_set_dir
 from .task import SRTask, build_dataset
 
@@ -34,10 +35,12 @@ __all__ = ["train", "main"]
 
 
 def train(cfg: SRConfig, resume: str | Path | None = None, quiet: bool = False) -> FitResult:
-    """Run (or resume) training; returns how the run ended (steps, best PSNR-Y and its step, checkpoints)."""
+    """Run (or resume) training; returns how the run ended (steps, best validation metric and its step,
+    checkpoints; ``history`` holds every validation's ``<set>/psnr`` and ``<set>/ssim``)."""
+    for s in validation_sets(cfg.data):  # a missing validation set or a bad train.best_metric stops here too
+        resolve_set_dir(s.path)
+    monitor = best_metric(cfg)
     dataset = build_dataset(cfg)  # bad data stops here, before the run folder exists
-    if cfg.data.val_set:
-        resolve_set_dir(cfg.data.val_set)
     ctx = prepare_run(cfg.run, cfg, quiet=quiet)
     try:
         task = SRTask(cfg, ctx, dataset)
@@ -50,7 +53,7 @@ def train(cfg: SRConfig, resume: str | Path | None = None, quiet: bool = False) 
         )
         result = Trainer(task, ctx, cfg.optim, cfg.train, cfg.run, config=cfg).fit(resume)
         if result.best is not None:
-            ctx.logger.info(f"best {cfg.data.val_set} psnr_y {result.best:.3f} dB at step {result.best_step}")
+            ctx.logger.info(f"best {monitor} {result.best:.4f} at step {result.best_step}")
         return result
     finally:
         ctx.logger.close()
@@ -66,7 +69,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     result = train(cfg, args.resume)
     if os.environ.get("RANK", "0") != "0":  # torchrun: one summary line, from rank 0
         return 0
-    best = f", best PSNR-Y {result.best:.3f} dB (step {result.best_step})" if result.best is not None else ""
+    best = (f", best {best_metric(cfg)} {result.best:.4f} (step {result.best_step})" if result.best is not None
+            else "")
     print(f"done: step {result.step} of {result.total_steps} ({result.stopped}){best}; {cfg.run.output_dir}")
     return 0
 

@@ -1,6 +1,7 @@
 """Upscale image files: ``ffnet-sr-upscale INPUT... --scale S --output DIR (--checkpoint PATH | --bicubic)``.
 
-- INPUT: image files and/or folders (their images, not recursive).
+- INPUT: image files and/or folders (the images directly inside; with ``--recursive`` the whole tree, hidden
+  sub-folders and the output folder skipped, and each image's sub-folder is kept under the output folder).
 - Bad input, in the order it is found (each: one ``error:`` line naming the file or option): a wrong option
   value (``--scale``, ``--tile``, ``--tile-pad``, ``--max-pixels``; a scale the checkpoint's model does not
   have), a missing input, an empty folder, an output that would overwrite an input or another output, an
@@ -8,8 +9,11 @@
   written (the output folder is not even created). An image that cannot be read (truncated, not an image, a
   decompression bomb over ``--max-pixels``) stops a one-image run the same way; in a run over several images
   it is reported, the others are upscaled, the failed ones are listed at the end and the exit code is 1.
-- Output: ``DIR/<stem>_x<S>.png`` (``<stem>_<ext>_x<S>.png`` for inputs that share a stem, e.g. ``a.jpg`` and
-  ``a.png``), written under a temporary name and renamed, so a failed image leaves no partial file. Inputs are
+- Output: ``DIR/[<sub-folder>/]<stem><suffix>.<ext>``; ``--suffix`` defaults to ``_x<S>`` (``--suffix ""``: the
+  input's stem), ``--ext`` to ``png`` (``jpg`` with ``--jpeg-quality``, default 95; ``tif``, lossless, 16 bits
+  kept). Inputs of one folder that share a stem (``a.jpg`` and ``a.png``) get their extension in the name
+  (``a_jpg_x2.png``). JPEG holds neither alpha nor 16 bits: the line printed for such an image says what was
+  dropped. Written under a temporary name and renamed, so a failed image leaves no partial file. Inputs are
   never overwritten, existing outputs only with ``--overwrite``.
 - Greyscale stays greyscale (the network runs on the grey value replicated to RGB and the result is mapped
   back with BT.601 luma weights); RGBA/LA and transparent palettes: colour through the network, alpha upscaled
@@ -25,9 +29,9 @@ from __future__ import annotations
 
 import argparse
 import time
-from collections import Counter
-from collections.abc import Sequence
-from pathlib import Path
+from collections.abc import Iterable, Sequence
+from pathlib import Path, PurePath
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -36,7 +40,15 @@ from metamixer.train.cli import build_eval_parser, non_negative_int, positive_in
 from metamixer.train.device import resolve_device
 from metamixer.train.errors import FFNetError, for_each_input, run_cli
 
-from .data.io import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, LoadedImage, read_image, write_png
+from .data.io import (
+    DEFAULT_MAX_PIXELS,
+    IMAGE_EXTENSIONS,
+    OUTPUT_EXTENSIONS,
+    LoadedImage,
+    list_images,
+    read_image,
+    write_image,
+)
 from .imresize import imresize
 from .inference import (
     cpu_fast_layout,
@@ -45,53 +57,73 @@ from .inference import (
     tensor_to_uint8,
     upscale_tensor,
 )
+from .naming import check_suffix, jpeg_quality, output_name
 
-__all__ = ["collect_inputs", "plan_outputs", "upscale_loaded", "main"]
+__all__ = ["InputFile", "collect_inputs", "plan_outputs", "upscale_loaded", "main"]
 
 _LUMA = torch.tensor([65.481, 128.553, 24.966], dtype=torch.float32) / 219.0
 
 
-def collect_inputs(inputs: Sequence[str | Path]) -> list[Path]:
-    """Expand folders, check every input exists, keep order, drop duplicates.
+class InputFile(NamedTuple):
+    """An image to upscale and its name relative to the input folder it was found in (``sub/a.png`` in a
+    recursive search; just the file name for a file given directly): its output keeps that sub-folder."""
+
+    path: Path
+    rel: PurePath
+
+
+def collect_inputs(inputs: Sequence[str | Path], recursive: bool = False,
+                   exclude: Iterable[Path] = ()) -> list[InputFile]:
+    """Expand folders (their whole tree with ``recursive``, skipping the folders in ``exclude``), check every
+    input exists, keep order, drop duplicates.
 
     Images are not decoded here: a file that turns out unreadable is reported when its turn comes, so that one
     bad file in a folder does not stop the others (see the module docstring).
     """
-    files: list[Path] = []
+    files: list[InputFile] = []
     for item in inputs:
         p = Path(item).expanduser()
         if p.is_dir():
-            found = sorted(q for q in p.iterdir() if q.is_file() and q.suffix.lower() in IMAGE_EXTENSIONS)
+            found = list_images(p, recursive, exclude)
             if not found:
-                raise FFNetError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in folder {p}")
-            files.extend(found)
+                where = f"folder {p} or its sub-folders" if recursive else f"folder {p}"
+                raise FFNetError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in {where}")
+            files.extend(InputFile(q, q.relative_to(p)) for q in found)
         elif p.is_file():
-            files.append(p)
+            files.append(InputFile(p, PurePath(p.name)))
         else:
             raise FFNetError(f"input not found: {p}")
-    unique: list[Path] = []
+    unique: list[InputFile] = []
     seen: set[Path] = set()
     for f in files:
-        key = f.resolve()
+        key = f.path.resolve()
         if key not in seen:
             seen.add(key)
             unique.append(f)
     return unique
 
 
-def plan_outputs(files: Sequence[Path], output_dir: Path, scale: int, overwrite: bool = False) -> list[Path]:
-    """Output path per input; refuses to overwrite inputs, duplicate targets and (without ``overwrite``) files.
+def plan_outputs(files: Sequence[InputFile | Path], output_dir: Path, scale: int, overwrite: bool = False,
+                 suffix: str | None = None, ext: str = "png") -> list[Path]:
+    """Output path per input (``output_dir/<sub-folder>/<stem><suffix>.<ext>``, suffix default ``_x<scale>``);
+    refuses to overwrite inputs, duplicate targets and (without ``overwrite``) existing files.
 
-    Inputs sharing a stem (``photo.jpg`` next to ``photo.png``) get their extension in the name instead of
-    being refused, because a folder holding both is common and both results are wanted.
+    Inputs of one output folder sharing a stem (``photo.jpg`` next to ``photo.png``) get their extension in the
+    name instead of being refused, because a folder holding both is common and both results are wanted.
     """
-    inputs = {f.resolve() for f in files}
-    stems = Counter(f.stem for f in files)
+    found = [f if isinstance(f, InputFile) else InputFile(Path(f), PurePath(Path(f).name)) for f in files]
+    tail = f"_x{scale}" if suffix is None else suffix
+    inputs = {f.path.resolve() for f in found}
+    exts: dict[tuple[PurePath, str], set[str]] = {}
+    for f in found:
+        exts.setdefault((f.rel.parent, f.rel.stem), set()).add(f.rel.suffix.lower())
     outs: list[Path] = []
     taken: dict[Path, Path] = {}
-    for f in files:
-        stem = f.stem if stems[f.stem] == 1 else f"{f.stem}_{f.suffix.lstrip('.').lower()}"
-        out = output_dir / f"{stem}_x{scale}.png"
+    for item in found:
+        f, rel = item.path, item.rel
+        if len(exts[(rel.parent, rel.stem)]) > 1:  # same stem, other extension: name them apart
+            rel = rel.with_name(f"{rel.stem}_{rel.suffix.lstrip('.').lower()}{rel.suffix}")
+        out = output_dir / output_name(rel, tail, ext)
         key = out.resolve()
         if key in inputs:
             raise FFNetError(f"refusing to overwrite input file {f} with its upscaled version; choose another --output")
@@ -152,8 +184,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.epilog = None  # core's epilog describes key=value overrides, which this command does not take
     output = p._option_string_actions["--output"]  # argparse has no public way to re-describe an option
     output.required, output.metavar = True, "DIR"
-    output.help = "folder for <stem>_x<S>.png (created when the first image is written)"
+    output.help = "folder for <stem><suffix>.<ext> (created when the first image is written)"
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files and/or folders of images")
+    p.add_argument("--recursive", action="store_true",
+                   help="search folders recursively; outputs keep each image's sub-folder")
+    p.add_argument("--suffix", default=None, help="appended to each output's stem (default _x<S>; '' = none)")
+    p.add_argument("--ext", choices=OUTPUT_EXTENSIONS, default="png",
+                   help="output format (default png; jpg has no alpha and no 16 bits; tif is lossless)")
+    p.add_argument("--jpeg-quality", type=jpeg_quality, default=95, help="JPEG quality 1-100 for --ext jpg (95)")
     p.add_argument("--scale", type=positive_int, required=True, help="upscaling factor; must match the checkpoint")
     p.add_argument("--bicubic", action="store_true", help="MATLAB-bicubic upscaling, no network (no --checkpoint)")
     p.add_argument("--tile", type=positive_int, default=None, help="LR tile side; bounds memory for big images (exact)")
@@ -174,16 +212,19 @@ def check_options(args: argparse.Namespace) -> None:
     checked by core's typed options while parsing, in the words every FFNet command uses)."""
     if (args.checkpoint is None) == (not args.bicubic):
         raise FFNetError("give exactly one of --checkpoint CKPT and --bicubic")
+    if args.suffix is not None:
+        check_suffix(args.suffix)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     check_options(args)
-    files = collect_inputs(args.inputs)
     output_dir = Path(args.output).expanduser()
+    found = collect_inputs(args.inputs, args.recursive, exclude=[output_dir])
+    files = [f.path for f in found]
     if output_dir.exists() and not output_dir.is_dir():
         raise FFNetError(f"--output {output_dir} exists and is not a folder")
-    outs = dict(zip(files, plan_outputs(files, output_dir, args.scale, args.overwrite)))
+    outs = dict(zip(files, plan_outputs(found, output_dir, args.scale, args.overwrite, args.suffix, args.ext)))
     device = resolve_device(args.device, key="--device")
     model = None
     if args.checkpoint:
@@ -198,10 +239,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         loaded = read_image(f, exif_transpose=True, max_pixels=max_pixels)
         color, alpha = upscale_loaded(loaded, args.scale, model, device, args.tile, args.tile_pad,
                                       args.self_ensemble, args.precision)
-        write_png(outs[f], color, alpha)  # temporary name + rename: never a partial file under this name
+        # temporary name + rename: never a partial file under this name
+        lost = write_image(outs[f], color, alpha, args.jpeg_quality)
         h, w = loaded.color.shape[:2]
-        print(f"{f} ({w}x{h}) -> {outs[f]} ({color.shape[1]}x{color.shape[0]}, {time.perf_counter() - start:.1f} s)",
-              flush=True)
+        note = f"; {', '.join(lost)}" if lost else ""
+        print(f"{f} ({w}x{h}) -> {outs[f]} ({color.shape[1]}x{color.shape[0]}, {time.perf_counter() - start:.1f} s"
+              f"{note})", flush=True)
         return outs[f]
 
     if len(files) == 1:  # one image: its problem is the command's problem (one line, exit 2)

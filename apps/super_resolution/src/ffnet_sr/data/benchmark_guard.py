@@ -5,7 +5,7 @@ nothing in the numbers themselves shows it. The usual way this happens is a path
 because the folder was at hand), so every training run checks its folders before anything else, three ways:
 
 1. **path** — the folder is, or is inside, a benchmark folder the app knows: ``<data root>/sr/<set>`` for every
-   set name, and any evaluation folder of the same config (``data.val_set``, ``eval.sets``); compared after
+   set name, and any evaluation folder of the same config (``data.val_sets``, ``eval.sets``); compared after
    resolving symlinks, so a link to a benchmark folder is caught too;
 2. **name** — a component of the folder's path is a benchmark's name (``Set5``, ``Set14``, ``B100`` / ``BSD100``,
    ``Urban100``, ``Manga109``; case-insensitive, also as a prefix such as ``Urban100_HR``);

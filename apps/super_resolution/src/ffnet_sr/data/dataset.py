@@ -297,6 +297,7 @@ class EpochBatchSampler(Sampler[list[int]]):
 @dataclass
 class BenchmarkPair:
     """One evaluation image: ``hr`` mod-cropped (grey ``HW`` kept grey), ``lr`` as provided or generated;
+    ``name`` the file's stem (``sub/stem`` in a recursive set: its path relative to the HR folder, no extension);
     ``path`` (the HR file) names it in messages."""
 
     name: str
@@ -322,28 +323,37 @@ def resolve_set_dir(name_or_path: str | Path) -> Path:
 
 
 def load_benchmark(
-    set_dir: str | Path, scale: int, lr_source: str = "auto", max_images: int | None = None
+    set_dir: str | Path, scale: int, lr_source: str = "auto", max_images: int | None = None, recursive: bool = False
 ) -> list[BenchmarkPair]:
     """Load a benchmark set (``<set>/HR`` + optional ``<set>/LR_bicubic/X<s>``, or a plain folder of HR images).
 
     With ``lr_source="auto"`` the provided LR files are used when present, else MATLAB-bicubic LR is generated
     from the mod-crop (identical pixels for the sets shipped here, see ``docs/super_resolution.md``).
+    ``recursive`` takes the HR folder's whole tree; an HR image ``HR/sub/a.png`` is then named ``sub/a`` and
+    paired with the LR file of the same relative path, ``LR_bicubic/X<s>/sub/ax<s>.png``. Two images of one
+    folder with the same stem (``a.png``, ``a.jpg``) are refused: their scores would share one name.
     """
     set_dir = resolve_set_dir(set_dir)
     hr_dir = set_dir / "HR" if (set_dir / "HR").is_dir() else set_dir
     lr_dir = find_lr_dir(hr_dir, scale) if lr_source != "generate" else None
     if lr_source == "folder" and lr_dir is None:
         raise FFNetError(f"no LR_bicubic/X{scale} folder in {set_dir}")
-    files = list_images(hr_dir)
+    files = list_images(hr_dir, recursive)
     if not files:
-        raise FFNetError(f"no images found in {hr_dir}")
+        raise FFNetError(f"no images found in {hr_dir}{' or its sub-folders' if recursive else ''}")
     if max_images is not None:
         files = files[:max_images]
-    pairs = []
+    pairs: list[BenchmarkPair] = []
+    seen: dict[str, Path] = {}
     for f in files:
+        rel = f.relative_to(hr_dir)
+        name = rel.with_suffix("").as_posix()
+        if name in seen:
+            raise FFNetError(f"{f} and {seen[name]} are both named {name!r} in set {set_dir}; rename one of them")
+        seen[name] = f
         hr = mod_crop(read_rgb_or_grey(f), scale)
-        lr = read_rgb_or_grey(_lr_path(lr_dir, f.stem, scale)) if lr_dir else imresize(hr, 1.0 / scale)
+        lr = read_rgb_or_grey(_lr_path(lr_dir / rel.parent, f.stem, scale)) if lr_dir else imresize(hr, 1.0 / scale)
         if lr.shape[:2] != (hr.shape[0] // scale, hr.shape[1] // scale):
-            raise FFNetError(f"LR image for {f.name} has size {lr.shape[:2]}, expected HR mod-crop / {scale}")
-        pairs.append(BenchmarkPair(f.stem, hr, lr, f))
+            raise FFNetError(f"LR image for {rel} has size {lr.shape[:2]}, expected HR mod-crop / {scale}")
+        pairs.append(BenchmarkPair(name, hr, lr, f))
     return pairs

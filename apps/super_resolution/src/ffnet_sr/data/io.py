@@ -13,14 +13,20 @@
 - EXIF orientation is applied for user-facing upscaling (phones store portrait photos sideways), but is optional
   because benchmark files have none and must be read byte-exact.
 - Anything that cannot be decoded raises :class:`~metamixer.train.errors.FFNetError` naming the file.
-- :func:`write_png` writes to a temporary name and renames, so a failed or interrupted write never leaves a
-  partial PNG under the real name.
+- :func:`write_png` / :func:`write_image` (PNG, JPEG, TIFF by the file's extension) write through core's
+  :func:`~metamixer.train.atomic.atomic_write` (a temporary name, then a rename), so a failed or interrupted write
+  never leaves a partial image under the real name. 16-bit PNG and TIFF go through OpenCV; JPEG holds neither 16
+  bits nor alpha, so :func:`write_image` stores 8 bits without alpha there and says so in its return value.
+- :func:`list_images` lists a folder, or with ``recursive`` its whole tree (sorted by relative path; hidden
+  sub-folders such as ``.ipynb_checkpoints`` and an excluded folder, e.g. the output folder inside an input
+  folder, are skipped).
 """
 
 from __future__ import annotations
 
+import os
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -33,10 +39,12 @@ from metamixer.train.atomic import atomic_write
 from metamixer.train.errors import FFNetError
 from metamixer.train.images import DEFAULT_MAX_PIXELS, image_size, open_image
 
-__all__ = ["DEFAULT_MAX_PIXELS", "IMAGE_EXTENSIONS", "LoadedImage", "read_image", "read_rgb_or_grey", "write_png",
-           "list_images"]
+__all__ = ["DEFAULT_MAX_PIXELS", "IMAGE_EXTENSIONS", "OUTPUT_EXTENSIONS", "LoadedImage", "read_image",
+           "read_rgb_or_grey", "write_png", "write_image", "list_images"]
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+#: formats :func:`write_image` writes (the ``--ext`` choices)
+OUTPUT_EXTENSIONS = ("png", "jpg", "tif")
 
 
 @dataclass
@@ -49,9 +57,27 @@ class LoadedImage:
     path: Path
 
 
-def list_images(folder: Path) -> list[Path]:
-    """Sorted image files directly inside ``folder`` (not recursive: datasets keep HR and LR in sibling folders)."""
-    return sorted(p for p in Path(folder).iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+def _is_image(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_EXTENSIONS and path.is_file()
+
+
+def list_images(folder: Path, recursive: bool = False, exclude: Iterable[Path] = ()) -> list[Path]:
+    """Sorted image files inside ``folder``: directly inside (the default: datasets keep HR and LR in sibling
+    folders), or anywhere below it with ``recursive``, sorted by relative path.
+
+    The recursive walk does not follow symlinked folders (no loops), skips hidden sub-folders and every folder in
+    ``exclude`` (an output folder inside an input folder must not feed a second run its own results).
+    """
+    folder = Path(folder)
+    if not recursive:
+        return sorted(p for p in folder.iterdir() if _is_image(p))
+    skip = {Path(e).resolve() for e in exclude}
+    found: list[Path] = []
+    for root, dirs, files in os.walk(folder):
+        here = Path(root)
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and (here / d).resolve() not in skip)
+        found.extend(here / f for f in files if _is_image(here / f))
+    return sorted(found, key=lambda p: p.relative_to(folder).parts)
 
 
 def _open(path: Path, exif_transpose: bool, max_pixels: int | None) -> Image.Image:
@@ -219,27 +245,73 @@ def write_png(path: str | Path, arr: np.ndarray, alpha: np.ndarray | None = None
     _atomic(path, lambda handle: img.save(handle, format="PNG"))
 
 
-def _atomic(path: Path, write: Callable[[IO[bytes]], object]) -> None:
+def _atomic(path: Path, write: Callable[[IO[bytes]], object], kind: str = "PNG") -> None:
     """Core's :func:`~metamixer.train.atomic.atomic_write` (``path`` is the complete new file or untouched); an
     OS error (full disk, read-only folder) is the user's to fix: one message naming the file."""
     try:
         atomic_write(path, write)
     except OSError as exc:
-        raise FFNetError(f"{path}: cannot write the PNG ({exc.strerror or exc})") from None
+        raise FFNetError(f"{path}: cannot write the {kind} ({exc.strerror or exc})") from None
+
+
+def _to_8bit(arr: np.ndarray) -> np.ndarray:
+    """uint16 -> uint8 by rounding v / 257 (65535 -> 255), the inverse of the 8 -> 16 bit scaling."""
+    return np.floor(arr.astype(np.float64) / 257.0 + 0.5).astype(np.uint8) if arr.dtype == np.uint16 else arr
+
+
+def _with_alpha(arr: np.ndarray, alpha: np.ndarray | None) -> np.ndarray:
+    if alpha is None:
+        return arr
+    return np.concatenate([arr[:, :, None] if arr.ndim == 2 else arr, alpha[:, :, None].astype(arr.dtype)], axis=2)
+
+
+def write_image(path: str | Path, arr: np.ndarray, alpha: np.ndarray | None = None, jpeg_quality: int = 95) -> list[str]:
+    """Write ``HW``/``HWC`` uint8 or uint16 pixels (+ optional alpha) in the format of ``path``'s extension: PNG
+    (:func:`write_png`), JPEG (``.jpg``/``.jpeg``, ``jpeg_quality`` 1-100, 4:4:4 chroma so the upscaled colour
+    detail is kept) or TIFF (``.tif``/``.tiff``, LZW, lossless; 16 bits kept, through OpenCV).
+
+    Returns what the format could not hold (empty for PNG and TIFF): JPEG has no alpha and no 16 bits, so those
+    are dropped / rounded to 8 bits and the caller reports it instead of the file silently losing them.
+    """
+    path = Path(path)
+    ext = path.suffix.lower()
+    if ext == ".png":
+        write_png(path, arr, alpha)
+        return []
+    if ext in (".jpg", ".jpeg"):
+        lost = (["16-bit stored as 8-bit"] if arr.dtype == np.uint16 else []) + (["alpha dropped"] if alpha is not None
+                                                                                 else [])
+        img = Image.fromarray(_to_8bit(arr[:, :, 0] if arr.ndim == 3 and arr.shape[2] == 1 else arr))
+        _atomic(path, lambda handle: img.save(handle, format="JPEG", quality=int(jpeg_quality), subsampling=0),
+                "JPEG")
+        return [f"{note} (JPEG)" for note in lost]
+    if ext in (".tif", ".tiff"):
+        pix = _with_alpha(arr, alpha)
+        if pix.dtype == np.uint16:
+            _write_cv2(path, pix, ".tiff", "TIFF")
+        else:
+            img = Image.fromarray(pix[:, :, 0] if pix.ndim == 3 and pix.shape[2] == 1 else pix)
+            _atomic(path, lambda handle: img.save(handle, format="TIFF", compression="tiff_lzw"), "TIFF")
+        return []
+    raise FFNetError(f"{path}: cannot write images of type {ext or '(no extension)'}; use .png, .jpg or .tif")
 
 
 def _write_png16(path: Path, arr: np.ndarray, alpha: np.ndarray | None) -> None:
+    _write_cv2(path, _with_alpha(arr[:, :, None] if arr.ndim == 2 else arr, alpha), ".png", "PNG")
+
+
+def _write_cv2(path: Path, pix: np.ndarray, ext: str, kind: str) -> None:
+    """16-bit pixels (``HW`` or ``HWC`` with 1-4 channels, RGB(A) order) encoded by OpenCV, written atomically.
+    OpenCV has no grey+alpha: such an image is stored as RGBA with the grey in R, G and B."""
     cv2 = _cv2(path)
-    pix = arr[:, :, None] if arr.ndim == 2 else arr
-    if alpha is not None:
-        pix = np.concatenate([pix, alpha.astype(np.uint16)[:, :, None]], axis=2)
+    pix = pix[:, :, None] if pix.ndim == 2 else pix
     if pix.shape[2] == 2:
         pix = pix[:, :, [0, 0, 0, 1]]
     convert = {1: None, 3: cv2.COLOR_RGB2BGR, 4: cv2.COLOR_RGBA2BGRA}.get(pix.shape[2], -1)
     if convert == -1:
-        raise FFNetError(f"write_png {path}: expected 1-4 channels, got an array of shape {arr.shape}")
+        raise FFNetError(f"write_{kind.lower()} {path}: expected 1-4 channels, got an array of shape {pix.shape}")
     pix = np.ascontiguousarray(pix[:, :, 0] if convert is None else cv2.cvtColor(pix, convert))
-    ok, buf = cv2.imencode(".png", pix)
+    ok, buf = cv2.imencode(ext, pix)
     if not ok:
-        raise FFNetError(f"write_png {path}: OpenCV could not encode a 16-bit PNG of shape {arr.shape}")
-    _atomic(path, lambda handle: handle.write(buf.tobytes()))
+        raise FFNetError(f"write_{kind.lower()} {path}: OpenCV could not encode a 16-bit {kind} of shape {pix.shape}")
+    _atomic(path, lambda handle: handle.write(buf.tobytes()), kind)
