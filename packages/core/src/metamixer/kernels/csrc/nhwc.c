@@ -103,6 +103,15 @@ static void epilogue(float *restrict y, const float *restrict residual, int64_t 
 
 #define CHUNK (8 * MR) /* pixels per chunk: a chunk's inputs, outputs and hidden block stay in L1/L2 */
 
+/* The chunk's input rows as they are, or (a last chunk of `rows` < `padded` rows) copied into scratch and
+ * zero-padded to a whole number of MR-row blocks. */
+static const float *padded_rows(const float *a, int64_t rows, int64_t padded, int64_t k_dim, float *scratch) {
+    if (padded == rows) return a;
+    memset(scratch, 0, sizeof(float) * padded * k_dim);
+    memcpy(scratch, a, sizeof(float) * rows * k_dim);
+    return scratch;
+}
+
 /* y = act(x @ w + bias) (+ residual) for pixels [p_begin, p_end); x: [P, K], y / residual: [P, N]; w is the
  * [K, N] weight packed in column panels of NV*VW columns (the last one narrower): the panel of columns
  * [n0, n0 + width) is stored at w + n0 * K as [K][width]. N must be a multiple of VW. The last partial chunk runs
@@ -115,13 +124,8 @@ int nhwc_pointwise(const float *x, const float *w, const float *bias, const floa
     float *sa = scratch, *sc = scratch + CHUNK * k_dim;
     for (int64_t p = p_begin; p < p_end; p += CHUNK) {
         int64_t rows = p_end - p < CHUNK ? p_end - p : CHUNK, padded = (rows + MR - 1) / MR * MR;
-        const float *a = x + p * k_dim;
-        float *c = y + p * n_dim;
-        if (padded != rows) {
-            memset(sa, 0, sizeof(float) * padded * k_dim);
-            memcpy(sa, a, sizeof(float) * rows * k_dim);
-            a = sa, c = sc;
-        }
+        const float *a = padded_rows(x + p * k_dim, rows, padded, k_dim, sa);
+        float *c = padded == rows ? y + p * n_dim : sc;
         chunk_product(a, k_dim, w, bias, c, n_dim, padded, k_dim, n_dim);
         epilogue(c, residual ? residual + p * n_dim : 0, rows * n_dim, act);
         if (c != y + p * n_dim) memcpy(y + p * n_dim, c, sizeof(float) * rows * n_dim);
@@ -141,13 +145,8 @@ int nhwc_mlp(const float *x, const float *w1, const float *b1, const float *w2, 
     float *hidden = scratch, *sa = scratch + CHUNK * h_dim, *sc = sa + CHUNK * c_dim;
     for (int64_t p = p_begin; p < p_end; p += CHUNK) {
         int64_t rows = p_end - p < CHUNK ? p_end - p : CHUNK, padded = (rows + MR - 1) / MR * MR;
-        const float *a = x + p * c_dim;
-        float *c = y + p * c_dim;
-        if (padded != rows) {
-            memset(sa, 0, sizeof(float) * padded * c_dim);
-            memcpy(sa, a, sizeof(float) * rows * c_dim);
-            a = sa, c = sc;
-        }
+        const float *a = padded_rows(x + p * c_dim, rows, padded, c_dim, sa);
+        float *c = padded == rows ? y + p * c_dim : sc;
         chunk_product(a, c_dim, w1, b1, hidden, h_dim, padded, c_dim, h_dim);
         epilogue(hidden, 0, padded * h_dim, 1);
         chunk_product(hidden, h_dim, w2, b2, c, c_dim, padded, h_dim, c_dim);
