@@ -8,6 +8,8 @@ so that drifting machine load hits both equally; the median of the repeats is re
 the deploy (fused) model's forward pass in images/s at the given batch (one denoising step; a 250-step sampler
 is 250x slower, 2x more with guidance), which is how the FFNet paper (Tab. 7) and U-DiT compare throughput.
 Results are written as a results.json (``--output``, core's write_results) and printed as a markdown table for docs/generation.md.
+``--summary PATH`` writes U-FFNet vs U-DiT (sampling forward and training step, img/s) in core's speed-summary
+form (``metamixer.bench``) for ``scripts/speed_table.py``.
 """
 
 from __future__ import annotations
@@ -72,6 +74,7 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--channels-last", action="store_true", default=True)
     p.add_argument("--output", default=None)
+    p.add_argument("--summary", default=None, help="speed-summary JSON (metamixer.bench) for scripts/speed_table.py")
     p.add_argument("--literal", action="store_true",
                    help="also time u_ffnet_<size>_literal (only the attention replaced; docs/generation.md §1)")
     a = p.parse_args()
@@ -127,9 +130,29 @@ def main() -> None:
         print(f"| {r['model']} | {r['params_deploy_M']:.1f} | {r['gmacs_deploy']:.2f} | {r['train_step_s']:.3f} | "
               f"{r['train_img_per_s']:.2f} | {r['sample_fwd_img_per_s']:.2f} | "
               f"{r['train_speedup_vs_u_dit']:.2f}x / {r['sample_speedup_vs_u_dit']:.2f}x |")
+    if a.summary:
+        write_gen_summary(a.summary, rows[0], base, meta)
     if a.output:
         write_results(a.output, metrics={r["model"]: r for r in rows}, data=f"random {meta['input']} latents",
                       protocol=meta)
+
+
+def write_gen_summary(path: str, ours: dict, peer: dict, meta: dict) -> None:
+    """Two speed-summary rows, U-FFNet vs the same-size U-DiT: sampling (one forward of the deploy model) and
+    training (one AdamW step of the training form), both in img/s (higher is better)."""
+    from metamixer.bench import machine, summary_entry, write_summary
+
+    where = (f"{meta['input']} latent, {meta['precision']}, {meta['device']}, {meta['threads']} "
+             f"thread{'s' if meta['threads'] > 1 else ''}")
+    entries = [
+        summary_entry("generation", f"sampling: one denoiser forward (deploy form), batch {meta['sample_batch']}, "
+                      f"{where}", (ours["model"], ours["sample_fwd_img_per_s"]),
+                      (peer["model"], peer["sample_fwd_img_per_s"]), "img/s", higher_is_better=True),
+        summary_entry("generation", f"training: one AdamW step (training form), batch {meta['train_batch']}, {where}",
+                      (ours["model"], ours["train_img_per_s"]), (peer["model"], peer["train_img_per_s"]), "img/s",
+                      higher_is_better=True),
+    ]
+    write_summary(path, entries, machine(threads=meta["threads"], device=meta["device"]))
 
 
 if __name__ == "__main__":

@@ -2,12 +2,16 @@
 
     python benchmarks/pc_speed.py                       # all models x threads, each in a fresh subprocess
     python benchmarks/pc_speed.py --model ffnet3d --threads 1 --single   # one measurement in this process
+    python benchmarks/pc_speed.py --model ffnet3d --threads 2 --summary s.json  # + speed summary (speed_table.py)
 
 One synthetic room is voxelized at 2 cm and sphere-cropped to exactly ``--points`` points (default 100,000),
 then ``--reps`` timed training steps (forward, CE loss, backward) follow one warm-up step. Peak memory is the
 process's peak RSS growth over the import baseline (CPU) or ``torch.cuda.max_memory_allocated`` (GPU).
 Note: spconv's CPU kernels always run single-threaded (metamixer.nn.sparse guards them; they race with more
 threads), so the thread count only speeds up the dense parts (Linear, LayerNorm, BN, GELU).
+No peer network is timed here (there is no PTv3 / sparse U-Net baseline in this repository yet), so the speed
+summary (``--summary``, core's ``metamixer.bench`` contract) carries our time with ``peer: null``: the speed table
+shows it without a ratio rather than a ratio against nothing.
 """
 
 from __future__ import annotations
@@ -97,11 +101,12 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--single", action="store_true", help="measure in this process (used by the driver)")
     parser.add_argument("--json", default=None, help="append results (JSON lines) here")
+    parser.add_argument("--summary", default=None, help="speed-summary JSON (metamixer.bench) of the measured rows")
     args = parser.parse_args()
     if args.single:
         print(json.dumps(measure(args.model[0], args.threads[0], args.points, args.reps, args.device)))
         return
-    rows = []
+    rows, failed = [], False
     for model in args.model:
         for threads in args.threads if args.device == "cpu" else [1]:
             env = dict(os.environ, OMP_NUM_THREADS=str(threads))
@@ -123,6 +128,7 @@ def main() -> None:
             out = subprocess.run(cmd, env=env, capture_output=True, text=True)
             if out.returncode != 0:
                 print(out.stderr[-2000:], file=sys.stderr)
+                failed = True
                 continue
             row = json.loads(out.stdout.strip().splitlines()[-1])
             rows.append(row)
@@ -137,6 +143,24 @@ def main() -> None:
             f"| {r['model']} | {r['device']} | {r['threads']} | {r['points']} | {r['params_M']} | "
             f"{r['s_per_100k_points']} | {r['peak_mem_MiB']} |"
         )
+    if args.summary:
+        write_pc_summary(args.summary, rows, args.device)
+    if failed:
+        sys.exit(1)
+
+
+def write_pc_summary(path: str, rows: list[dict], device: str) -> None:
+    """One speed-summary row per measurement: our training-step time per 100k points, no same-run peer."""
+    from metamixer.bench import machine, summary_entry, write_summary
+
+    entries = [summary_entry(
+        "pointcloud", f"{r['model']} training step (forward + CE + backward), {r['points']:,} points, "
+                      f"{r['device']}, {r['threads']} thread{'s' if r['threads'] > 1 else ''}",
+        (f"{r['model']} ({r['params_M']} M params, spconv)", r["s_per_100k_points"]), None,
+        "s / 100k points", higher_is_better=False) for r in rows]
+    if not entries:
+        sys.exit("error: no measurement succeeded, so there is no speed summary to write")
+    write_summary(path, entries, machine(threads=max(r["threads"] for r in rows), device=device))
 
 
 if __name__ == "__main__":

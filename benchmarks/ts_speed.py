@@ -15,7 +15,10 @@
    authors' formulation: grouped ``Conv1d``, native depthwise ``conv1d``, ``F.dropout``). Prints seconds per
    step (median over ``--repeats`` rounds that run every variant once), the speed-up ratios and the activation memory each keeps for the backward pass (MiB of tensors saved by
    autograd). The allocator is tuned as in training
-   (``metamixer.train.allocator.keep_freed_memory``) unless ``--default-malloc``.
+   (``metamixer.train.allocator.keep_freed_memory``) unless ``--default-malloc``. ``--ablate-kernels`` adds
+   ``ours`` with one of core's C kernels off for the whole step (``ours_without_product_kernel``: ``small_bmm.c``,
+   ``ours_without_dwconv_kernel``: ``dwconv_small.c``; ``ours_ffn_gelu_only``: both, which is what an AVX2 CPU ran
+   before those two had AVX2 code). The output names the CPU and the code path (ISA) each kernel was built with.
 """
 
 from __future__ import annotations
@@ -23,14 +26,17 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import platform
 import statistics
 import time
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 from ffnet_timeseries import create_model
 from ffnet_timeseries.models import DepthwiseConv1dToeplitz, ffnet_ts
+from metamixer.bench import summary_entry, write_summary
 from metamixer.kernels import native
 from metamixer.kernels.fastconv import toeplitz_depthwise_conv1d
 from metamixer.kernels.native import ffn_gelu_kernels
@@ -54,6 +60,10 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--default-malloc", action="store_true",
                         help="leave glibc's allocator as is (training calls metamixer.train.allocator.keep_freed_memory)")
+    parser.add_argument("--ablate-kernels", action="store_true",
+                        help="also time ours with the product and/or short-conv C kernels off for the whole step")
+    parser.add_argument("--summary", default=None,
+                        help="also write ours vs the authors' step time as a speed summary (metamixer.bench)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     malloc_tuned = False if args.default_malloc else keep_freed_memory()
@@ -88,28 +98,63 @@ def main() -> None:
         "grouped_conv+toeplitz": lambda x: _grouped_conv_forward(model, x, toeplitz=True),
         "authors": lambda x: _grouped_conv_forward(model, x, toeplitz=False),
     }
-    def step(forward) -> float:  # noqa: ANN001
+    # kernels off for forward and backward alike (the backward of core's operators asks for them again)
+    off = {"ours_without_product_kernel": ("small_bmm.c",), "ours_without_dwconv_kernel": ("dwconv_small.c",),
+           "ours_ffn_gelu_only": ("small_bmm.c", "dwconv_small.c")} if args.ablate_kernels else {}
+    variants.update({name: model for name in off})
+
+    def context(name: str) -> contextlib.AbstractContextManager:
+        return native.disabled(*off[name]) if name in off else contextlib.nullcontext()
+
+    def step(name: str) -> float:
         start = time.perf_counter()
         opt.zero_grad()
-        forward(batch).pow(2).mean().backward()
+        with context(name):
+            variants[name](batch).pow(2).mean().backward()
         opt.step()
         return time.perf_counter() - start
 
     # rounds over all variants, median per variant: a slow spell of a shared machine hits every variant alike
     times: dict[str, list[float]] = {name: [] for name in variants}
     for round_index in range(args.repeats + 1):
-        for name, forward in variants.items():
-            elapsed = step(forward)
+        for name in variants:
+            elapsed = step(name)
             if round_index:  # round 0 warms up
                 times[name].append(elapsed)
     for name, forward in variants.items():
         results[f"train_step_{name}_s"] = statistics.median(times[name])
-        results[f"saved_activations_{name}_MiB"] = _saved_mib(forward, batch)
-    for name in ("ours_without_c_kernels", "ours_unsliced_ffn", "grouped_conv+toeplitz", "authors"):
-        results[f"speedup_vs_{name}"] = results[f"train_step_{name}_s"] / results["train_step_ours_s"]
+        with context(name):
+            results[f"saved_activations_{name}_MiB"] = _saved_mib(forward, batch)
+    for name in variants:
+        if name != "ours":
+            results[f"speedup_vs_{name}"] = results[f"train_step_{name}_s"] / results["train_step_ours_s"]
+    built = {source: native._loaded.get(source) for source in ("ffn_gelu.c", "small_bmm.c", "dwconv_small.c")}
     results.update(threads=args.threads, batch=args.batch, ffn_ratio=args.ffn_ratio, n_vars=args.n_vars,
-                   malloc_tuned=malloc_tuned, c_kernels=ffn_gelu_kernels() is not None)
+                   malloc_tuned=malloc_tuned, c_kernels=ffn_gelu_kernels() is not None, cpu=_cpu_model(),
+                   cpu_isa=native.cpu_isa(),
+                   kernel_isa={source: getattr(kernel, "isa", "built" if kernel else None)
+                               for source, kernel in built.items()},
+                   kernels_offered={"small_bmm.c": native.small_bmm_kernel() is not None,
+                                    "dwconv_small.c": native.dwconv_kernels() is not None})
     print(json.dumps(results, indent=2))
+    if args.summary:  # the row of scripts/speed_table.py
+        what = (f"one Adam training step, {args.n_vars} variables, ffn_ratio {args.ffn_ratio}, batch {args.batch}, "
+                f"{args.threads} thread{'s' if args.threads > 1 else ''}")
+        write_summary(args.summary, [summary_entry(
+            "timeseries", what, ("ours (channel-major, sliced FFNs, core's C kernels)", results["train_step_ours_s"]),
+            ("authors' formulation (grouped Conv1d, conv1d, F.dropout)", results["train_step_authors_s"]), "s",
+            higher_is_better=False)])
+
+
+def _cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo (Linux), else what platform reports."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.split(":")[0].strip() == "model name":
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def _saved_mib(forward, batch: torch.Tensor) -> float:  # noqa: ANN001

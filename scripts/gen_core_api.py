@@ -1,5 +1,5 @@
-"""Write docs/core_api.md from the code: every public name of metamixer.nn, metamixer.kernels and
-metamixer.train with its real signature and the first paragraph of its docstring.
+"""Write docs/core_api.md from the code: every public name of metamixer.nn, metamixer.kernels, metamixer.bench
+and metamixer.train with its real signature and the first paragraph of its docstring.
 
 Why generated: a hand-written API page drifted (it documented arguments that raise TypeError). tests/test_docs.py
 regenerates the page and fails when the file differs, so the page cannot drift again.
@@ -22,6 +22,8 @@ LAYERS = {
                     "networks)",
     "metamixer.kernels": "CPU fast paths as torch custom operators (`torch.ops.metamixer.*`), each equal to its "
                          "pure-torch reference and falling back to it where a kernel is unavailable",
+    "metamixer.bench": "what every benchmark shares: the machine description, the ours-vs-peer ratio and the "
+                       "speed-summary file `scripts/speed_table.py` reads",
     "metamixer.train": "the one run engine of every app: config sections, the training loop, checkpoint, logger, "
                        "EMA, AMP, DDP, CLI shape, result files",
 }
@@ -64,9 +66,19 @@ def _entry(name: str, obj: object) -> str:
     elif callable(obj):
         kind, sig = "def", _signature(obj)
     else:
-        return f"- `{name}` = `{obj!r}`"[:300]
+        return f"- `{name}` = `{_stable_repr(obj)}`"[:300]
     summary = _first_paragraph(obj)
     return f"- {kind} `{name}{sig}`" + (f": {summary}" if summary else "")
+
+
+def _stable_repr(obj: object) -> str:
+    """repr with sets sorted (a set's order changes with the process's string-hash seed)."""
+    if isinstance(obj, (set, frozenset)):
+        inner = ", ".join(sorted(_stable_repr(v) for v in obj))
+        return f"{type(obj).__name__}({{{inner}}})" if obj else f"{type(obj).__name__}()"
+    if isinstance(obj, dict):
+        return "{" + ", ".join(f"{_stable_repr(k)}: {_stable_repr(v)}" for k, v in obj.items()) + "}"
+    return repr(obj)
 
 
 def render() -> str:
@@ -74,8 +86,10 @@ def render() -> str:
     for package_name, role in LAYERS.items():
         package = importlib.import_module(package_name)
         lines += [f"## `{package_name}`: {role}", ""]
-        for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda m: m.name):
-            module = importlib.import_module(f"{package_name}.{info.name}")
+        modules = ([importlib.import_module(f"{package_name}.{info.name}") for info in
+                    sorted(pkgutil.iter_modules(package.__path__), key=lambda m: m.name)]
+                   if hasattr(package, "__path__") else [package])  # a package, or one plain module
+        for module in modules:
             names = getattr(module, "__all__", None)
             if not names:
                 continue

@@ -81,8 +81,9 @@ def test_channel_major_depthwise_equals_conv1d(length: int, kernel: int, mode: s
     assert torch.allclose(toeplitz_depthwise_conv1d_cbl(xc.detach(), conv.weight, conv.bias, kernel // 2), y, atol=1e-5)
 
 
-def _avx512_kernel_or_skip(source: str = "small_bmm.c") -> None:
-    """Skip only where no compiler exists or it does not target AVX-512; a build that fails is a test failure."""
+def _simd_kernel_or_skip(source: str = "small_bmm.c") -> None:
+    """Skip only where no compiler exists or the build has no SIMD path (neither AVX-512 nor AVX2 + FMA); a build
+    that fails is a test failure. test_native_isa.py tests the narrower paths of the same CPU too."""
     from metamixer.kernels import native
 
     if native._compiler() is None:
@@ -92,7 +93,7 @@ def _avx512_kernel_or_skip(source: str = "small_bmm.c") -> None:
     built = native._load(source, wrapper, check)
     assert built is not None, f"a C compiler is on the PATH but {source} did not build or self-check"
     if not built.vectorized:
-        pytest.skip("the compiler does not target AVX-512 here (the kernel is only used with it)")
+        pytest.skip("the build has no SIMD path here (the kernel is only offered with one)")
 
 
 @pytest.mark.parametrize("batch,length,kernel", [(13, 48, 51), (16, 37, 51), (9, 100, 51), (24, 48, 5)])
@@ -100,7 +101,7 @@ def _avx512_kernel_or_skip(source: str = "small_bmm.c") -> None:
 def test_c_product_kernel_equals_the_bmm_path(batch: int, length: int, kernel: int, with_bias: bool) -> None:
     """native=True (C kernel: 8-row blocks plus a row tail, 48-column blocks plus a masked tail) == native=False
     (torch.bmm), forward and every gradient; also for a non-contiguous (transposed) input."""
-    _avx512_kernel_or_skip()
+    _simd_kernel_or_skip()
     torch.manual_seed(0)
     channels, padding = 5, kernel // 2
     weight = torch.randn(channels, 1, kernel, requires_grad=True)
@@ -137,7 +138,7 @@ def test_direct_c_loop_equals_conv1d(batch: int, length: int, kernel: int, with_
     channel-major view with strided channels == F.conv1d on [B, C, L]; rows shorter than the kernel included."""
     from metamixer.kernels.fastconv import direct_depthwise_conv1d_cbl
 
-    _avx512_kernel_or_skip("dwconv_small.c")
+    _simd_kernel_or_skip("dwconv_small.c")
     torch.manual_seed(0)
     channels = 7
     weight = torch.randn(channels, 1, kernel, requires_grad=True)

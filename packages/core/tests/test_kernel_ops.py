@@ -1,8 +1,9 @@
 """metamixer.kernels as torch custom operators: every entry validates its tensors, every fast path equals the
 pure-torch path over random shapes (batch 0 and 1 included), and torch.compile traces them without graph breaks.
 
-The AVX-512 kernels are only *used* on CPUs that have AVX-512; here the same C sources built without it (their
-plain loops) stand in for them, so the operator plumbing (schemas, fake tensors, autograd) is tested on every CPU.
+The product and short-conv kernels are only *offered* where their build is AVX-512 or AVX2 + FMA; inside
+native.plain_builds() a plain C build (a CPU with neither) is offered too, so the operator plumbing (schemas, fake
+tensors, autograd) is tested on every CPU.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ def _build(source: str):  # noqa: ANN202
 
 @pytest.fixture
 def every_kernel() -> None:
-    """Make the product kernel and the depthwise loop available whether or not this CPU has AVX-512."""
+    """Make the product kernel and the depthwise loop available whatever this CPU's SIMD."""
     with native.plain_builds():
         assert native.small_bmm_kernel() is not None and native.dwconv_kernels() is not None
         yield

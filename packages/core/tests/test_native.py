@@ -111,6 +111,7 @@ def test_build_is_cached_and_named_by_its_inputs(tmp_path: Path) -> None:
     changed = tmp_path / "src" / "ffn_gelu.c"
     changed.parent.mkdir()
     changed.write_text(SOURCE.read_text() + "\n/* changed */\n")
+    (changed.parent / "gelu.h").write_text((SOURCE.parent / "gelu.h").read_text())  # its shared header
     assert build_library(changed, compiler, tmp_path) != first  # another source: another library
     assert sorted(p.name for p in tmp_path.iterdir() if p.is_file()) == sorted(
         [first.name, build_library(changed, compiler, tmp_path).name]

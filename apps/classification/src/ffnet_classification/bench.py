@@ -4,7 +4,8 @@ Reports parameters, MACs and inference throughput (img/s) of FFNet in train form
 to a peer, ConvNeXt-T, implemented here in plain PyTorch (or timm's when installed and ``--peer timm``), in
 the same process and under the same settings. Throughput is measured in interleaved rounds (each round times
 every model once, the median round counts), so a shared, fluctuating machine biases the ratios as little as
-possible. The machine load (``os.getloadavg``) is recorded with the results.
+possible. The machine load (``os.getloadavg``) is recorded with the results. ``--summary PATH`` writes the
+fused-vs-ConvNeXt-T rows in core's speed-summary form (:mod:`metamixer.bench`) for ``scripts/speed_table.py``.
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from metamixer.bench import summary_entry, write_summary
 from metamixer.nn.flops import count_macs, count_params
 from metamixer.train.cli import build_eval_parser, positive_float, positive_int
 from metamixer.train.errors import FFNetError, run_cli
@@ -252,6 +254,36 @@ def markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+#: which of our forms a summary row quotes, best first: the CLIs' CPU path, then the other fused forms
+SUMMARY_FORMS = ("fused_deploy", "fused_cpu", "fused")
+_FORM_NAMES = {"fused_deploy": "fused, CPU deploy form (prepare_for_inference)",
+               "fused_cpu": "fused + optimize_for_cpu", "fused": "fused (model.fuse())"}
+
+
+def speed_summary(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """The rows of ``scripts/speed_table.py`` (metamixer.bench contract): per (batch, dtype, mode), our form named
+    first in :data:`SUMMARY_FORMS` that was timed vs ConvNeXt-T, in img/s, from the channels-last row when one
+    was timed (ConvNeXt-T's faster layout here), else the contiguous one. The form is fixed in advance, not the
+    best of the run, so the ratio is not a maximum over noisy candidates."""
+    info, chosen = report["info"], {}
+    for row in report["results"]:
+        key = (row["batch"], row["dtype"], row["mode"])
+        if key not in chosen or row["layout"] == "channels_last":
+            chosen[key] = row
+    rows = []
+    for (batch, dtype, mode), row in chosen.items():
+        form = next((f for f in SUMMARY_FORMS if f"{info['model']}_{f}" in row["img_s"]), None)
+        if form is None:
+            continue
+        what = (f"{info['model']} vs ConvNeXt-T, {info['resolution']} px, batch {batch}, {dtype}, {mode}, "
+                f"{row['layout'].replace('_', '-')}, {info['threads']} threads")
+        rows.append(summary_entry("classification", what,
+                                  (f"{info['model']} {_FORM_NAMES[form]}", row["img_s"][f"{info['model']}_{form}"]),
+                                  ("ConvNeXt-T (same process, interleaved)", row["img_s"]["convnext_t"]),
+                                  "img/s", higher_is_better=True))
+    return rows
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = build_eval_parser("ffnet-cls-bench", __doc__.splitlines()[0], checkpoint_required=False, overrides=False)
     p.add_argument("--model", default=None, choices=list_models(),
@@ -272,8 +304,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--threads", type=positive_int, default=2)
     p.add_argument("--rounds", type=positive_int, default=5)
     p.add_argument("--min-round-s", type=positive_float, default=0.5)
+    p.add_argument("--summary", default=None, help="JSON speed summary for scripts/speed_table.py (also put "
+                   "into --output as 'speed_summary')")
     a = p.parse_args(argv)
     check_output_file(a.output, "--output")
+    check_output_file(a.summary, "--summary")
+    if a.summary and (a.no_throughput or not {"fused", "fused_cpu", "deploy"} & set(a.forms)):
+        raise FFNetError("--summary needs the throughput run with a fused form (--forms fused, fused_cpu or deploy)")
     model, name = None, a.model or "ffnet_1"
     if a.checkpoint:  # its architecture (a custom size too); the weights do not change the speed
         from .models.registry import load_model
@@ -290,6 +327,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         report.update(run_benchmark(name, a.batch_sizes, a.modes, a.dtypes, a.layouts, a.forms, a.peer,
                                     a.resolution, a.threads, a.rounds, a.min_round_s, model=model))
         print(markdown(report))
+        report["speed_summary"] = speed_summary(report)
+        if a.summary:
+            write_summary(a.summary, report["speed_summary"])
     if a.output:
         write_json(a.output, report)
     return 0

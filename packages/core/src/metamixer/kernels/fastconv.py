@@ -4,10 +4,11 @@ Why: PyTorch's CPU depthwise ``conv1d`` with a long kernel (k=51) over a short s
 ~0.5-1 GMAC/s, which makes FFNet-TS training ~7x slower than it needs to be. When the sequence is not longer than
 the kernel, the same convolution is, per channel, an ``L x L`` Toeplitz matrix; building it from the kernel and
 running one batched matmul over channels gives the identical result (forward and backward) at matmul speed.
-On CPU (float32, AVX-512) the products run through core's register-blocked C kernel
-(:func:`metamixer.kernels.native.small_bmm_kernel`), 2.5-4x faster than ``torch.bmm`` at these 48 x 48 shapes. Short
-kernels (FFNet-TS's k=5 re-param branch) would still pay the full L x L product; on channel-major input they run
-as a direct AVX-512 loop instead (:func:`direct_depthwise_conv1d_cbl`, 2.5-3x faster than the product).
+On CPU (float32, AVX-512 or AVX2 + FMA builds) the products run through core's register-blocked C kernel
+(:func:`metamixer.kernels.native.small_bmm_kernel`), 2.5-4x (AVX-512) / 1.8-2x (AVX2) faster than ``torch.bmm`` at
+these 48 x 48 shapes. Short kernels (FFNet-TS's k=5 re-param branch) would still pay the full L x L product; on
+channel-major input they run as a direct SIMD loop instead (:func:`direct_depthwise_conv1d_cbl`, 2.5-3x faster
+than the product on either ISA).
 
 The module *is* an ``nn.Conv1d`` (same ``weight``/``bias`` parameter names and shapes), so state_dict keys match
 the official checkpoints and core's conv/BN fusion code treats it like any other conv.
@@ -166,15 +167,15 @@ def _dwconv_backward_flops(grad, x, weight, need_x, need_w, need_b, out_shape=No
     return 2 * x[0] * x[1] * x[2] * weight[-1] * (int(need_x) + int(need_w))
 
 
-DIRECT_MAX_KERNEL, DIRECT_MAX_LENGTH = 15, 64  # the C loop's limits (a row in 4 AVX-512 registers)
+DIRECT_MAX_KERNEL, DIRECT_MAX_LENGTH = 15, 64  # the C loop's limits (a row in 4 AVX-512 or 8 AVX2 registers)
 
 
 def direct_depthwise_conv1d_cbl(
     x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, native: bool | None = None,
 ) -> torch.Tensor | None:
     """A depthwise stride-1 'same' conv with a short odd kernel (``<= DIRECT_MAX_KERNEL`` taps) over short rows
-    (``<= DIRECT_MAX_LENGTH``) on channel-major ``[C, B, L]`` through core's AVX-512 C loop
-    (:func:`metamixer.kernels.native.dwconv_kernels`), or None where that does not apply (no AVX-512 build, other
+    (``<= DIRECT_MAX_LENGTH``) on channel-major ``[C, B, L]`` through core's SIMD C loop
+    (:func:`metamixer.kernels.native.dwconv_kernels`), or None where that does not apply (no AVX-512/AVX2 build, other
     dtype/device, long kernel or rows; ``native=True``: an error instead). Rows must be contiguous."""
     k = weight.shape[-1]
     applies = (k % 2 == 1 and k <= DIRECT_MAX_KERNEL and x.shape[-1] <= DIRECT_MAX_LENGTH
@@ -212,7 +213,7 @@ def toeplitz_depthwise_conv1d_cbl(
     tap, valid = _toeplitz_index(length, kernel_size, padding, x.device)
     w = weight.reshape(channels, kernel_size)
     toeplitz = w[:, tap] * valid.to(w.dtype)  # [C, L_in, L_out]
-    if select(native, small_bmm_kernel, "the C product kernel (AVX-512 builds only)", x, weight, bias):
+    if select(native, small_bmm_kernel, "the C product kernel (AVX-512 or AVX2 builds only)", x, weight, bias):
         return _toeplitz_product(x, toeplitz, bias)
     if bias is None:
         return torch.bmm(x, toeplitz)

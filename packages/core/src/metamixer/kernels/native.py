@@ -18,8 +18,11 @@ AVX-512 code (``__AVX512F__``), else its AVX2 + FMA code, else a plain C loop. T
 a CPU that runs it.
 
 Offered only where it pays (:data:`OFFERED_ISAS`): a getter returns a product or short-conv kernel only for an
-ISA at which it was measured faster than the PyTorch path it replaces, at FFNet-TS's shapes, on one and two
-threads; the plain C loops are no faster than BLAS and are offered only inside :func:`plain_builds` (for tests).
+ISA at which it was measured faster than the PyTorch path it replaces, at FFNet-TS's shapes (whole training steps
+on one and two threads, see docs/timeseries.md); the plain C loops are no faster than BLAS and are offered only
+inside :func:`plain_builds` (for tests). Threads: the product and short-conv libraries are built with ``-fopenmp``
+and split their work on PyTorch's own OpenMP team where they share its runtime (:class:`_TeamSplit`), else in a
+Python thread pool.
 Measured on an AVX2-only AMD EPYC (one thread, kernel vs ``torch.bmm``, medians of alternating rounds): Toeplitz
 forward ``[448, 512, 48] @ [48, 48]`` 1.8-2.0x, its weight gradient ``x^T @ g`` (K = batch) 1.05-1.1x, the FFN
 products 1.1-2.6x (ETTh1) and 1.0-1.6x (Weather; the two memory-bound ones, ``[64, 21, 252] @ [252, S]`` and
@@ -209,7 +212,8 @@ class _TeamSplit:
     Why: PyTorch's OpenMP workers spin-wait for ~10 ms after each of its parallel ops; a separate pool's threads
     then compete with them for the cores (on a 2-core AVX2 EPYC a 2-thread Toeplitz product right after a PyTorch op
     took 22.5 ms in the Python pool, 15.0 ms on PyTorch's team, 15.1 ms either way in isolation; whole 2-thread
-    ETTh1 steps lost ~7 % to it). A forked child uses the Python pool: GNU OpenMP's team does not survive a fork."""
+    ETTh1 steps lost ~7 % to it; the team path of ``small_bmm.c`` also splits columns where there are few
+    products). A forked child uses the Python pool: GNU OpenMP's team does not survive a fork."""
 
     def __init__(self, library: ctypes.CDLL, runtime_symbol: str, min_per_thread: int) -> None:
         self.shared = _shares_torch_openmp(library, runtime_symbol)
