@@ -26,17 +26,15 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import platform
 import statistics
 import time
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 from ffnet_timeseries import create_model
 from ffnet_timeseries.models import DepthwiseConv1dToeplitz, ffnet_ts
-from metamixer.bench import summary_entry, write_summary
+from metamixer.bench import cpu_model, summary_entry, write_summary
 from metamixer.kernels import native
 from metamixer.kernels.fastconv import toeplitz_depthwise_conv1d
 from metamixer.kernels.native import ffn_gelu_kernels
@@ -130,7 +128,7 @@ def main() -> None:
             results[f"speedup_vs_{name}"] = results[f"train_step_{name}_s"] / results["train_step_ours_s"]
     built = {source: native._loaded.get(source) for source in ("ffn_gelu.c", "small_bmm.c", "dwconv_small.c")}
     results.update(threads=args.threads, batch=args.batch, ffn_ratio=args.ffn_ratio, n_vars=args.n_vars,
-                   malloc_tuned=malloc_tuned, c_kernels=ffn_gelu_kernels() is not None, cpu=_cpu_model(),
+                   malloc_tuned=malloc_tuned, c_kernels=ffn_gelu_kernels() is not None, cpu=cpu_model(),
                    cpu_isa=native.cpu_isa(),
                    kernel_isa={source: getattr(kernel, "isa", "built" if kernel else None)
                                for source, kernel in built.items()},
@@ -144,17 +142,6 @@ def main() -> None:
             "timeseries", what, ("ours (channel-major, sliced FFNs, core's C kernels)", results["train_step_ours_s"]),
             ("authors' formulation (grouped Conv1d, conv1d, F.dropout)", results["train_step_authors_s"]), "s",
             higher_is_better=False)])
-
-
-def _cpu_model() -> str:
-    """The CPU's model name from /proc/cpuinfo (Linux), else what platform reports."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.split(":")[0].strip() == "model name":
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def _saved_mib(forward, batch: torch.Tensor) -> float:  # noqa: ANN001

@@ -108,9 +108,8 @@ def test_foreign_weights_message_names_the_file():
 def test_deploy_path_equals_the_plain_model_whole_and_tiled() -> None:
     """prepare_for_inference (core's fused channels-last blocks) against the authors' formulation (the plain
     module sequence on NCHW), and exact tiling with the deploy model against its whole-image output."""
-    from metamixer.nn.inference import fast_block_count
-
     from ffnet_sr.inference import forward_tiled, prepare_for_inference, receptive_radius
+    from metamixer.nn.inference import fast_block_count
 
     torch.manual_seed(0)
     model = FFNetSR(scale=3, dim=32, depth=3).eval()
