@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 import os
 import stat
-import time
 from pathlib import Path
 
 import pytest
@@ -198,7 +197,7 @@ def test_small_bmm_layouts_tails_threads_and_errors() -> None:
 
 @needs_kernels
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
-def test_thread_split_works_in_a_forked_child() -> None:
+def test_thread_split_works_in_a_forked_child(wait_for_child) -> None:  # noqa: ANN001
     """A pool made before fork (its threads do not exist in the child): a split in the child still completes."""
     split = native._ThreadSplit(1)
     previous = torch.get_num_threads()
@@ -212,16 +211,7 @@ def test_thread_split_works_in_a_forked_child() -> None:
             done: list[tuple[int, int]] = []
             split(lambda begin, end: done.append((begin, end)), 4)
             os._exit(0 if sorted(done) == [(0, 2), (2, 4)] else 1)
-        for _ in range(300):  # up to 30 s
-            finished, status = os.waitpid(pid, os.WNOHANG)
-            if finished:
-                break
-            time.sleep(0.1)
-        else:
-            os.kill(pid, 9)
-            os.waitpid(pid, 0)
-            pytest.fail("the forked child hung in _ThreadSplit")
-        assert os.waitstatus_to_exitcode(status) == 0
+        wait_for_child(pid, "the forked child hung in _ThreadSplit")
     finally:
         torch.set_num_threads(previous)
 

@@ -238,11 +238,10 @@ def test_threads_run_on_torchs_openmp_team_and_equal_the_thread_pool(source: str
 
 
 @pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs fork")
-def test_kernels_in_a_forked_child_use_the_thread_pool_and_finish() -> None:
+def test_kernels_in_a_forked_child_use_the_thread_pool_and_finish(wait_for_child) -> None:  # noqa: ANN001
     """GNU OpenMP's team does not survive fork (a PyTorch op on 2 threads hangs in the child): after the parent
     used the team, a child's 2-thread kernel calls must still finish, through the Python pool."""
     import os
-    import time
 
     bmm = _loaded("small_bmm.c")
     x, t = torch.randn(32, 20, 48), torch.randn(32, 48, 48)
@@ -254,15 +253,6 @@ def test_kernels_in_a_forked_child_use_the_thread_pool_and_finish() -> None:
         if pid == 0:
             ok = torch.equal(bmm(x, t), expected)
             os._exit(0 if ok else 1)
-        for _ in range(300):  # up to 30 s
-            finished, status = os.waitpid(pid, os.WNOHANG)
-            if finished:
-                break
-            time.sleep(0.1)
-        else:
-            os.kill(pid, 9)
-            os.waitpid(pid, 0)
-            pytest.fail("a kernel call hung in a forked child")
-        assert os.waitstatus_to_exitcode(status) == 0
+        wait_for_child(pid, "a kernel call hung in a forked child")
     finally:
         torch.set_num_threads(previous)
