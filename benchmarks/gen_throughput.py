@@ -142,8 +142,9 @@ def write_gen_summary(path: str, ours: dict, peer: dict, meta: dict) -> None:
     training (one AdamW step of the training form), both in img/s (higher is better)."""
     from metamixer.bench import machine, summary_entry, write_summary
 
-    where = (f"{meta['input']} latent, {meta['precision']}, {meta['device']}, {meta['threads']} "
-             f"thread{'s' if meta['threads'] > 1 else ''}")
+    on = (torch.cuda.get_device_name(torch.device(meta["device"])) if meta["device"].startswith("cuda") else
+          f"{meta['device']}, {meta['threads']} thread{'s' if meta['threads'] > 1 else ''}")
+    where = f"{meta['input']} latent, {meta['precision']}, {on}"
     entries = [
         summary_entry("generation", f"sampling: one denoiser forward (deploy form), batch {meta['sample_batch']}, "
                       f"{where}", (ours["model"], ours["sample_fwd_img_per_s"]),

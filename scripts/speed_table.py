@@ -3,6 +3,7 @@
     python scripts/speed_table.py                       # quick mode, 2 threads, all apps (~15-25 min on 2 cores)
     python scripts/speed_table.py --apps timeseries     # re-measure one app, keep the others' rows
     python scripts/speed_table.py --full --threads 4    # the benchmarks' longer settings
+    python scripts/speed_table.py --gpu                 # on a CUDA machine: docs/speed_gpu.{json,md}
     python scripts/speed_table.py --render              # re-render docs/speed.md and the README from docs/speed.json
     python scripts/speed_table.py --check               # exit 1 when docs/speed.md or the README is stale
 
@@ -33,12 +34,14 @@ from metamixer.train.results import write_json
 ROOT = Path(__file__).resolve().parents[1]
 SPEED_JSON = ROOT / "docs" / "speed.json"
 SPEED_MD = ROOT / "docs" / "speed.md"
+#: the GPU table (``--gpu``) has its own record and page: CPU and GPU ratios never share one table
+SPEED_GPU_JSON, SPEED_GPU_MD = ROOT / "docs" / "speed_gpu.json", ROOT / "docs" / "speed_gpu.md"
 README = ROOT / "README.md"
 BEGIN, END = "<!-- speed-table:begin -->", "<!-- speed-table:end -->"
 NOT_MEASURED = "not measured yet"
 
-#: app -> (quick args, full args, option that names the summary file, timeout per mode in s). Every command also
-#: gets ``--threads N``; the interpreter is this one (the venv's).
+#: app -> (quick args, full args, gpu args where the benchmark runs on CUDA, option that names the summary file,
+#: timeout per mode in s). Every command also gets ``--threads N``; the interpreter is this one (the venv's).
 APPS: dict[str, dict[str, Any]] = {
     "classification": {
         "quick": ["benchmarks/cls_bench.py", "--quick", "--parts", "fp32_eager", "--layouts", "channels_last",
@@ -46,9 +49,10 @@ APPS: dict[str, dict[str, Any]] = {
         "full": ["benchmarks/cls_bench.py"],
         "summary": "--summary", "work": "--out", "timeout": {"quick": 900, "full": 5400}},
     "super_resolution": {
-        "quick": ["-m", "ffnet_sr.bench", "--compare-authors", "--quick"],
-        "full": ["-m", "ffnet_sr.bench", "--compare-authors"],
-        "summary": "--output", "timeout": {"quick": 900, "full": 2700}},
+        "quick": ["-m", "ffnet_sr.bench", "--compare-authors", "--quick", "--device", "cpu"],
+        "full": ["-m", "ffnet_sr.bench", "--compare-authors", "--device", "cpu"],
+        "gpu": ["-m", "ffnet_sr.bench", "--compare-authors", "--device", "cuda"],
+        "summary": "--output", "timeout": {"quick": 900, "full": 2700, "gpu": 600}},
     "timeseries": {
         "quick": ["benchmarks/ts_speed.py", "--repeats", "3"],
         "full": ["benchmarks/ts_speed.py", "--repeats", "8"],
@@ -62,7 +66,9 @@ APPS: dict[str, dict[str, Any]] = {
                   "--repeats", "2"],
         "full": ["benchmarks/gen_throughput.py", "--size", "s", "--batch", "4", "--sample-batch", "16",
                  "--repeats", "5"],
-        "summary": "--summary", "timeout": {"quick": 1200, "full": 3600}},
+        "gpu": ["benchmarks/gen_throughput.py", "--size", "b", "--device", "cuda", "--precision", "bf16",
+                "--batch", "64", "--sample-batch", "64", "--repeats", "10"],
+        "summary": "--summary", "timeout": {"quick": 1200, "full": 3600, "gpu": 600}},
 }
 _ISA_NAMES = {"avx512": "AVX-512", "avx2": "AVX2", "plain": "no AVX2"}
 
@@ -126,17 +132,19 @@ def _number(value: float) -> str:
 
 
 def _machine_line(m: dict[str, Any]) -> str:
+    if str(m.get("device", "cpu")).startswith("cuda"):
+        return f"{m.get('gpu') or 'a CUDA GPU'} (host CPU {m.get('cpu', '?')}), torch {m.get('torch', '?')}"
     isa = _ISA_NAMES.get(m.get("isa"), m.get("isa"))
     cap = f"; torch CPU capability {m['torch_cpu_capability']}" if m.get("torch_cpu_capability") else ""
     cpus = f" of {m['logical_cpus']} logical CPUs" if m.get("logical_cpus") else ""
     return f"{m.get('cpu', '?')} ({isa}{cap}), {m.get('threads', '?')} threads{cpus}, torch {m.get('torch', '?')}"
 
 
-def machine_header(record: dict[str, Any]) -> str:
+def machine_header(record: dict[str, Any], gpu: bool = False) -> str:
     """Where and when the rows were measured; apps measured on a different machine setting are named."""
     measured = {app: rec for app, rec in record["apps"].items() if rec.get("status") == "measured"}
     if not measured:
-        return "Nothing measured yet: run `python scripts/speed_table.py`."
+        return f"Nothing measured yet: run `python scripts/speed_table.py{' --gpu' if gpu else ''}`."
     lines: dict[str, list[str]] = {}
     for app, rec in measured.items():
         lines.setdefault(_machine_line(rec["machine"]), []).append(app)
@@ -149,13 +157,18 @@ def machine_header(record: dict[str, Any]) -> str:
     return head + " on:\n" + "\n".join(f"- {line}: {', '.join(apps)}" for line, apps in lines.items())
 
 
-def render_table(record: dict[str, Any]) -> str:
-    """The machine header and one row per summary entry (an app without rows: 'not measured yet')."""
+def _unmeasured(app: str, gpu: bool) -> str:
+    return "CPU-only benchmark" if gpu and "gpu" not in APPS[app] else NOT_MEASURED
+
+
+def render_table(record: dict[str, Any], gpu: bool = False) -> str:
+    """The machine header and one row per summary entry (an app without rows: 'not measured yet', or on the
+    GPU page 'CPU-only benchmark' for an app whose benchmark has no CUDA settings)."""
     rows = ["| app | workload | ours | peer | ours faster by |", "|---|---|---|---|---|"]
     for app in APPS:
         rec = record["apps"].get(app, {"status": NOT_MEASURED})
         if rec.get("status") != "measured":
-            rows.append(f"| {app} | {NOT_MEASURED} | – | – | – |")
+            rows.append(f"| {app} | {_unmeasured(app, gpu)} | – | – | – |")
             continue
         for e in rec["speed_summary"]:
             ours = f"{e['ours']['name']}: {_number(e['ours']['value'])} {e['ours']['unit']}"
@@ -166,7 +179,7 @@ def render_table(record: dict[str, Any]) -> str:
             rows.append(f"| {app} | {e['what']} | {ours} | {peer} | **{e['ratio']:.2f}×** |")
     note = ("Ours and the peer run in the same process on the same input, interleaved; \"ours faster by\" = peer "
             "time / our time (or our throughput / the peer's), > 1 means ours is faster.")
-    return f"{machine_header(record)} {note}\n\n" + "\n".join(rows)
+    return f"{machine_header(record, gpu)} {note}\n\n" + "\n".join(rows)
 
 
 def readme_block(record: dict[str, Any]) -> str:
@@ -175,17 +188,28 @@ def readme_block(record: dict[str, Any]) -> str:
             f"per-app details: [docs/speed.md](docs/speed.md)); do not edit by hand.\n{END}")
 
 
-def render_page(record: dict[str, Any]) -> str:
-    """docs/speed.md: the table, then per app the exact command, its wall time and load at the start."""
-    lines = ["# Speed: each app against its peer, side by side (generated)", "",
-             "Generated by `python scripts/speed_table.py` from [speed.json](speed.json); the README quotes the "
-             "same table. `tests/test_speed_table.py` fails when this page or the README differs from speed.json, "
-             "so edit neither by hand: re-measure (`--apps NAME` for one app) or re-render (`--render`).", "",
-             render_table(record), "", "## How each app was measured", ""]
+def render_page(record: dict[str, Any], gpu: bool = False) -> str:
+    """docs/speed.md (or, ``gpu``, docs/speed_gpu.md): the table, then per app the exact command, its wall time
+    and load at the start."""
+    flag = " --gpu" if gpu else ""
+    if gpu:
+        head = ["# Speed on a GPU: each app against its peer (generated)", "",
+                "Generated by `python scripts/speed_table.py --gpu` on a CUDA machine from "
+                "[speed_gpu.json](speed_gpu.json); the CPU table is [speed.md](speed.md). Apps whose benchmark "
+                "times CPU code only have no GPU row. `tests/test_speed_table.py` fails when this page differs "
+                "from speed_gpu.json."]
+    else:
+        head = ["# Speed: each app against its peer, side by side (generated)", "",
+                "Generated by `python scripts/speed_table.py` from [speed.json](speed.json); the README quotes the "
+                "same table. `tests/test_speed_table.py` fails when this page or the README differs from "
+                "speed.json, so edit neither by hand: re-measure (`--apps NAME` for one app) or re-render "
+                "(`--render`). GPU figures: [speed_gpu.md](speed_gpu.md)."]
+    lines = [*head, "", render_table(record, gpu), "", "## How each app was measured", ""]
     for app in APPS:
         rec = record["apps"].get(app, {})
         if rec.get("status") != "measured":
-            lines.append(f"- **{app}**: {NOT_MEASURED}: `python scripts/speed_table.py --apps {app}`")
+            lines.append(f"- **{app}**: {_unmeasured(app, gpu)}" + (
+                "" if gpu and "gpu" not in APPS[app] else f": `python scripts/speed_table.py{flag} --apps {app}`"))
             continue
         load = rec["machine"].get("loadavg_1min")
         lines.append(f"- **{app}**: `{rec['command']}`, {rec['wall_s']:.0f} s"
@@ -201,10 +225,12 @@ def update_readme(text: str, block: str) -> str:
     return text[:text.index(BEGIN)] + block + text[text.index(END) + len(END):]
 
 
-def write_pages(record: dict[str, Any], page: Path = SPEED_MD, readme: Path = README) -> None:
-    """Write docs/speed.md and the README's speed block from ``record``."""
-    page.write_text(render_page(record))
-    readme.write_text(update_readme(readme.read_text(), readme_block(record)))
+def write_pages(record: dict[str, Any], page: Path = SPEED_MD, readme: Path | None = README,
+                gpu: bool = False) -> None:
+    """Write docs/speed.md (``gpu``: docs/speed_gpu.md) and, unless ``readme`` is None, the README's block."""
+    page.write_text(render_page(record, gpu))
+    if readme is not None:
+        readme.write_text(update_readme(readme.read_text(), readme_block(record)))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -213,6 +239,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--quick", dest="mode", action="store_const", const="quick", help="short settings (default)")
     mode.add_argument("--full", dest="mode", action="store_const", const="full", help="the benchmarks' long settings")
+    mode.add_argument("--gpu", dest="mode", action="store_const", const="gpu",
+                      help="the CUDA settings of the apps that have them, into docs/speed_gpu.{json,md}")
     p.add_argument("--threads", type=int, default=2, help="torch/OpenMP threads of every benchmark (default 2)")
     p.add_argument("--work", type=Path, default=ROOT / "runs" / "speed_table", help="logs and raw summaries")
     p.add_argument("--render", action="store_true", help="only re-render docs/speed.md and README from speed.json")
@@ -221,19 +249,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     a = p.parse_args(argv)
     if a.threads < 1:
         raise FFNetError(f"--threads must be >= 1, got {a.threads}")
-    record = load()
+    gpu = a.mode == "gpu"
+    record_path, page = (SPEED_GPU_JSON, SPEED_GPU_MD) if gpu else (SPEED_JSON, SPEED_MD)
+    readme = None if gpu else README
+    record = load(record_path)
     if a.check:
-        stale = [name for name, path, want in (
-            ("docs/speed.md", SPEED_MD, render_page(record)),
-            ("README.md", README, update_readme(README.read_text(), readme_block(record))))
-            if not path.is_file() or path.read_text() != want]
-        print("stale: " + ", ".join(stale) + " (run python scripts/speed_table.py --render)" if stale
-              else "docs/speed.md and README.md match docs/speed.json")
+        checks = [(page.relative_to(ROOT).as_posix(), page, render_page(record, gpu))]
+        if readme is not None:
+            checks.append(("README.md", README, update_readme(README.read_text(), readme_block(record))))
+        stale = [name for name, path, want in checks if not path.is_file() or path.read_text() != want]
+        print("stale: " + ", ".join(stale) + f" (run python scripts/speed_table.py{' --gpu' if gpu else ''} --render)"
+              if stale
+              else f"{', '.join(c[0] for c in checks)} match {record_path.relative_to(ROOT).as_posix()}")
         return 1 if stale else 0
     failure = None
     if not a.render:
         a.work.mkdir(parents=True, exist_ok=True)
         mode_name = a.mode or "quick"
+        if gpu:
+            import torch
+
+            if not torch.cuda.is_available():
+                raise FFNetError("--gpu needs a CUDA device; this machine has none (torch.cuda.is_available())")
+            skipped = [app for app in a.apps if "gpu" not in APPS[app]]
+            if skipped:
+                print(f"no GPU settings (CPU-only benchmarks), skipped: {', '.join(skipped)}", flush=True)
+            a.apps = [app for app in a.apps if "gpu" in APPS[app]]
 
         def run_one(app: str) -> None:
             shown = " ".join(command(app, mode_name, a.threads, "...", "..."))
@@ -247,9 +288,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             for_each_input(a.apps, run_one, what="benchmark")
         except SomeInputsFailed as exc:
             failure = exc
-        write_json(SPEED_JSON, record)
-    write_pages(record)
-    print(f"wrote {SPEED_JSON.relative_to(ROOT)}, {SPEED_MD.relative_to(ROOT)} and the README's speed table")
+        write_json(record_path, record)
+    write_pages(record, page, readme, gpu)
+    print(f"wrote {record_path.relative_to(ROOT)}, {page.relative_to(ROOT)}" + ("" if gpu else
+          " and the README's speed table"))
     if failure is not None:
         raise failure
     return 0

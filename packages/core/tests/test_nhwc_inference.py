@@ -74,6 +74,39 @@ def test_depthwise_equals_conv(kernel: tuple[int, int], channels: int) -> None:
         assert _rel(depthwise(x, weight, bias, residual=res), ref + res) < 1e-5
 
 
+@needs_kernels
+def test_out_buffers_are_reused_only_where_that_is_safe() -> None:
+    """``out=``: the FFN may overwrite its own input (a chunk is read whole first); a depthwise conv or a 1x1 conv
+    never writes into a tensor it reads (they get a fresh buffer instead); a free buffer of the right shape is
+    used as is. Results equal PyTorch's in every case."""
+    vw = KERNELS.vector_width
+    c, hidden = 2 * vw, 4 * vw
+    x, res = _cl(2, c, 7, 9), _cl(2, c, 7, 9, seed=7)
+    w1, b1 = _cl(hidden, c, 1, 1, seed=8) * 0.3, torch.randn(hidden)
+    w2, b2 = _cl(c, hidden, 1, 1, seed=9) * 0.3, torch.randn(c)
+    ref = F.conv2d(F.gelu(F.conv2d(x, w1, b1)), w2, b2) + res
+    inplace = x.clone()
+    got = mlp(inplace, PackedPointwise.from_conv(w1, b1), PackedPointwise.from_conv(w2, b2), res, out=inplace)
+    assert got.data_ptr() == inplace.data_ptr() and _rel(got, ref) < 1e-5
+    onto_residual = res.clone()
+    got = mlp(x, PackedPointwise.from_conv(w1, b1), PackedPointwise.from_conv(w2, b2), onto_residual,
+              out=onto_residual)
+    assert got.data_ptr() != onto_residual.data_ptr() and _rel(got, ref) < 1e-5
+    wd, bd = torch.randn(c, 1, 3, 3), torch.randn(c)
+    dw_ref = F.conv2d(x, wd, bd, padding=1, groups=c) + res
+    got = depthwise(x, wd, bd, residual=res, out=x)
+    assert got.data_ptr() != x.data_ptr() and _rel(got, dw_ref) < 1e-5
+    free = torch.empty_like(x)
+    got = depthwise(x, wd, bd, residual=res, out=free)
+    assert got.data_ptr() == free.data_ptr() and _rel(got, dw_ref) < 1e-5
+    conv = PackedPointwise.from_conv(_cl(c, c, 1, 1, seed=10), torch.randn(c))
+    pw_ref = F.conv2d(x, conv.weight, conv.bias)
+    got = pointwise(x, conv, out=x)
+    assert got.data_ptr() != x.data_ptr() and _rel(got, pw_ref) < 1e-5
+    wrong_shape = torch.empty(2, c, 7, 8).contiguous(memory_format=torch.channels_last)
+    assert depthwise(x, wd, bd, out=wrong_shape).shape == x.shape
+
+
 def test_ops_take_the_pytorch_path_for_other_inputs() -> None:
     """bf16, contiguous NCHW inputs that need grad, and disabled kernels all give PyTorch's result."""
     x = _cl(1, 16, 4, 5).requires_grad_()

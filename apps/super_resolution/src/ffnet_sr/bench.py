@@ -191,44 +191,72 @@ def _peak_mib(fn: Callable[[], Any]) -> float:
 
 def compare_with_authors(name: str = "ffnetsr_light", scale: int = 4, lr_hw: tuple[int, int] = (90, 160),
                          rounds: int = 5, tile: int = 32, tile_pad: int = 8,
-                         log: Callable[[str], None] = print) -> dict[str, Any]:
+                         log: Callable[[str], None] = print,
+                         device: torch.device | str = "cpu") -> dict[str, Any]:
     """Our deploy path (:func:`~ffnet_sr.inference.prepare_for_inference`) against the authors' architecture
     (the same weights run as the plain PyTorch module sequence on a contiguous NCHW input, which is what their
     BasicSR code executes) in one process: ``rounds`` interleaved rounds (authors, ours, authors, ...), medians;
     the largest relative output difference; peak memory of one whole-image run each; and the tiled deploy
     path's peak at the given size and at 2x each side (tiles of ``tile`` LR pixels with ``tile_pad`` context:
     once the image is larger than one window the peak depends on the window, not the image; the exact pad,
-    the 110-pixel receptive radius, makes windows of 2·110 + tile pixels, larger than the quick image)."""
+    the 110-pixel receptive radius, makes windows of 2·110 + tile pixels, larger than the quick image).
+
+    On a CUDA ``device`` both run there (ours: the fused channels-last PyTorch path, core's C kernels being
+    CPU-only), each timed with a device synchronisation, and peaks are CUDA allocator peaks."""
+    device = torch.device(device)
+    cuda = device.type == "cuda"
+
+    def run(model: Callable[[torch.Tensor], torch.Tensor], inp: torch.Tensor) -> torch.Tensor:
+        out = model(inp)
+        if cuda:
+            torch.cuda.synchronize(device)
+        return out
+
+    def peak(fn: Callable[[], Any]) -> float:
+        if not cuda:
+            return _peak_mib(fn)
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        base = torch.cuda.memory_allocated(device)
+        fn()
+        torch.cuda.synchronize(device)
+        return (torch.cuda.max_memory_allocated(device) - base) / 2**20
+
     torch.manual_seed(0)
     authors = create_model(name, scale).eval()
     with torch.no_grad():  # trained-like weights: the init's zero biases would hide bias/epilogue mistakes
         for p in authors.parameters():
             p.add_(torch.randn_like(p) * 0.01)
+    authors = authors.to(device)
     ours = prepare_for_inference(authors)
-    x = torch.rand(1, 3, *lr_hw)
+    x = torch.rand(1, 3, *lr_hw).to(device)
     times: dict[str, list[float]] = {"authors": [], "ours": []}
     with torch.inference_mode():
-        reference, got = authors(x), ours(x)
+        reference, got = run(authors, x), run(ours, x)
         rel = float((got - reference).abs().max() / reference.abs().max())
+        if cuda:  # cuDNN autotuning and lazy module loading happen on the first calls, not in the timed rounds
+            run(authors, x), run(ours, x)
         for _ in range(rounds):
             for label, model in (("authors", authors), ("ours", ours)):
                 start = time.perf_counter()
-                model(x)
+                run(model, x)
                 times[label].append(time.perf_counter() - start)
-            log(f"round: authors {times['authors'][-1]:.3f} s, ours {times['ours'][-1]:.3f} s")
-        peaks = {"authors": _peak_mib(lambda: authors(x)), "ours": _peak_mib(lambda: ours(x))}
+            log(f"round: authors {times['authors'][-1]:.4f} s, ours {times['ours'][-1]:.4f} s")
+        peaks = {"authors": peak(lambda: run(authors, x)), "ours": peak(lambda: run(ours, x))}
         tiled = {}
         for factor in (1, 2):
-            big = torch.rand(1, 3, lr_hw[0] * factor, lr_hw[1] * factor)
-            tiled[f"{big.shape[-2]}x{big.shape[-1]}"] = _peak_mib(lambda b=big: forward_tiled(ours, b, scale, tile, tile_pad))
+            big = torch.rand(1, 3, lr_hw[0] * factor, lr_hw[1] * factor).to(device)
+            tiled[f"{big.shape[-2]}x{big.shape[-1]}"] = peak(lambda b=big: forward_tiled(ours, b, scale, tile, tile_pad))
     med = {k: statistics.median(v) for k, v in times.items()}
-    what = f"{name} x{scale}, LR {lr_hw[0]}x{lr_hw[1]}, fp32, batch 1, {torch.get_num_threads()} threads"
+    where = torch.cuda.get_device_name(device) if cuda else f"{torch.get_num_threads()} threads"
+    what = f"{name} x{scale}, LR {lr_hw[0]}x{lr_hw[1]}, fp32, batch 1, {where}"
     return {
         "what": what, "median_s": med, "ratio": med["authors"] / med["ours"], "max_rel_diff": rel,
         "peak_mem_mib": peaks, "tiled_peak_mem_mib": {"tile": tile, "tile_pad": tile_pad, **tiled}, "rounds": rounds,
         "speed_summary": [{
             "app": "super_resolution", "what": what,
-            "ours": {"name": "prepare_for_inference (fused channels-last kernels)", "value": med["ours"], "unit": "s"},
+            "ours": {"name": "prepare_for_inference (fused, channels-last" + (")" if cuda else " kernels)"),
+                     "value": med["ours"], "unit": "s"},
             "peer": {"name": "authors' architecture (plain PyTorch, NCHW)", "value": med["authors"], "unit": "s"},
             "ratio": med["authors"] / med["ours"], "higher_is_better": False}],
     }
@@ -275,7 +303,10 @@ def main(argv: Sequence[str] | None = None) -> int:
            "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None}
     print(f"environment: {env}")
     if args.compare_authors:
-        result = compare_with_authors(rounds=3 if args.quick else 7)
+        if device.type not in ("cpu", "cuda"):
+            raise FFNetError(f"--compare-authors runs on cpu or cuda, got --device {device}")
+        result = compare_with_authors(rounds=(3 if args.quick else 7) * (5 if device.type == "cuda" else 1),
+                                      device=device)
         print(f"{result['what']}: authors {result['median_s']['authors']:.3f} s, ours "
               f"{result['median_s']['ours']:.3f} s -> {result['ratio']:.2f}x; max rel diff "
               f"{result['max_rel_diff']:.1e}; peak MiB {result['peak_mem_mib']}; tiled {result['tiled_peak_mem_mib']}")

@@ -45,7 +45,8 @@ def cpu_model() -> str:
 def machine(threads: int | None = None, device: str = "cpu") -> dict[str, Any]:
     """What a speed number depends on: CPU model, its widest vector ISA (``avx512`` / ``avx2`` / ``plain``, from
     the /proc/cpuinfo flags as core's C kernels see them), torch's own CPU capability, thread count (default:
-    torch's current one), logical CPUs, torch and Python versions, UTC date and the 1-minute load average."""
+    torch's current one), logical CPUs, the GPU's name for a CUDA ``device``, torch and Python versions, UTC date
+    and the 1-minute load average."""
     import torch
 
     from metamixer.kernels.native import cpu_isa
@@ -57,7 +58,8 @@ def machine(threads: int | None = None, device: str = "cpu") -> dict[str, Any]:
     return {
         "cpu": cpu_model(), "isa": cpu_isa(), "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "threads": int(threads if threads is not None else torch.get_num_threads()), "logical_cpus": os.cpu_count(),
-        "device": device, "torch": torch.__version__, "python": platform.python_version(),
+        "device": device, "gpu": torch.cuda.get_device_name(torch.device(device)) if device.startswith("cuda")
+        and torch.cuda.is_available() else None, "torch": torch.__version__, "python": platform.python_version(),
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "loadavg_1min": load,
     }
 

@@ -143,14 +143,24 @@ class PackedPointwise:
         return cls(weight, bias, kernels.pack(weight) if kernels is not None else None)
 
 
-def _new_like(x: torch.Tensor, channels: int) -> torch.Tensor:
-    return torch.empty((x.shape[0], channels, x.shape[2], x.shape[3]), dtype=x.dtype,
-                       device=x.device).contiguous(memory_format=torch.channels_last)
+def _new_like(x: torch.Tensor, channels: int, out: torch.Tensor | None = None,
+              no_alias: tuple[torch.Tensor | None, ...] = ()) -> torch.Tensor:
+    """The result buffer: ``out`` when it fits (shape, dtype, device, channels-last, not overlapping a tensor the
+    kernel reads while writing), else a new channels-last tensor. Reusing a dead intermediate's buffer is what
+    keeps a block's peak memory at three activations instead of five."""
+    shape = (x.shape[0], channels, x.shape[2], x.shape[3])
+    if (out is not None and tuple(out.shape) == shape and out.dtype == x.dtype and out.device == x.device
+            and out.is_contiguous(memory_format=torch.channels_last)
+            and not any(t is not None and t.untyped_storage().data_ptr() == out.untyped_storage().data_ptr()
+                        for t in no_alias)):
+        return out
+    return torch.empty(shape, dtype=x.dtype, device=x.device).contiguous(memory_format=torch.channels_last)
 
 
 def pointwise(x: torch.Tensor, conv: PackedPointwise, act: str | None = None,
-              residual: torch.Tensor | None = None) -> torch.Tensor:
-    """``act(conv1x1(x)) (+ residual)``."""
+              residual: torch.Tensor | None = None, out: torch.Tensor | None = None) -> torch.Tensor:
+    """``act(conv1x1(x)) (+ residual)``; written into ``out`` where it fits and overlaps neither ``x`` nor
+    ``residual`` (the kernels' path; the PyTorch path returns a new tensor)."""
     n, k = conv.weight.shape[:2]
     kernels = _usable(x, n) if conv.packed is not None else None
     if kernels is None:
@@ -159,14 +169,15 @@ def pointwise(x: torch.Tensor, conv: PackedPointwise, act: str | None = None,
         return y + residual if residual is not None else y
     x = to_channels_last(x)
     residual = to_channels_last(residual) if residual is not None else None
-    out = _new_like(x, n)
+    out = _new_like(x, n, out, (x, residual))
     kernels.pointwise(x, conv.packed, conv.bias, n, _ACTS[act], residual, out)
     return out
 
 
 def mlp(x: torch.Tensor, fc1: PackedPointwise, fc2: PackedPointwise,
-        residual: torch.Tensor | None = None) -> torch.Tensor:
-    """``conv1x1_2(GELU(conv1x1_1(x))) (+ residual)``: the FFN of a ConvFFN."""
+        residual: torch.Tensor | None = None, out: torch.Tensor | None = None) -> torch.Tensor:
+    """``conv1x1_2(GELU(conv1x1_1(x))) (+ residual)``: the FFN of a ConvFFN. ``out`` may be ``x`` itself (a chunk
+    of pixels is read whole into the hidden block before its outputs are written), not ``residual``."""
     hidden, c = fc1.weight.shape[:2]
     kernels = _usable(x, c, hidden) if fc1.packed is not None and fc2.packed is not None else None
     if kernels is None:
@@ -174,17 +185,19 @@ def mlp(x: torch.Tensor, fc1: PackedPointwise, fc2: PackedPointwise,
         return y + residual if residual is not None else y
     x = to_channels_last(x)
     residual = to_channels_last(residual) if residual is not None else None
-    out = _new_like(x, fc2.weight.shape[0])
+    out = _new_like(x, fc2.weight.shape[0], out, (residual,))
     kernels.mlp(x, fc1.packed, fc1.bias, fc2.packed, fc2.bias, hidden, residual, out)
     return out
 
 
 def depthwise(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, taps: torch.Tensor | None = None,
-              act: str | None = None, residual: torch.Tensor | None = None) -> torch.Tensor:
+              act: str | None = None, residual: torch.Tensor | None = None,
+              out: torch.Tensor | None = None) -> torch.Tensor:
     """``act(dwconv(x, weight) + bias) (+ residual)`` with 'same' zero padding (odd kernels, stride 1).
-    ``taps``: ``weight`` as ``[KH*KW, C]`` (pass it to avoid re-laying it out per call)."""
+    ``taps``: ``weight`` as ``[KH*KW, C]`` (pass it to avoid re-laying it out per call). ``out``: as in
+    :func:`pointwise` (never ``x``: neighbouring rows are read after a row is written)."""
     c, _, kh, kw = weight.shape
-    kernels = _usable(x, 1)
+    kernels = _usable(x)  # any channel count: the C loop finishes the channels past the last vector
     if kernels is None or kh % 2 == 0 or kw % 2 == 0:
         y = F.conv2d(x, weight, bias, padding=(kh // 2, kw // 2), groups=c)
         y = F.gelu(y) if act == "gelu" else y
@@ -192,6 +205,6 @@ def depthwise(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, taps: t
     x = to_channels_last(x)
     residual = to_channels_last(residual) if residual is not None else None
     taps = taps if taps is not None else weight.detach().reshape(c, kh * kw).t().contiguous()
-    out = _new_like(x, c)
+    out = _new_like(x, c, out, (x, residual))
     kernels.depthwise(x, taps, bias, kh, kw, _ACTS[act], residual, out)
     return out

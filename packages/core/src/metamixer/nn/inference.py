@@ -107,10 +107,10 @@ class FastFFNetBlock2d(nn.Module):
         return PackedPointwise(getattr(self, f"{name}_weight"), getattr(self, f"{name}_bias"),
                                packed if on_cpu else None)
 
-    def _dw(self, name: str, x: torch.Tensor, act: str | None = None,
-            residual: torch.Tensor | None = None) -> torch.Tensor:
+    def _dw(self, name: str, x: torch.Tensor, act: str | None = None, residual: torch.Tensor | None = None,
+            out: torch.Tensor | None = None) -> torch.Tensor:
         return depthwise(x, getattr(self, f"{name}_weight"), getattr(self, f"{name}_bias"),
-                         getattr(self, f"{name}_taps"), act, residual)
+                         getattr(self, f"{name}_taps"), act, residual, out)
 
     @classmethod
     def from_block(cls, block: nn.Module) -> FastFFNetBlock2d | None:
@@ -137,9 +137,16 @@ class FastFFNetBlock2d(nn.Module):
         return cls(token, channel, ls_t, ls_c)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # Two buffers beside the input: each step writes into the buffer of an intermediate that is dead by then
+        # (u -> t, v -> w -> the output), so a block holds three activations at its peak where the plain module
+        # sequence holds the FFN's 2x wide hidden tensor twice.
         u = pointwise(x, self._conv("fc"))
-        t = self._dw("dw2", self._dw("dw1", u, act="gelu"), residual=x)
-        return mlp(self._dw("dw3", t), self._conv("fc1"), self._conv("fc2"), residual=t)
+        v = self._dw("dw1", u, act="gelu")
+        t = self._dw("dw2", v, residual=x, out=u)
+        del u
+        w = self._dw("dw3", t, out=v)
+        del v
+        return mlp(w, self._conv("fc1"), self._conv("fc2"), residual=t, out=w)
 
     @property
     def receptive_radius(self) -> int:
