@@ -1,4 +1,9 @@
-"""Model registry: ``create_model(name, in_channels=6, num_classes=20, **overrides)``."""
+"""Model registry: ``create_model(name, in_channels=6, num_classes=20, **overrides)``.
+
+Two families share it: the FFNet3D variants (:data:`MODELS`, overrides of ``FFNet3DConfig``) and the speed peers
+(:data:`PEERS`: ``ptv3_style``, a PTv3-style attention U-Net, overrides of its own config), so the trainer, the
+tester and ``benchmarks/pc_speed.py`` build either by name.
+"""
 
 from __future__ import annotations
 
@@ -8,15 +13,19 @@ from typing import Any
 from metamixer.train.errors import FFNetError
 
 from .ffnet3d import FFNet3D, FFNet3DConfig, FFNet3DSegmentor
+from .ptv3_peer import PTv3StyleConfig, PTv3StyleSegmentor
 
 __all__ = [
     "MODELS",
+    "PEERS",
     "create_model",
     "list_models",
     "model_config",
     "FFNet3D",
     "FFNet3DConfig",
     "FFNet3DSegmentor",
+    "PTv3StyleConfig",
+    "PTv3StyleSegmentor",
 ]
 
 #: named architectures -> FFNet3DConfig field overrides
@@ -44,24 +53,35 @@ MODELS: dict[str, dict[str, Any]] = {
 }
 
 
+#: speed peers -> field overrides of their own config (not FFNet: attention networks FFNet3D is timed against)
+PEERS: dict[str, dict[str, Any]] = {
+    # PTv3-style serialized patch attention U-Net, ScanNet semseg defaults (models/ptv3_peer.py); not the
+    # authors' checkpoint-compatible PTv3
+    "ptv3_style": {},
+}
+
+
 def list_models() -> list[str]:
-    return sorted(MODELS)
+    return sorted([*MODELS, *PEERS])
 
 
-def model_config(name: str, **overrides: Any) -> FFNet3DConfig:
-    if name not in MODELS:
+def model_config(name: str, **overrides: Any) -> FFNet3DConfig | PTv3StyleConfig:
+    if name not in MODELS and name not in PEERS:
         raise FFNetError(f"model.name: unknown model {name!r}; available: {', '.join(list_models())}")
-    fields = {f.name for f in dataclasses.fields(FFNet3DConfig)}
+    cls, preset = (FFNet3DConfig, MODELS[name]) if name in MODELS else (PTv3StyleConfig, PEERS[name])
+    fields = {f.name for f in dataclasses.fields(cls)}
     bad = sorted(set(overrides) - fields)
     if bad:
         raise FFNetError(f"model.options: unknown model option(s) {bad} for {name!r}; valid: {sorted(fields)}")
-    values = {**MODELS[name], **{k: v for k, v in overrides.items() if v is not None}}
+    values = {**preset, **{k: v for k, v in overrides.items() if v is not None}}
     values = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
-    return FFNet3DConfig(**values)
+    return cls(**values)
 
 
 def create_model(
     name: str, in_channels: int = 6, num_classes: int = 20, **overrides: Any
-) -> FFNet3DSegmentor:
-    """Build a segmentor by name (``ffnet3d``, ``ffnet3d_paper``, ``ffnet3d_tiny``); overrides set config fields."""
-    return FFNet3DSegmentor(model_config(name, in_channels=in_channels, num_classes=num_classes, **overrides))
+) -> FFNet3DSegmentor | PTv3StyleSegmentor:
+    """Build a segmentor by name (``ffnet3d``, ``ffnet3d_paper``, ``ffnet3d_tiny``, or the peer ``ptv3_style``);
+    overrides set config fields."""
+    cfg = model_config(name, in_channels=in_channels, num_classes=num_classes, **overrides)
+    return FFNet3DSegmentor(cfg) if isinstance(cfg, FFNet3DConfig) else PTv3StyleSegmentor(cfg)
