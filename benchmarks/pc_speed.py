@@ -15,10 +15,9 @@ process and every phase alternates ours, peer, ours, peer ... on the same batch,
 both; the median of the reps is reported. ``--peer`` defaults to ``ptv3_style`` with ``--summary`` and to
 ``none`` otherwise.
 
-Peak memory is the growth of resident memory during that one warm-up step (CPU: /proc/self/statm sampled every
-2 ms after glibc's ``malloc_trim`` hands freed heap back, so the second model is not flattered by the first's
-freed pages; without /proc the process's peak-RSS growth, which only the first model measures cleanly) or
-``torch.cuda.max_memory_allocated`` growth over the step (GPU).
+Peak memory is the growth of memory during that one warm-up step, measured by core's
+``metamixer.bench.peak_memory_mib`` (CPU: resident memory sampled every 2 ms after glibc's ``malloc_trim`` hands
+freed heap back, so the second model is not flattered by the first's freed pages; GPU: the allocator's peak).
 Note: spconv's CPU kernels always run single-threaded (metamixer.nn.sparse guards them; they race with more
 threads), so the thread count only speeds up the dense parts (Linear, LayerNorm, BN, GELU, attention).
 
@@ -31,76 +30,15 @@ s / 100k points (lower is better; ``peer: null`` with ``--peer none``).
 
 from __future__ import annotations
 
-import ctypes
 import json
 import os
-import resource
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Callable
 from typing import Any
 
 PEERS = ("ptv3_style", "none")
 PRIME_POINTS = 4096
-
-
-def _rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-
-
-def _current_rss_mib() -> float | None:
-    try:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-def _malloc_trim() -> None:
-    """Return freed heap to the OS (glibc), so a later step's growth is its own, not refilled free pages."""
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
-
-
-def peak_growth_mib(fn: Callable[[], Any], device: str) -> tuple[Any, float]:
-    """Run ``fn`` and return (its result, peak memory growth in MiB during it); see the module docstring."""
-    import torch
-
-    if device == "cuda":
-        torch.cuda.synchronize()
-        before = torch.cuda.memory_allocated()
-        torch.cuda.reset_peak_memory_stats()
-        out = fn()
-        torch.cuda.synchronize()
-        return out, (torch.cuda.max_memory_allocated() - before) / 2**20
-    _malloc_trim()
-    base = _current_rss_mib()
-    if base is None:  # no /proc: the process high-water mark (clean for the first model only)
-        start = _rss_mib()
-        out = fn()
-        return out, _rss_mib() - start
-    peak = [base]
-    done = threading.Event()
-
-    def sample() -> None:
-        while not done.wait(0.002):
-            value = _current_rss_mib()
-            if value is not None and value > peak[0]:
-                peak[0] = value
-
-    thread = threading.Thread(target=sample, daemon=True)
-    thread.start()
-    try:
-        out = fn()
-    finally:
-        done.set()
-        thread.join()
-    end = _current_rss_mib()
-    return out, max(peak[0], end or base) - base
 
 
 def _scene(points: int) -> dict:
@@ -141,6 +79,7 @@ def measure(model_name: str, threads: int, points: int, reps: int, device: str, 
     torch.set_num_threads(threads)
     from ffnet_pointcloud import create_model
     from ffnet_pointcloud.data.collate import collate_scenes
+    from metamixer.bench import peak_memory_mib
 
     data = _scene(points)
     n = len(data["coord"])
@@ -182,7 +121,7 @@ def measure(model_name: str, threads: int, points: int, reps: int, device: str, 
     for m in models:
         m.train()
         train_step(m, prime)  # one-off set-up (spconv, SDPA kernels, thread pools) out of both measurements
-    peaks = [peak_growth_mib(lambda m=m: train_step(m, data), device)[1] for m in models]  # also the warm-up
+    peaks = [peak_memory_mib(lambda m=m: train_step(m, data), device)[1] for m in models]  # also the warm-up
     train = [[] for _ in models]
     for _ in range(reps):
         for i, m in enumerate(models):
@@ -191,7 +130,7 @@ def measure(model_name: str, threads: int, points: int, reps: int, device: str, 
             m.zero_grad(set_to_none=True)
     for m in models:
         m.eval()
-    peaks_infer = [peak_growth_mib(lambda m=m: infer_step(m, data), device)[1] for m in models]
+    peaks_infer = [peak_memory_mib(lambda m=m: infer_step(m, data), device)[1] for m in models]
     infer = [[] for _ in models]
     for _ in range(reps):
         for i, m in enumerate(models):
@@ -296,14 +235,16 @@ def write_pc_summary(path: str, rows: list[dict], device: str) -> None:
         peer = r.get("peer")
         where = f"{r['points']:,} points, {r['device']}, {r['threads']} thread{'s' if r['threads'] > 1 else ''}"
         vs = f" vs {peer['model']}" if peer else ""
-        for what, key in (("training step (forward + CE + backward)", "s_per_100k_points"),
-                          ("inference forward (eval, no_grad)", "infer_s_per_100k_points")):
+        for what, key, mem in (("training step (forward + CE + backward)", "s_per_100k_points", "peak_mem_MiB"),
+                               ("inference forward (eval, no_grad)", "infer_s_per_100k_points",
+                                "peak_mem_infer_MiB")):
             entries.append(summary_entry(
                 "pointcloud", f"{r['model']}{vs} {what}, {where}",
                 (f"{r['model']} ({r['params_M']} M params, spconv)", r[key]),
                 None if not peer else (f"{peer['model']}: PTv3-style serialized patch attention "
                                        f"({peer['params_M']} M params, same process, interleaved)", peer[key]),
-                "s / 100k points", higher_is_better=False))
+                "s / 100k points", higher_is_better=False,
+                peak_mib=(max(0.0, r[mem]), max(0.0, peer[mem]) if peer else None)))
     if not entries:
         sys.exit("error: no measurement succeeded, so there is no speed summary to write")
     write_summary(path, entries, machine(threads=max(r["threads"] for r in rows), device=device))

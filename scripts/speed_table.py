@@ -102,7 +102,8 @@ def measure(app: str, mode: str, threads: int, work: Path) -> dict[str, Any]:
         raise FFNetError(f"{summary}: rows of {others} in the {app} benchmark's summary")
     return {"status": "measured", "mode": mode, "command": "python " + " ".join(command(app, mode, threads,
             "SUMMARY.json", "WORK")), "wall_s": round(time.perf_counter() - start, 1),
-            "machine": found["machine"] or before, "speed_summary": found["speed_summary"]}
+            "machine": found["machine"] or before, "speed_summary": found["speed_summary"],
+            **({"notes": found["notes"]} if found.get("notes") else {})}
 
 
 def load(path: Path = SPEED_JSON) -> dict[str, Any]:
@@ -157,6 +158,11 @@ def machine_header(record: dict[str, Any], gpu: bool = False) -> str:
     return head + " on:\n" + "\n".join(f"- {line}: {', '.join(apps)}" for line, apps in lines.items())
 
 
+def _cell(side: dict[str, Any]) -> str:
+    peak = f" (peak +{_number(side['peak_mib'])} MiB)" if "peak_mib" in side else ""
+    return f"{side['name']}: {_number(side['value'])} {side['unit']}{peak}"
+
+
 def _unmeasured(app: str, gpu: bool) -> str:
     return "CPU-only benchmark" if gpu and "gpu" not in APPS[app] else NOT_MEASURED
 
@@ -171,11 +177,11 @@ def render_table(record: dict[str, Any], gpu: bool = False) -> str:
             rows.append(f"| {app} | {_unmeasured(app, gpu)} | – | – | – |")
             continue
         for e in rec["speed_summary"]:
-            ours = f"{e['ours']['name']}: {_number(e['ours']['value'])} {e['ours']['unit']}"
+            ours = _cell(e["ours"])
             if e["peer"] is None:
                 rows.append(f"| {app} | {e['what']} | {ours} | no same-run peer | – |")
                 continue
-            peer = f"{e['peer']['name']}: {_number(e['peer']['value'])} {e['peer']['unit']}"
+            peer = _cell(e["peer"])
             rows.append(f"| {app} | {e['what']} | {ours} | {peer} | **{e['ratio']:.2f}×** |")
     note = ("Ours and the peer run in the same process on the same input, interleaved; \"ours faster by\" = peer "
             "time / our time (or our throughput / the peer's), > 1 means ours is faster.")
@@ -215,6 +221,7 @@ def render_page(record: dict[str, Any], gpu: bool = False) -> str:
         lines.append(f"- **{app}**: `{rec['command']}`, {rec['wall_s']:.0f} s"
                      + (f", load average {load:.1f} at the start" if load is not None else "")
                      + f", {rec['machine'].get('date', '?')}")
+        lines.extend(f"  - {note}" for note in rec.get("notes", []))
     return "\n".join(lines) + "\n"
 
 

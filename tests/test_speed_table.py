@@ -92,7 +92,7 @@ def test_read_summary_errors_name_the_file_and_the_missing_key(tmp_path: Path) -
     entry = summary_entry("generation", "w", ("u_ffnet_s", 3.0), ("u_dit_s", 1.0), "img/s", True)
     path = write_summary(tmp_path / "ok.json", [entry], MACHINE)
     got = read_summary(path)
-    assert got == {"speed_summary": [entry], "machine": MACHINE}
+    assert got == {"speed_summary": [entry], "machine": MACHINE, "notes": []}
     (tmp_path / "no_machine.json").write_text(json.dumps({"speed_summary": [entry]}))  # e.g. SR's "environment"
     assert read_summary(tmp_path / "no_machine.json")["machine"] is None
 
@@ -207,3 +207,44 @@ def test_cli_check_and_bad_threads_in_a_fresh_process() -> None:
                          timeout=120)
     lines = [line for line in bad.stderr.splitlines() if line.strip()]
     assert bad.returncode == 2 and lines == ["error: --threads must be >= 1, got 0"], bad.stderr
+
+
+def test_peak_memory_sees_a_transient_allocation_and_not_freed_memory() -> None:
+    """``peak_memory_mib`` (every benchmark's peak-memory column): a 96 MiB buffer touched and freed inside the
+    measured call shows as ~96 MiB of growth; a call that allocates nothing shows (almost) none, even right after
+    a large buffer was freed (freed heap is handed back before measuring)."""
+    import torch
+
+    from metamixer.bench import peak_memory_mib
+
+    def transient() -> float:
+        buf = torch.ones(96 * 2**20 // 4)  # touched: resident, not just reserved
+        return float(buf[-1])
+
+    out, grown = peak_memory_mib(transient)
+    assert out == 1.0 and 80 <= grown <= 140
+    _, idle = peak_memory_mib(lambda: None)
+    assert idle < 16
+
+
+def test_peak_memory_and_notes_reach_the_page(tmp_path: Path) -> None:
+    """A summary's optional peak memory per side shows in the table cells, its notes under the app on the page;
+    a negative peak or a non-string note is refused naming the field."""
+    entry = summary_entry("super_resolution", "x4, LR 90x160", ("ours", 2.0), ("authors", 4.0), "s", False,
+                          peak_mib=(21.4, 47.6))
+    assert entry["ours"]["peak_mib"] == 21.4 and entry["peer"]["peak_mib"] == 47.6
+    record = {"apps": {"super_resolution": {"status": "measured", "mode": "quick", "command": "python -m x",
+                                            "wall_s": 10.0, "machine": MACHINE, "speed_summary": [entry],
+                                            "notes": ["tiled peak: 90x160 -> 20.0 MiB, 180x320 -> 21.0 MiB"]}}}
+    table = st.render_table(record)
+    assert "ours: 2.00 s (peak +21.4 MiB)" in table and "authors: 4.00 s (peak +47.6 MiB)" in table
+    assert "  - tiled peak: 90x160 -> 20.0 MiB, 180x320 -> 21.0 MiB" in st.render_page(record)
+    bad = dict(entry, ours=dict(entry["ours"], peak_mib=-1.0))
+    with pytest.raises(FFNetError, match="ours.peak_mib"):
+        check_entry(bad, "x")
+    path = tmp_path / "s.json"
+    path.write_text(json.dumps({"speed_summary": [entry], "notes": [3]}))
+    with pytest.raises(FFNetError, match="'notes'"):
+        read_summary(path)
+    path.write_text(json.dumps({"speed_summary": [entry], "notes": ["a note"]}))
+    assert read_summary(path)["notes"] == ["a note"]

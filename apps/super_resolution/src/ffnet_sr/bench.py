@@ -18,12 +18,8 @@ threads' allocations are included). MACs are counted on the ``meta`` device
 from __future__ import annotations
 
 import argparse
-import ctypes
-import gc
-import os
 import platform
 import statistics
-import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -32,6 +28,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from metamixer.bench import PeakRSS, peak_memory_mib, summary_entry
 from metamixer.nn.flops import count_macs, count_params
 from metamixer.train.amp import autocast
 from metamixer.train.device import resolve_device
@@ -45,52 +42,6 @@ from .models import create_model
 __all__ = ["PeakRSS", "measure", "model_macs", "run_benchmark", "compare_with_authors", "main"]
 
 OUT_H, OUT_W = 720, 1280
-
-
-def _rss_bytes() -> int:
-    try:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError):
-        return 0
-
-
-def _release_free_memory() -> None:
-    """Return freed heap pages to the OS (glibc ``malloc_trim``) so RSS growth measures this run's peak,
-    not whatever earlier runs left cached in the allocator. No-op where unavailable."""
-    gc.collect()
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
-
-
-class PeakRSS:
-    """Context manager sampling the process RSS in a thread; ``.peak_delta`` = max RSS - RSS at entry."""
-
-    def __init__(self, interval_s: float = 0.002) -> None:
-        self.interval_s = interval_s
-        self.peak_delta = 0
-        self._stop = threading.Event()
-
-    def __enter__(self) -> PeakRSS:
-        _release_free_memory()
-        self._base = _rss_bytes()
-        self._peak = self._base
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-        self._thread.start()
-        return self
-
-    def _sample(self) -> None:
-        while not self._stop.is_set():
-            self._peak = max(self._peak, _rss_bytes())
-            time.sleep(self.interval_s)
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-        self._peak = max(self._peak, _rss_bytes())
-        self.peak_delta = self._peak - self._base
 
 
 def measure(fn: Callable[[], Any], device: torch.device, warmup: int, repeats: int) -> dict[str, float]:
@@ -183,12 +134,6 @@ def run_benchmark(
     return rows
 
 
-def _peak_mib(fn: Callable[[], Any]) -> float:
-    with PeakRSS() as rss:
-        fn()
-    return rss.peak_delta / 2**20
-
-
 def compare_with_authors(name: str = "ffnetsr_light", scale: int = 4, lr_hw: tuple[int, int] = (90, 160),
                          rounds: int = 5, tile: int = 32, tile_pad: int = 8,
                          log: Callable[[str], None] = print,
@@ -213,14 +158,7 @@ def compare_with_authors(name: str = "ffnetsr_light", scale: int = 4, lr_hw: tup
         return out
 
     def peak(fn: Callable[[], Any]) -> float:
-        if not cuda:
-            return _peak_mib(fn)
-        torch.cuda.synchronize(device)
-        torch.cuda.reset_peak_memory_stats(device)
-        base = torch.cuda.memory_allocated(device)
-        fn()
-        torch.cuda.synchronize(device)
-        return (torch.cuda.max_memory_allocated(device) - base) / 2**20
+        return peak_memory_mib(fn, device)[1]
 
     torch.manual_seed(0)
     authors = create_model(name, scale).eval()
@@ -253,12 +191,14 @@ def compare_with_authors(name: str = "ffnetsr_light", scale: int = 4, lr_hw: tup
     return {
         "what": what, "median_s": med, "ratio": med["authors"] / med["ours"], "max_rel_diff": rel,
         "peak_mem_mib": peaks, "tiled_peak_mem_mib": {"tile": tile, "tile_pad": tile_pad, **tiled}, "rounds": rounds,
-        "speed_summary": [{
-            "app": "super_resolution", "what": what,
-            "ours": {"name": "prepare_for_inference (fused, channels-last" + (")" if cuda else " kernels)"),
-                     "value": med["ours"], "unit": "s"},
-            "peer": {"name": "authors' architecture (plain PyTorch, NCHW)", "value": med["authors"], "unit": "s"},
-            "ratio": med["authors"] / med["ours"], "higher_is_better": False}],
+        "speed_summary": [summary_entry(
+            "super_resolution", what,
+            ("prepare_for_inference (fused, channels-last" + (")" if cuda else " kernels)"), med["ours"]),
+            ("authors' architecture (plain PyTorch, NCHW)", med["authors"]), "s", higher_is_better=False,
+            peak_mib=(peaks["ours"], peaks["authors"]))],
+        "notes": [f"outputs: max relative difference {rel:.1e} (ours vs the authors' module sequence)",
+                  f"tiled deploy path (tile {tile}, pad {tile_pad}), peak memory growth by LR size: " + ", ".join(
+                      f"{size} -> {mib:.1f} MiB" for size, mib in tiled.items())],
     }
 
 

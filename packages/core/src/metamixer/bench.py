@@ -12,22 +12,29 @@ AVX-512 one without saying so. A summary file is::
      "machine": {"cpu": ..., "isa": "avx512", "threads": 2, "torch": ..., "date": ...}}
 
 ``ratio`` is always "ours is faster by" (> 1 = ours faster): peer/ours for times, ours/peer for throughputs.
+Optional: ``"peak_mib"`` in ``ours`` / ``peer`` (peak memory growth of one run, :func:`peak_memory_mib`), and a
+top-level ``"notes"`` list of short strings (e.g. tiled-inference peaks), which the speed page prints per app.
 """
 
 from __future__ import annotations
 
+import ctypes
 import datetime
+import gc
 import math
 import os
 import platform
-from collections.abc import Mapping, Sequence
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from metamixer.train.errors import FFNetError
 from metamixer.train.results import write_json
 
-__all__ = ["cpu_model", "machine", "speed_ratio", "summary_entry", "write_summary", "read_summary", "check_entry"]
+__all__ = ["cpu_model", "machine", "speed_ratio", "summary_entry", "write_summary", "read_summary", "check_entry",
+           "PeakRSS", "peak_memory_mib"]
 
 
 def cpu_model() -> str:
@@ -74,13 +81,18 @@ def speed_ratio(ours: float, peer: float, higher_is_better: bool) -> float:
 
 
 def summary_entry(app: str, what: str, ours: tuple[str, float], peer: tuple[str, float] | None, unit: str,
-                  higher_is_better: bool) -> dict[str, Any]:
+                  higher_is_better: bool, peak_mib: tuple[float, float | None] | None = None) -> dict[str, Any]:
     """One row of the table: ``ours`` / ``peer`` are (name, value) in the same ``unit``; ``peer=None`` for an app
-    timed without a same-run peer (its ratio is then ``None``, never a made-up one)."""
+    timed without a same-run peer (its ratio is then ``None``, never a made-up one). ``peak_mib``: (ours, peer)
+    peak memory in MiB, when the benchmark measured it."""
     row = {"app": app, "what": what, "ours": {"name": ours[0], "value": float(ours[1]), "unit": unit},
            "peer": None if peer is None else {"name": peer[0], "value": float(peer[1]), "unit": unit},
            "ratio": None if peer is None else speed_ratio(ours[1], peer[1], higher_is_better),
            "higher_is_better": bool(higher_is_better)}
+    if peak_mib is not None:
+        row["ours"]["peak_mib"] = float(peak_mib[0])
+        if row["peer"] is not None and peak_mib[1] is not None:
+            row["peer"]["peak_mib"] = float(peak_mib[1])
     check_entry(row, "summary_entry")
     return row
 
@@ -95,6 +107,9 @@ def _side(entry: Mapping[str, Any], key: str, where: str) -> Mapping[str, Any]:
     value = side.get("value")
     if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) or value <= 0:
         raise FFNetError(f"{where}: '{key}.value' must be a positive number, got {value!r}")
+    peak = side.get("peak_mib", 0.0)
+    if not isinstance(peak, (int, float)) or isinstance(peak, bool) or not math.isfinite(peak) or peak < 0:
+        raise FFNetError(f"{where}: '{key}.peak_mib' must be a number >= 0 (MiB), got {peak!r}")
     return side
 
 
@@ -136,7 +151,7 @@ def write_summary(path: str | os.PathLike[str], entries: Sequence[Mapping[str, A
 
 
 def read_summary(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """``{"speed_summary": [...], "machine": {...} or None}`` from a benchmark's JSON; FFNetError naming the file
+    """``{"speed_summary": [...], "machine": {...} or None, "notes": [...]}`` from a benchmark's JSON; FFNetError naming the file
     and the field when it is missing, not JSON, lacks the top-level ``speed_summary`` list or an entry breaks the
     contract."""
     import json
@@ -158,4 +173,75 @@ def read_summary(path: str | os.PathLike[str]) -> dict[str, Any]:
     for i, entry in enumerate(entries):
         check_entry(entry, f"{path}: speed_summary[{i}]")
     info = record.get("machine")
-    return {"speed_summary": entries, "machine": info if isinstance(info, dict) else None}
+    notes = record.get("notes", [])
+    if not isinstance(notes, list) or not all(isinstance(n, str) and n for n in notes):
+        raise FFNetError(f"{path}: 'notes' must be a list of non-empty strings, got {notes!r}")
+    return {"speed_summary": entries, "machine": info if isinstance(info, dict) else None, "notes": notes}
+
+
+def _rss_bytes() -> int | None:
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def release_free_memory() -> None:
+    """Return freed heap pages to the OS (glibc ``malloc_trim``) so the next RSS growth is that run's own, not
+    pages an earlier run left in the allocator. No-op where unavailable."""
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+class PeakRSS:
+    """Context manager sampling the process's resident memory every ``interval_s`` in a thread;
+    ``.peak_delta`` (bytes) = the largest RSS seen minus the RSS at entry (after :func:`release_free_memory`).
+    CPU peaks by RSS are approximate (other threads' allocations count; a peak shorter than the interval can be
+    missed) but they are what a user's machine feels; 0 where ``/proc`` is missing."""
+
+    def __init__(self, interval_s: float = 0.002) -> None:
+        self.interval_s = interval_s
+        self.peak_delta = 0
+        self._stop = threading.Event()
+
+    def __enter__(self) -> PeakRSS:
+        release_free_memory()
+        self._base = _rss_bytes() or 0
+        self._peak = self._base
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def _sample(self) -> None:
+        while not self._stop.is_set():
+            self._peak = max(self._peak, _rss_bytes() or 0)
+            time.sleep(self.interval_s)
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._peak = max(self._peak, _rss_bytes() or 0)
+        self.peak_delta = max(0, self._peak - self._base) if self._base else 0
+
+
+def peak_memory_mib(fn: Callable[[], Any], device: Any = "cpu") -> tuple[Any, float]:
+    """``(fn(), peak memory growth in MiB while it ran)``: the CUDA allocator's peak over what was allocated
+    before on a CUDA ``device`` (synchronised), else :class:`PeakRSS`. One function so that every benchmark's
+    "peak memory" column means the same thing."""
+    import torch
+
+    device = torch.device(device)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        before = torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        out = fn()
+        torch.cuda.synchronize(device)
+        return out, (torch.cuda.max_memory_allocated(device) - before) / 2**20
+    with PeakRSS() as rss:
+        out = fn()
+    return out, rss.peak_delta / 2**20
