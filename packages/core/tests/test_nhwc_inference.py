@@ -107,6 +107,34 @@ def test_out_buffers_are_reused_only_where_that_is_safe() -> None:
     assert depthwise(x, wd, bd, out=wrong_shape).shape == x.shape
 
 
+@needs_kernels
+def test_openmp_team_and_thread_pool_give_the_same_results() -> None:
+    """Where the build shares PyTorch's OpenMP runtime the kernels split work on its team (the *_parallel
+    entries), else (or in a forked child) in a Python pool; both splits compute the same values."""
+    vw = KERNELS.vector_width
+    c, hidden = 3 * vw, 6 * vw
+    x, res = _cl(2, c, 23, 17), _cl(2, c, 23, 17, seed=11)
+    conv = PackedPointwise.from_conv(_cl(c, c, 1, 1, seed=12), torch.randn(c))
+    fc1 = PackedPointwise.from_conv(_cl(hidden, c, 1, 1, seed=13) * 0.3, torch.randn(hidden))
+    fc2 = PackedPointwise.from_conv(_cl(c, hidden, 1, 1, seed=14) * 0.3, torch.randn(c))
+    wd, bd = torch.randn(c, 1, 7, 7), torch.randn(c)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    shared = KERNELS._pixels.shared, KERNELS._rows.shared
+    try:
+        results = []
+        for team in (True, False):
+            KERNELS._pixels.shared = KERNELS._rows.shared = team and shared[0]
+            results.append((pointwise(x, conv, "gelu", res), mlp(x, fc1, fc2, res),
+                            depthwise(x, wd, bd, act="gelu", residual=res)))
+    finally:
+        KERNELS._pixels.shared, KERNELS._rows.shared = shared
+        torch.set_num_threads(threads)
+    for on_team, in_pool in zip(*results):
+        assert torch.equal(on_team, in_pool)
+    assert _rel(results[0][2], F.gelu(F.conv2d(x, wd, bd, padding=3, groups=c)) + res) < 1e-5
+
+
 def test_ops_take_the_pytorch_path_for_other_inputs() -> None:
     """bf16, contiguous NCHW inputs that need grad, and disabled kernels all give PyTorch's result."""
     x = _cl(1, 16, 4, 5).requires_grad_()

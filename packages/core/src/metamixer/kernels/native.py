@@ -71,7 +71,7 @@ _MIN_ROWS_PER_THREAD = 64
 ISAS = {0: "plain", 1: "avx512", 2: "avx2"}
 # Where each SIMD kernel is offered (see the module docstring for the measurements behind each entry).
 OFFERED_ISAS = {"small_bmm.c": frozenset({"avx512", "avx2"}), "dwconv_small.c": frozenset({"avx512", "avx2"})}
-_OPENMP_SOURCES = frozenset({"small_bmm.c", "dwconv_small.c"})  # built with -fopenmp (see _TeamSplit)
+_OPENMP_SOURCES = frozenset({"small_bmm.c", "dwconv_small.c", "nhwc.c"})  # built with -fopenmp (see _TeamSplit)
 
 
 class NativeBuildError(RuntimeError):

@@ -29,7 +29,8 @@ _ACTS = {None: 0, "gelu": 1}
 
 class NhwcKernels:
     """ctypes wrappers of ``csrc/nhwc.c``; work is split across ``torch.get_num_threads()`` threads by pixels (1x1)
-    or image rows (depthwise)."""
+    or image rows (depthwise), on PyTorch's own OpenMP team where the build shares its runtime (see
+    :class:`metamixer.kernels.native._TeamSplit`), else in a Python thread pool."""
 
     def __init__(self, library: ctypes.CDLL) -> None:
         i64, ptr, c_int = ctypes.c_int64, ctypes.c_void_p, ctypes.c_int
@@ -42,8 +43,15 @@ class NhwcKernels:
         library.nhwc_vector_width.restype = c_int
         self.vector_width = int(library.nhwc_vector_width())
         self.panel = 3 * self.vector_width  # columns per packed weight panel (NV * VW in the C file)
-        self._pixels = native._ThreadSplit(256)
-        self._rows = native._ThreadSplit(2)
+        self._pixels = native._TeamSplit(library, "nhwc_openmp_runtime", 256)
+        self._rows = native._TeamSplit(library, "nhwc_openmp_runtime", 2)
+        self._pointwise_team = native._parallel_entry(library, "nhwc_pointwise_parallel", [ptr] * 5 + [i64, i64, c_int])
+        self._mlp_team = native._parallel_entry(library, "nhwc_mlp_parallel", [ptr] * 7 + [i64, i64])
+        self._depthwise_team = native._parallel_entry(library, "nhwc_depthwise_parallel",
+                                                      [ptr] * 5 + [i64] * 3 + [c_int] * 3)
+        for entry in (self._pointwise_team, self._mlp_team):
+            if entry is not None:
+                entry.restype = c_int
 
     @staticmethod
     def _checked(status: list[int]) -> None:
@@ -63,8 +71,10 @@ class NhwcKernels:
         pixels = x.numel() // k
         status: list[int] = []
         res = residual.data_ptr() if residual is not None else None
-        self._pixels(lambda b, e: status.append(self._pointwise(
-            x.data_ptr(), packed.data_ptr(), bias.data_ptr(), res, out.data_ptr(), k, n, act, b, e)), pixels)
+        args = (x.data_ptr(), packed.data_ptr(), bias.data_ptr(), res, out.data_ptr(), k, n, act)
+        team = self._pointwise_team
+        self._pixels(lambda b, e: status.append(self._pointwise(*args, b, e)),
+                     None if team is None else lambda threads: status.append(team(*args, pixels, threads)), pixels)
         self._checked(status)
 
     def mlp(self, x: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor, w2: torch.Tensor, b2: torch.Tensor,
@@ -72,17 +82,21 @@ class NhwcKernels:
         c = x.shape[1]
         status: list[int] = []
         res = residual.data_ptr() if residual is not None else None
-        self._pixels(lambda b, e: status.append(self._mlp(
-            x.data_ptr(), w1.data_ptr(), b1.data_ptr(), w2.data_ptr(), b2.data_ptr(), res, out.data_ptr(), c, hidden,
-            b, e)), x.numel() // c)
+        args = (x.data_ptr(), w1.data_ptr(), b1.data_ptr(), w2.data_ptr(), b2.data_ptr(), res, out.data_ptr(), c,
+                hidden)
+        pixels, team = x.numel() // c, self._mlp_team
+        self._pixels(lambda b, e: status.append(self._mlp(*args, b, e)),
+                     None if team is None else lambda threads: status.append(team(*args, pixels, threads)), pixels)
         self._checked(status)
 
     def depthwise(self, x: torch.Tensor, taps: torch.Tensor, bias: torch.Tensor, kh: int, kw: int, act: int,
                   residual: torch.Tensor | None, out: torch.Tensor) -> None:
         b, c, h, w = x.shape
         res = residual.data_ptr() if residual is not None else None
-        self._rows(lambda r0, r1: self._depthwise(
-            x.data_ptr(), taps.data_ptr(), bias.data_ptr(), res, out.data_ptr(), h, w, c, kh, kw, act, r0, r1), b * h)
+        args = (x.data_ptr(), taps.data_ptr(), bias.data_ptr(), res, out.data_ptr(), h, w, c, kh, kw, act)
+        team = self._depthwise_team
+        self._rows(lambda r0, r1: self._depthwise(*args, r0, r1),
+                   None if team is None else lambda threads: team(*args, b * h, threads), b * h)
 
 
 def _self_check(kernels: NhwcKernels) -> None:

@@ -216,3 +216,45 @@ void nhwc_depthwise(const float *x, const float *w, const float *bias, const flo
         epilogue(y + row * row_values, residual ? residual + row * row_values : 0, row_values, act);
     }
 }
+
+#ifdef _OPENMP
+#include <omp.h>
+
+/* This library's OpenMP runtime: metamixer.kernels.nhwc uses the *_parallel entries only where it is PyTorch's
+ * (whose workers spin-wait after each of its ops; a separate thread pool would compete with them for the cores). */
+void *nhwc_openmp_runtime(void) { return (void *)&omp_get_num_threads; }
+
+/* The entries below split [0, units) evenly across `threads` threads of the calling thread's OpenMP team; the
+ * 1x1 ones return -1 / -2 when any thread's call did. */
+int nhwc_pointwise_parallel(const float *x, const float *w, const float *bias, const float *residual, float *y,
+                            int64_t k_dim, int64_t n_dim, int act, int64_t pixels, int threads) {
+    int status = 0;
+#pragma omp parallel num_threads(threads) reduction(min : status)
+    {
+        int64_t n = omp_get_num_threads(), i = omp_get_thread_num();
+        status = nhwc_pointwise(x, w, bias, residual, y, k_dim, n_dim, act, pixels * i / n, pixels * (i + 1) / n);
+    }
+    return status;
+}
+
+int nhwc_mlp_parallel(const float *x, const float *w1, const float *b1, const float *w2, const float *b2,
+                      const float *residual, float *y, int64_t c_dim, int64_t h_dim, int64_t pixels, int threads) {
+    int status = 0;
+#pragma omp parallel num_threads(threads) reduction(min : status)
+    {
+        int64_t n = omp_get_num_threads(), i = omp_get_thread_num();
+        status = nhwc_mlp(x, w1, b1, w2, b2, residual, y, c_dim, h_dim, pixels * i / n, pixels * (i + 1) / n);
+    }
+    return status;
+}
+
+void nhwc_depthwise_parallel(const float *x, const float *w, const float *bias, const float *residual, float *y,
+                             int64_t img_h, int64_t img_w, int64_t c_dim, int kh, int kw, int act, int64_t rows,
+                             int threads) {
+#pragma omp parallel num_threads(threads)
+    {
+        int64_t n = omp_get_num_threads(), i = omp_get_thread_num();
+        nhwc_depthwise(x, w, bias, residual, y, img_h, img_w, c_dim, kh, kw, act, rows * i / n, rows * (i + 1) / n);
+    }
+}
+#endif
