@@ -256,3 +256,39 @@ def test_kernels_in_a_forked_child_use_the_thread_pool_and_finish(wait_for_child
         wait_for_child(pid, "a kernel call hung in a forked child")
     finally:
         torch.set_num_threads(previous)
+
+
+def test_ffn_gelu_and_nhwc_kernels_share_torchs_openmp_team() -> None:
+    """The FFN GELU and channels-last kernels also split on PyTorch's team where it is GNU OpenMP and gcc builds
+    with -fopenmp; the FFN GELU forward and backward give bit-identical results on the team and in the pool."""
+    from metamixer.kernels.nhwc import nhwc_kernels
+
+    ffn, nhwc = native.ffn_gelu_kernels(), nhwc_kernels()
+    assert ffn is not None and nhwc is not None
+    if _torch_uses_gnu_openmp() and Path(native._compiler()).name in ("cc", "gcc"):
+        assert ffn._rows.shared and nhwc._pixels.shared and nhwc._rows.shared
+    g = torch.Generator().manual_seed(0)
+    g1, p, q, s = 3, 4, 2, 70
+    h = torch.randn(g1, p * q, s, generator=g)
+    keep = torch.rand(h.shape, generator=g) > 0.3
+    grad_a = torch.randn(h.numel() // s, s, generator=g).reshape(h.shape)
+    previous, shared = torch.get_num_threads(), ffn._rows.shared
+    minimum = ffn._rows.min_per_thread
+    results = []
+    try:
+        torch.set_num_threads(2)
+        ffn._rows.min_per_thread = ffn._rows._pool.min_per_thread = 1  # 24 rows: split them
+        for team in (True, False):
+            ffn._rows.shared = team and shared
+            a, a2, grad_h = torch.empty_like(h), torch.empty_like(h), torch.empty_like(h)
+            grad_bias = torch.zeros(g1 * p * q)
+            ffn.forward(h, keep, a, p, q)
+            ffn.backward(h, keep, grad_a, a2, grad_h, grad_bias, p, q)
+            results.append((a, a2, grad_h, grad_bias))
+    finally:
+        ffn._rows.shared, ffn._rows.min_per_thread = shared, minimum
+        ffn._rows._pool.min_per_thread = minimum
+        torch.set_num_threads(previous)
+    assert all(torch.equal(x, y) for x, y in zip(*results, strict=True))
+    gelu = torch.nn.functional.gelu(h) * keep
+    assert float((results[0][0].sum() - gelu.sum()).abs()) < 1e-3  # regrouped, so compare sums

@@ -71,7 +71,7 @@ _MIN_ROWS_PER_THREAD = 64
 ISAS = {0: "plain", 1: "avx512", 2: "avx2"}
 # Where each SIMD kernel is offered (see the module docstring for the measurements behind each entry).
 OFFERED_ISAS = {"small_bmm.c": frozenset({"avx512", "avx2"}), "dwconv_small.c": frozenset({"avx512", "avx2"})}
-_OPENMP_SOURCES = frozenset({"small_bmm.c", "dwconv_small.c", "nhwc.c"})  # built with -fopenmp (see _TeamSplit)
+_OPENMP_SOURCES = frozenset({"small_bmm.c", "dwconv_small.c", "nhwc.c", "ffn_gelu.c"})  # built with -fopenmp (see _TeamSplit)
 
 
 class NativeBuildError(RuntimeError):
@@ -252,7 +252,8 @@ def _check_float32(*tensors: torch.Tensor) -> None:
 class FFNGeluKernels:
     """Tensor-level wrappers of ``csrc/ffn_gelu.c`` (see that file for the layout). All tensors: CPU, contiguous;
     ``h``/``a``/``grad_a``/``grad_h``/``grad_bias`` float32, ``keep`` bool of ``h``'s shape or None. ``p == 0``
-    means no regrouping. Large slices are split by rows across ``torch.get_num_threads()`` threads."""
+    means no regrouping. Large slices are split by rows across ``torch.get_num_threads()`` threads (on PyTorch's
+    OpenMP team where the build shares its runtime, see :class:`_TeamSplit`)."""
 
     def __init__(self, library: ctypes.CDLL) -> None:
         i64, ptr = ctypes.c_int64, ctypes.c_void_p
@@ -260,7 +261,9 @@ class FFNGeluKernels:
         self._forward.argtypes = [ptr, ptr, ptr] + [i64] * 6
         self._backward.argtypes = [ptr] * 6 + [i64] * 6
         self._forward.restype = self._backward.restype = None
-        self._rows = _ThreadSplit(_MIN_ROWS_PER_THREAD)
+        self._rows = _TeamSplit(library, "ffn_gelu_openmp_runtime", _MIN_ROWS_PER_THREAD)
+        self._forward_team = _parallel_entry(library, "ffn_gelu_forward_parallel", [ptr, ptr, ptr] + [i64] * 4)
+        self._backward_team = _parallel_entry(library, "ffn_gelu_backward_parallel", [ptr] * 6 + [i64] * 4)
 
     @staticmethod
     def _check(keep: torch.Tensor | None, *tensors: torch.Tensor) -> int:
@@ -276,8 +279,10 @@ class FFNGeluKernels:
         """``a = regroup(keep * GELU(h))`` for ``h = [G1, P*Q, s]``; returns ``a``."""
         keep_ptr = self._check(keep, h, a)
         g1, _, s = h.shape
-        self._rows(lambda begin, end: self._forward(h.data_ptr(), keep_ptr, a.data_ptr(), g1, p, q, s, begin, end),
-                   h.shape[0] * h.shape[1])
+        args, rows, team = (h.data_ptr(), keep_ptr, a.data_ptr(), g1, p, q, s), h.shape[0] * h.shape[1], \
+            self._forward_team
+        self._rows(lambda begin, end: self._forward(*args, begin, end),
+                   None if team is None else lambda threads: team(*args, rows, threads), rows)
         return a
 
     def backward(self, h: torch.Tensor, keep: torch.Tensor | None, grad_a: torch.Tensor, a: torch.Tensor,
@@ -291,9 +296,11 @@ class FFNGeluKernels:
         if len({t.data_ptr() for t in (h, a, grad_a, grad_h)}) != 4:
             raise ValueError("native ffn_gelu backward: h, grad_a, a and grad_h must be distinct buffers")
         g1, _, s = h.shape
-        self._rows(lambda begin, end: self._backward(
-            h.data_ptr(), keep_ptr, grad_a.data_ptr(), a.data_ptr(), grad_h.data_ptr(), grad_bias.data_ptr(),
-            g1, p, q, s, begin, end), rows)
+        args = (h.data_ptr(), keep_ptr, grad_a.data_ptr(), a.data_ptr(), grad_h.data_ptr(), grad_bias.data_ptr(),
+                g1, p, q, s)
+        team = self._backward_team
+        self._rows(lambda begin, end: self._backward(*args, begin, end),
+                   None if team is None else lambda threads: team(*args, rows, threads), rows)
 
 
 class SmallBmmKernel:
@@ -495,7 +502,7 @@ def disabled(*sources: str) -> Iterator[None]:
     compiler): for A/B benchmarks and tests. ``sources`` (e.g. ``"small_bmm.c"``) limits it to those libraries; none
     means all. Process-wide, nestable; autograd Functions already created keep the kernels they were given."""
     global _disabled
-    known = {"ffn_gelu.c", "small_bmm.c", "dwconv_small.c"}
+    known = {"ffn_gelu.c", "small_bmm.c", "dwconv_small.c", "nhwc.c"}
     if set(sources) - known:
         raise ValueError(f"disabled(): unknown kernel sources {sorted(set(sources) - known)}; known: {sorted(known)}")
     if not sources:

@@ -78,3 +78,32 @@ void ffn_gelu_backward(const float *h, const uint8_t *keep, const float *grad_a,
         grad_bias[r] += sum;
     }
 }
+
+#ifdef _OPENMP
+#include <omp.h>
+
+/* This library's OpenMP runtime: metamixer.kernels.native uses the *_parallel entries only where it is PyTorch's
+ * (its workers spin-wait after each op: a separate thread pool would compete with them for the cores). */
+void *ffn_gelu_openmp_runtime(void) { return (void *)&omp_get_num_threads; }
+
+/* ffn_gelu_forward / _backward over rows [0, rows) split evenly across `threads` threads of the calling thread's
+ * team (rows write disjoint outputs and bias-gradient entries, so the split needs no reduction). */
+void ffn_gelu_forward_parallel(const float *h, const uint8_t *keep, float *a, int64_t g1, int64_t p, int64_t q,
+                               int64_t s, int64_t rows, int threads) {
+#pragma omp parallel num_threads(threads)
+    {
+        int64_t n = omp_get_num_threads(), i = omp_get_thread_num();
+        ffn_gelu_forward(h, keep, a, g1, p, q, s, rows * i / n, rows * (i + 1) / n);
+    }
+}
+
+void ffn_gelu_backward_parallel(const float *h, const uint8_t *keep, const float *grad_a, float *a, float *grad_h,
+                                float *grad_bias, int64_t g1, int64_t p, int64_t q, int64_t s, int64_t rows,
+                                int threads) {
+#pragma omp parallel num_threads(threads)
+    {
+        int64_t n = omp_get_num_threads(), i = omp_get_thread_num();
+        ffn_gelu_backward(h, keep, grad_a, a, grad_h, grad_bias, g1, p, q, s, rows * i / n, rows * (i + 1) / n);
+    }
+}
+#endif
