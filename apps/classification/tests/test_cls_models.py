@@ -230,7 +230,7 @@ def test_cpu_inference_layout_is_the_fused_model() -> None:
 
 
 def test_cpu_deploy_path_equals_the_fused_model() -> None:
-    """The CLIs' deploy form (core's fused channels-last blocks on top of optimize_for_cpu) against fuse()."""
+    """The CLIs' deploy form (optimize_for_cpu + channels-last; optionally core's fused-kernel blocks) against fuse()."""
     from ffnet_classification.models.cpu_opt import prepare_for_inference
     from metamixer.nn.blocks import FFNetBlock
     from metamixer.nn.inference import fast_block_count
@@ -239,11 +239,13 @@ def test_cpu_deploy_path_equals_the_fused_model() -> None:
     model = create_model("ffnet_1", num_classes=10, **TINY).eval()
     _randomize_bn_and_ls(model)
     fused = model.fuse()
-    deploy = prepare_for_inference(model)
+    deploy, kernels = prepare_for_inference(model), prepare_for_inference(model, fast_blocks=True)
     blocks = sum(isinstance(m, FFNetBlock) for m in fused.modules())
-    assert blocks == sum(TINY["depths"]) and fast_block_count(deploy) == blocks  # every block runs fused
+    assert blocks == sum(TINY["depths"]) and fast_block_count(kernels) == blocks  # every block runs fused
+    assert fast_block_count(deploy) == 0  # the default: oneDNN's channels-last convs (faster for these shapes)
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         ref = fused(x)
-        out = deploy(x)  # any layout in: converted on entry
-    assert (out - ref).abs().max() / ref.abs().max() < 1e-4
+        for form in (deploy, kernels):
+            out = form(x)  # any layout in: converted on entry
+            assert (out - ref).abs().max() / ref.abs().max() < 1e-4

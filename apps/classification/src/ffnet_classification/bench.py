@@ -196,7 +196,7 @@ def run_benchmark(
         models[f"{model_name}_fused"] = base.fuse()
     if "fused_cpu" in forms:
         models[f"{model_name}_fused_cpu"] = optimize_for_cpu(base, channels_last=False)
-    if "deploy" in forms:  # what ffnet-cls-predict/-eval run on CPU: core's fused channels-last blocks
+    if "deploy" in forms:  # what ffnet-cls-predict/-eval run on CPU (cpu_opt.prepare_for_inference)
         models[f"{model_name}_fused_deploy"] = prepare_for_inference(base)
     models["convnext_t"] = build_peer(peer).eval()
     info = {

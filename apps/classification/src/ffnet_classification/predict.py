@@ -93,7 +93,7 @@ def predict(
     if fused and dev.type == "cpu":
         from .models.cpu_opt import prepare_for_inference
 
-        model, channels_last = prepare_for_inference(model), True  # same function, faster CPU kernels
+        model, channels_last = prepare_for_inference(model), True  # same function, faster on CPU
     n = model.num_classes
     names = read_class_names(classes_file, n) if classes_file else (loaded.classes or [str(i) for i in range(n)])
     pcfg = model.pretrained_cfg

@@ -72,9 +72,15 @@ def optimize_for_cpu(model: FFNet, channels_last: bool = True) -> FFNet:
     return fused.eval()
 
 
-def prepare_for_inference(model: FFNet, fast_blocks: bool = True) -> FFNet:
-    """The CPU deploy form: fused, multiplier convs rewritten, fused channels-last blocks, channels-last weights
-    and inputs (a new eval-mode model; CPU inputs of any layout are converted on entry)."""
+def prepare_for_inference(model: FFNet, fast_blocks: bool = False) -> FFNet:
+    """The CPU deploy form: fused, multiplier convs rewritten, channels-last weights and inputs (a new eval-mode
+    model; CPU inputs of any layout are converted on entry).
+
+    ``fast_blocks=True`` also runs the blocks through core's fused channels-last kernels (what FFNetSR's deploy
+    path does). It is off by default because for FFNet-1's shapes oneDNN's channels-last convs are faster: on a
+    quiet 2-core AVX2 EPYC, ``benchmarks/cls_bench.py --forms fused_cpu deploy`` measured the plain channels-last
+    form 1.4x (batch 1) and 1.15x (batch 16) faster than the fused-kernel blocks, whose 1x1 products split by pixels
+    and leave the 8x8 / 16x16 late stages on one thread. Outputs agree either way (tested)."""
     fused = model if model.is_fused else model.fuse()
     prepared = prepare_blocks(fused, fuse=False, fast_blocks=fast_blocks)
     _swap_multiplier_convs(prepared)
