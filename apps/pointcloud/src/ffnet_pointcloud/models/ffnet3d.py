@@ -24,7 +24,7 @@ from ..serialization import ORDERS
 from ..structure import Point
 from .pooling import SerializedPooling, SerializedUnpooling, make_act
 
-__all__ = ["FFNet3DConfig", "FFNet3D", "FFNet3DSegmentor"]
+__all__ = ["FFNet3DConfig", "FFNet3D", "FFNet3DSegmentor", "SerializedUNet", "Segmentor"]
 
 
 @dataclass
@@ -77,11 +77,11 @@ def _ramp(total: int, rate: float) -> list[float]:
 
 
 class _Stem(nn.Module):
-    def __init__(self, in_channels: int, out_channels: int, kernel: int, act: str) -> None:
+    def __init__(self, in_channels: int, out_channels: int, kernel: int, act: str, padding: int = 1) -> None:
         super().__init__()
         import metamixer.nn.sparse as ms
 
-        self.conv = ms.SubMConv3d(in_channels, out_channels, kernel, padding=1, bias=False, indice_key="stem")
+        self.conv = ms.SubMConv3d(in_channels, out_channels, kernel, padding=padding, bias=False, indice_key="stem")
         self.norm = sparse_bn(out_channels)
         self.act = make_act(act)
 
@@ -94,9 +94,12 @@ class _Stem(nn.Module):
 
 
 class _Stage(nn.Module):
-    """Optional down/up-sampling module followed by FFNet blocks (keys ``down``/``up`` and ``block{i}``)."""
+    """Optional down/up-sampling module followed by blocks (keys ``down``/``up`` and ``block{i}``). The blocks
+    take the spconv tensor (``sparse_blocks``: FFNet blocks, whose token mixer is a sparse conv) or the ``Point``
+    (blocks that also need the serialization orders, such as the PTv3-style peer's)."""
 
-    def __init__(self, sampler: nn.Module | None, sampler_name: str, blocks: Sequence[nn.Module]) -> None:
+    def __init__(self, sampler: nn.Module | None, sampler_name: str, blocks: Sequence[nn.Module],
+                 sparse_blocks: bool = True) -> None:
         super().__init__()
         if sampler is not None:
             self.add_module(sampler_name, sampler)
@@ -104,11 +107,15 @@ class _Stage(nn.Module):
         for i, b in enumerate(blocks):
             self.add_module(f"block{i}", b)
         self.num_blocks = len(blocks)
+        self.sparse_blocks = sparse_blocks
 
     def forward(self, point: Point) -> Point:
         if self.sampler_name is not None:
             point = getattr(self, self.sampler_name)(point)
-        if self.num_blocks:
+        if not self.sparse_blocks:
+            for i in range(self.num_blocks):
+                point = getattr(self, f"block{i}")(point)
+        elif self.num_blocks:
             st = point.sparse_conv_feat.replace_feature(point.feat)
             for i in range(self.num_blocks):
                 st = getattr(self, f"block{i}")(st)
@@ -117,51 +124,54 @@ class _Stage(nn.Module):
         return point
 
 
-class FFNet3D(nn.Module):
-    """Sparse FFNet U-Net backbone: ``Point`` (coord, grid_coord, feat, offset) -> ``Point`` with 64-ch feat."""
+class SerializedUNet(nn.Module):
+    """The serialized sparse U-Net skeleton of FFNet3D and of its PTv3-style speed peer: serialization and
+    sparsification of the input ``Point``, a submanifold-conv stem (``embedding.stem``), encoder stages (stride
+    pooling, then blocks) and decoder stages (unpooling onto the skip, then blocks). Subclasses only say which
+    blocks a stage holds (:meth:`make_blocks`), so both networks share every other layer and key name.
+    ``cfg`` needs in_channels, enc/dec depths and channels, stride, embed_kernel, act, drop_path, order,
+    shuffle_orders, sparse_pad and bn_momentum."""
 
-    def __init__(self, cfg: FFNet3DConfig) -> None:
+    sparse_blocks = True  # blocks take the spconv tensor (see _Stage)
+    stem_padding: int | None = 1  # None: kernel // 2
+
+    def __init__(self, cfg) -> None:  # noqa: ANN001 (FFNet3DConfig or a config with the same fields)
         super().__init__()
         require_spconv()
         cfg.validate()
         self.cfg = cfg
         n = len(cfg.enc_depths)
+        pad = cfg.embed_kernel // 2 if self.stem_padding is None else self.stem_padding
         self.embedding = nn.Module()
-        self.embedding.add_module(
-            "stem", _Stem(cfg.in_channels, cfg.enc_channels[0], cfg.embed_kernel, cfg.act)
-        )
-
+        self.embedding.add_module("stem", _Stem(cfg.in_channels, cfg.enc_channels[0], cfg.embed_kernel, cfg.act, pad))
         enc_dp = _ramp(sum(cfg.enc_depths), cfg.drop_path)
         self.enc = nn.Module()
         for s in range(n):
-            c = cfg.enc_channels[s]
             dps = enc_dp[sum(cfg.enc_depths[:s]) : sum(cfg.enc_depths[: s + 1])]
             down = None
             if s > 0:
                 down = SerializedPooling(
-                    cfg.enc_channels[s - 1], c, cfg.stride[s - 1], "max", cfg.act, cfg.shuffle_orders
+                    cfg.enc_channels[s - 1], cfg.enc_channels[s], cfg.stride[s - 1], "max", cfg.act, cfg.shuffle_orders
                 )
-            blocks = [
-                SparseFFNetBlock(c, cfg.mlp_ratio, cfg.kernel_size, dp, cfg.act, f"subm{s}") for dp in dps
-            ]
-            self.enc.add_module(f"enc{s}", _Stage(down, "down", blocks))
-
+            blocks = self.make_blocks(s, cfg.enc_channels[s], dps, decoder=False)
+            self.enc.add_module(f"enc{s}", _Stage(down, "down", blocks, self.sparse_blocks))
         dec_dp = _ramp(sum(cfg.dec_depths), cfg.drop_path)
         self.dec = nn.Module()
         for s in reversed(range(n - 1)):
-            c = cfg.dec_channels[s]
             coarse = cfg.enc_channels[-1] if s == n - 2 else cfg.dec_channels[s + 1]
             dps = dec_dp[sum(cfg.dec_depths[:s]) : sum(cfg.dec_depths[: s + 1])][::-1]
-            up = SerializedUnpooling(coarse, cfg.enc_channels[s], c, cfg.act)
-            blocks = [
-                SparseFFNetBlock(c, cfg.mlp_ratio, cfg.kernel_size, dp, cfg.act, f"subm{s}") for dp in dps
-            ]
-            self.dec.add_module(f"dec{s}", _Stage(up, "up", blocks))
+            up = SerializedUnpooling(coarse, cfg.enc_channels[s], cfg.dec_channels[s], cfg.act)
+            blocks = self.make_blocks(s, cfg.dec_channels[s], dps, decoder=True)
+            self.dec.add_module(f"dec{s}", _Stage(up, "up", blocks, self.sparse_blocks))
         self.out_channels = cfg.dec_channels[0] if n > 1 else cfg.enc_channels[0]
         init_sparse_weights(self)
         for m in self.modules():
             if isinstance(m, nn.BatchNorm1d):
                 m.momentum = cfg.bn_momentum
+
+    def make_blocks(self, stage: int, channels: int, drop_paths: list[float], decoder: bool) -> list[nn.Module]:
+        """The blocks of one encoder (``decoder=False``) or decoder stage, one per drop-path rate."""
+        raise NotImplementedError
 
     def forward(self, point: Point) -> Point:
         cfg = self.cfg
@@ -184,12 +194,27 @@ class FFNet3D(nn.Module):
         return point
 
 
-class FFNet3DSegmentor(nn.Module):
-    """Backbone + ``Linear(64, num_classes)`` head; ``forward(point) -> logits [N, num_classes]``."""
+class FFNet3D(SerializedUNet):
+    """Sparse FFNet U-Net backbone: ``Point`` (coord, grid_coord, feat, offset) -> ``Point`` with 64-ch feat."""
 
     def __init__(self, cfg: FFNet3DConfig) -> None:
+        super().__init__(cfg)
+
+    def make_blocks(self, stage: int, channels: int, drop_paths: list[float], decoder: bool) -> list[nn.Module]:
+        cfg = self.cfg
+        return [SparseFFNetBlock(channels, cfg.mlp_ratio, cfg.kernel_size, dp, cfg.act, f"subm{stage}")
+                for dp in drop_paths]
+
+
+class Segmentor(nn.Module):
+    """A :class:`SerializedUNet` backbone + ``Linear(64, num_classes)`` head; ``forward(point) -> logits
+    [N, num_classes]`` (``forward_features`` / ``forward_head`` as in timm). Subclasses name the backbone."""
+
+    backbone_cls: type[SerializedUNet] = SerializedUNet
+
+    def __init__(self, cfg) -> None:  # noqa: ANN001
         super().__init__()
-        self.backbone = FFNet3D(cfg)
+        self.backbone = self.backbone_cls(cfg)
         self.seg_head = nn.Linear(self.backbone.out_channels, cfg.num_classes)
         nn.init.trunc_normal_(self.seg_head.weight, std=0.02)
         nn.init.zeros_(self.seg_head.bias)
@@ -204,3 +229,9 @@ class FFNet3DSegmentor(nn.Module):
 
     def forward(self, point: Point) -> torch.Tensor:
         return self.forward_head(self.forward_features(point))
+
+
+class FFNet3DSegmentor(Segmentor):
+    """FFNet3D backbone + ``Linear(64, num_classes)`` head; ``forward(point) -> logits [N, num_classes]``."""
+
+    backbone_cls = FFNet3D

@@ -44,18 +44,18 @@ is PTv3's published 46.2 M. Details that differ from the authors' model, none of
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
 from metamixer.nn.layers import DropPath
-from metamixer.nn.sparse import init_sparse_weights, require_spconv, sparse_bn
 from metamixer.train.errors import FFNetError
 
 from ..serialization import ORDERS
 from ..structure import Point
-from .pooling import SerializedPooling, SerializedUnpooling, make_act
+from .ffnet3d import Segmentor, SerializedUNet
+from .pooling import make_act
 
 __all__ = [
     "PTv3StyleConfig",
@@ -222,116 +222,26 @@ class PTv3StyleBlock(nn.Module):
         return point
 
 
-def _ramp(total: int, rate: float) -> list[float]:
-    return [float(x) for x in torch.linspace(0, rate, total)] if total else []
+class PTv3StyleBackbone(SerializedUNet):
+    """PTv3-style U-Net: ``Point`` (coord, grid_coord, feat, offset/batch) -> ``Point`` with 64-channel feat. The
+    skeleton (serialization, stem, pooling, unpooling) is FFNet3D's :class:`SerializedUNet`; the blocks are
+    :class:`PTv3StyleBlock`, which take the ``Point`` (they walk its serialization orders)."""
 
-
-class _Stage(nn.Module):
-    """Optional pooling/unpooling (``down`` / ``up``) then blocks ``block{i}``, on a ``Point``."""
-
-    def __init__(self, sampler: nn.Module | None, sampler_name: str, blocks: list[nn.Module]) -> None:
-        super().__init__()
-        self.sampler_name = sampler_name if sampler is not None else None
-        if sampler is not None:
-            self.add_module(sampler_name, sampler)
-        for i, b in enumerate(blocks):
-            self.add_module(f"block{i}", b)
-        self.num_blocks = len(blocks)
-
-    def forward(self, point: Point) -> Point:
-        if self.sampler_name is not None:
-            point = getattr(self, self.sampler_name)(point)
-        for i in range(self.num_blocks):
-            point = getattr(self, f"block{i}")(point)
-        return point
-
-
-class PTv3StyleBackbone(nn.Module):
-    """PTv3-style U-Net: ``Point`` (coord, grid_coord, feat, offset/batch) -> ``Point`` with 64-channel feat."""
+    sparse_blocks = False
+    stem_padding = None  # 'same' padding for the k5 stem
 
     def __init__(self, cfg: PTv3StyleConfig) -> None:
-        super().__init__()
-        require_spconv()
-        cfg.validate()
-        self.cfg = cfg
-        n = len(cfg.enc_depths)
-        import metamixer.nn.sparse as sparse
+        super().__init__(cfg)
 
-        self.embedding = nn.Module()
-        self.embedding.conv = sparse.SubMConv3d(cfg.in_channels, cfg.enc_channels[0], cfg.embed_kernel,
-                                                padding=cfg.embed_kernel // 2, bias=False, indice_key="stem")
-        self.embedding.norm = sparse_bn(cfg.enc_channels[0])
-        self.embedding.act = make_act(cfg.act)
-
-        def blocks(c: int, h: int, dps: list[float], s: int) -> list[nn.Module]:
-            return [PTv3StyleBlock(c, h, cfg.patch_size, i, cfg.mlp_ratio, cfg.qkv_bias, dp, cfg.act, f"cpe{s}")
-                    for i, dp in enumerate(dps)]
-
-        enc_dp = _ramp(sum(cfg.enc_depths), cfg.drop_path)
-        self.enc = nn.Module()
-        for s in range(n):
-            dps = enc_dp[sum(cfg.enc_depths[:s]) : sum(cfg.enc_depths[: s + 1])]
-            down = None
-            if s > 0:
-                down = SerializedPooling(cfg.enc_channels[s - 1], cfg.enc_channels[s], cfg.stride[s - 1], "max",
-                                         cfg.act, cfg.shuffle_orders)
-            self.enc.add_module(f"enc{s}", _Stage(down, "down", blocks(cfg.enc_channels[s], cfg.enc_heads[s],
-                                                                        dps, s)))
-        dec_dp = _ramp(sum(cfg.dec_depths), cfg.drop_path)
-        self.dec = nn.Module()
-        for s in reversed(range(n - 1)):
-            coarse = cfg.enc_channels[-1] if s == n - 2 else cfg.dec_channels[s + 1]
-            dps = dec_dp[sum(cfg.dec_depths[:s]) : sum(cfg.dec_depths[: s + 1])][::-1]
-            up = SerializedUnpooling(coarse, cfg.enc_channels[s], cfg.dec_channels[s], cfg.act)
-            self.dec.add_module(f"dec{s}", _Stage(up, "up", blocks(cfg.dec_channels[s], cfg.dec_heads[s], dps, s)))
-        self.out_channels = cfg.dec_channels[0] if n > 1 else cfg.enc_channels[0]
-        init_sparse_weights(self)
-        for m in self.modules():
-            if isinstance(m, nn.BatchNorm1d):
-                m.momentum = cfg.bn_momentum
-
-    def forward(self, point: Point) -> Point:
+    def make_blocks(self, stage: int, channels: int, drop_paths: list[float], decoder: bool) -> list[nn.Module]:
         cfg = self.cfg
-        feat = point["feat"]
-        if feat.dim() != 2 or feat.shape[1] != cfg.in_channels:
-            raise FFNetError(
-                f"model expects point features [N, {cfg.in_channels}] (model.in_channels), got {tuple(feat.shape)}; "
-                "check data.feat_keys"
-            )
-        if feat.shape[0] == 0:
-            raise FFNetError("model got a batch with no points")
-        point = Point(point)
-        point.serialization(cfg.order, shuffle_orders=cfg.shuffle_orders and self.training)
-        point.sparsify(cfg.sparse_pad)
-        st = self.embedding.conv(point.sparse_conv_feat)
-        point["feat"] = self.embedding.act(self.embedding.norm(st.features))
-        point["sparse_conv_feat"] = st.replace_feature(point["feat"])
-        for s in range(len(cfg.enc_depths)):
-            point = getattr(self.enc, f"enc{s}")(point)
-        for s in reversed(range(len(cfg.enc_depths) - 1)):
-            point = getattr(self.dec, f"dec{s}")(point)
-        return point
+        heads = (cfg.dec_heads if decoder else cfg.enc_heads)[stage]
+        return [PTv3StyleBlock(channels, heads, cfg.patch_size, i, cfg.mlp_ratio, cfg.qkv_bias, dp, cfg.act,
+                               f"cpe{stage}") for i, dp in enumerate(drop_paths)]
 
 
-class PTv3StyleSegmentor(nn.Module):
+class PTv3StyleSegmentor(Segmentor):
     """Backbone + ``Linear(64, num_classes)``; same ``forward_features`` / ``forward_head`` / ``forward`` contract
     as ``FFNet3DSegmentor``, so the app's trainer, tester and benchmark take either."""
 
-    def __init__(self, cfg: PTv3StyleConfig) -> None:
-        super().__init__()
-        self.backbone = PTv3StyleBackbone(cfg)
-        self.seg_head = nn.Linear(self.backbone.out_channels, cfg.num_classes)
-        nn.init.trunc_normal_(self.seg_head.weight, std=0.02)
-        nn.init.zeros_(self.seg_head.bias)
-        self.num_classes = cfg.num_classes
-        self.config = asdict(cfg)
-
-    def forward_features(self, point: Point) -> torch.Tensor:
-        return self.backbone(point)["feat"]
-
-    def forward_head(self, feat: torch.Tensor) -> torch.Tensor:
-        return self.seg_head(feat)
-
-    def forward(self, point: Point) -> torch.Tensor:
-        return self.forward_head(self.forward_features(point))
-
+    backbone_cls = PTv3StyleBackbone
