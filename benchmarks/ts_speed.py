@@ -138,10 +138,15 @@ def main() -> None:
     if args.summary:  # the row of scripts/speed_table.py
         what = (f"one Adam training step, {args.n_vars} variables, ffn_ratio {args.ffn_ratio}, batch {args.batch}, "
                 f"{args.threads} thread{'s' if args.threads > 1 else ''}")
-        write_summary(args.summary, [summary_entry(
-            "timeseries", what, ("ours (channel-major, sliced FFNs, core's C kernels)", results["train_step_ours_s"]),
-            ("authors' formulation (grouped Conv1d, conv1d, F.dropout)", results["train_step_authors_s"]), "s",
-            higher_is_better=False)])
+        ours = ("ours (channel-major, sliced FFNs, core's C kernels)", results["train_step_ours_s"])
+        rows = [summary_entry("timeseries", what, ours, ("authors' formulation (grouped Conv1d, conv1d, F.dropout)",
+                                                         results["train_step_authors_s"]), "s", higher_is_better=False)]
+        if "train_step_ours_without_c_kernels_s" in results:  # the native path vs pure PyTorch on this CPU's ISA
+            rows.append(summary_entry(
+                "timeseries", f"{what}: core's C kernels ({native.cpu_isa()} build) vs none", ours,
+                ("ours without C kernels (pure PyTorch, as without a compiler)",
+                 results["train_step_ours_without_c_kernels_s"]), "s", higher_is_better=False))
+        write_summary(args.summary, rows)
 
 
 def _saved_mib(forward, batch: torch.Tensor) -> float:  # noqa: ANN001

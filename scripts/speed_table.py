@@ -49,8 +49,8 @@ APPS: dict[str, dict[str, Any]] = {
         "full": ["benchmarks/cls_bench.py"],
         "summary": "--summary", "work": "--out", "timeout": {"quick": 900, "full": 5400}},
     "super_resolution": {
-        "quick": ["-m", "ffnet_sr.bench", "--compare-authors", "--quick", "--device", "cpu"],
-        "full": ["-m", "ffnet_sr.bench", "--compare-authors", "--device", "cpu"],
+        "quick": ["-m", "ffnet_sr.bench", "--compare-authors", "--compiled", "--quick", "--device", "cpu"],
+        "full": ["-m", "ffnet_sr.bench", "--compare-authors", "--compiled", "--device", "cpu"],
         "gpu": ["-m", "ffnet_sr.bench", "--compare-authors", "--device", "cuda"],
         "summary": "--output", "timeout": {"quick": 900, "full": 2700, "gpu": 600}},
     "timeseries": {

@@ -137,7 +137,7 @@ def run_benchmark(
 def compare_with_authors(name: str = "ffnetsr_light", scale: int = 4, lr_hw: tuple[int, int] = (90, 160),
                          rounds: int = 5, tile: int = 32, tile_pad: int = 8,
                          log: Callable[[str], None] = print,
-                         device: torch.device | str = "cpu") -> dict[str, Any]:
+                         device: torch.device | str = "cpu", compiled: bool = False) -> dict[str, Any]:
     """Our deploy path (:func:`~ffnet_sr.inference.prepare_for_inference`) against the authors' architecture
     (the same weights run as the plain PyTorch module sequence on a contiguous NCHW input, which is what their
     BasicSR code executes) in one process: ``rounds`` interleaved rounds (authors, ours, authors, ...), medians;
@@ -145,6 +145,9 @@ def compare_with_authors(name: str = "ffnetsr_light", scale: int = 4, lr_hw: tup
     path's peak at the given size and at 2x each side (tiles of ``tile`` LR pixels with ``tile_pad`` context:
     once the image is larger than one window the peak depends on the window, not the image; the exact pad,
     the 110-pixel receptive radius, makes windows of 2·110 + tile pixels, larger than the quick image).
+
+    ``compiled``: also time ``prepare_for_inference(model, compile=True)`` in the same rounds, after its one-time
+    compile (timed and reported in the notes): the steady state a folder of same-shape images or tiles gets.
 
     On a CUDA ``device`` both run there (ours: the fused channels-last PyTorch path, core's C kernels being
     CPU-only), each timed with a device synchronisation, and peaks are CUDA allocator peaks."""
@@ -168,18 +171,26 @@ def compare_with_authors(name: str = "ffnetsr_light", scale: int = 4, lr_hw: tup
     authors = authors.to(device)
     ours = prepare_for_inference(authors)
     x = torch.rand(1, 3, *lr_hw).to(device)
+    models = {"authors": authors, "ours": ours}
     times: dict[str, list[float]] = {"authors": [], "ours": []}
+    compile_s, rel_compiled = None, None
     with torch.inference_mode():
         reference, got = run(authors, x), run(ours, x)
         rel = float((got - reference).abs().max() / reference.abs().max())
+        if compiled:
+            models["compiled"], times["compiled"] = prepare_for_inference(authors, compile=True), []
+            start = time.perf_counter()
+            out = run(models["compiled"], x)
+            compile_s = time.perf_counter() - start
+            rel_compiled = float((out - reference).abs().max() / reference.abs().max())
         if cuda:  # cuDNN autotuning and lazy module loading happen on the first calls, not in the timed rounds
             run(authors, x), run(ours, x)
         for _ in range(rounds):
-            for label, model in (("authors", authors), ("ours", ours)):
+            for label, model in models.items():
                 start = time.perf_counter()
                 run(model, x)
                 times[label].append(time.perf_counter() - start)
-            log(f"round: authors {times['authors'][-1]:.4f} s, ours {times['ours'][-1]:.4f} s")
+            log("round: " + ", ".join(f"{label} {t[-1]:.4f} s" for label, t in times.items()))
         peaks = {"authors": peak(lambda: run(authors, x)), "ours": peak(lambda: run(ours, x))}
         tiled = {}
         for factor in (1, 2):
@@ -188,17 +199,25 @@ def compare_with_authors(name: str = "ffnetsr_light", scale: int = 4, lr_hw: tup
     med = {k: statistics.median(v) for k, v in times.items()}
     where = torch.cuda.get_device_name(device) if cuda else f"{torch.get_num_threads()} threads"
     what = f"{name} x{scale}, LR {lr_hw[0]}x{lr_hw[1]}, fp32, batch 1, {where}"
+    rows = [summary_entry(
+        "super_resolution", what,
+        ("prepare_for_inference (fused, channels-last" + (")" if cuda else " kernels)"), med["ours"]),
+        ("authors' architecture (plain PyTorch, NCHW)", med["authors"]), "s", higher_is_better=False,
+        peak_mib=(peaks["ours"], peaks["authors"]))]
+    notes = [f"outputs: max relative difference {rel:.1e} (ours vs the authors' module sequence)",
+             f"tiled deploy path (tile {tile}, pad {tile_pad}), peak memory growth by LR size: " + ", ".join(
+                 f"{size} -> {mib:.1f} MiB" for size, mib in tiled.items())]
+    if compiled:
+        rows.append(summary_entry(
+            "super_resolution", f"{what}, compiled, steady state",
+            ("prepare_for_inference(compile=True) (inductor, frozen weights)", med["compiled"]),
+            ("authors' architecture (plain PyTorch, NCHW)", med["authors"]), "s", higher_is_better=False))
+        notes.append(f"compile=True: one-time compile {compile_s:.0f} s for this shape (cached on disk for later "
+                     f"runs), then outputs within {rel_compiled:.1e} of the authors'")
     return {
         "what": what, "median_s": med, "ratio": med["authors"] / med["ours"], "max_rel_diff": rel,
         "peak_mem_mib": peaks, "tiled_peak_mem_mib": {"tile": tile, "tile_pad": tile_pad, **tiled}, "rounds": rounds,
-        "speed_summary": [summary_entry(
-            "super_resolution", what,
-            ("prepare_for_inference (fused, channels-last" + (")" if cuda else " kernels)"), med["ours"]),
-            ("authors' architecture (plain PyTorch, NCHW)", med["authors"]), "s", higher_is_better=False,
-            peak_mib=(peaks["ours"], peaks["authors"]))],
-        "notes": [f"outputs: max relative difference {rel:.1e} (ours vs the authors' module sequence)",
-                  f"tiled deploy path (tile {tile}, pad {tile_pad}), peak memory growth by LR size: " + ", ".join(
-                      f"{size} -> {mib:.1f} MiB" for size, mib in tiled.items())],
+        "speed_summary": rows, "notes": notes, "compile_s": compile_s,
     }
 
 
@@ -231,6 +250,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--compare-authors", action="store_true",
                    help="only our deploy path vs the authors' architecture, interleaved (FFNetSR-light x4)")
     p.add_argument("--quick", action="store_true", help="with --compare-authors: 3 rounds instead of 7")
+    p.add_argument("--compiled", action="store_true",
+                   help="with --compare-authors: also time the compile=True deploy path (after its one-time compile)")
     p.add_argument("--summary", default=None, help="JSON file for the speed summary (scripts/speed_table.py)")
     args = p.parse_args(argv)
     if any(s < 1 for s in args.scales):
@@ -246,7 +267,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if device.type not in ("cpu", "cuda"):
             raise FFNetError(f"--compare-authors runs on cpu or cuda, got --device {device}")
         result = compare_with_authors(rounds=(3 if args.quick else 7) * (5 if device.type == "cuda" else 1),
-                                      device=device)
+                                      device=device, compiled=args.compiled)
         print(f"{result['what']}: authors {result['median_s']['authors']:.3f} s, ours "
               f"{result['median_s']['ours']:.3f} s -> {result['ratio']:.2f}x; max rel diff "
               f"{result['max_rel_diff']:.1e}; peak MiB {result['peak_mem_mib']}; tiled {result['tiled_peak_mem_mib']}")

@@ -259,11 +259,14 @@ def prepare_for_inference(model: nn.Module, *, fast: bool = True, compile: bool 
     (``$FFNET_CACHE_DIR/inductor`` unless ``TORCHINDUCTOR_CACHE_DIR`` is set), so later images and later runs of
     the same shape reuse them; with tiling every tile has one shape, so a folder of images of any size compiles
     once. It pays only when many images share a shape: compiling takes tens of seconds on a laptop CPU
-    (docs/super_resolution.md has the measured trade-off). Outputs equal the plain model's up to float rounding."""
+    (``ffnet-sr-bench --compare-authors --compiled`` times it). Inductor's ``freezing`` is on: run under
+    ``torch.no_grad()`` / ``inference_mode()`` (as upscale and eval do), the weights are folded into the graph as
+    constants and oneDNN's convolutions take them prepacked, with bias/GELU/residual fused in (under autograd
+    freezing does not apply). Outputs equal the plain model's up to float rounding."""
     if not compile:
         return prepare_blocks(model, fast_blocks=fast)
     os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(cache_dir() / "inductor"))
-    return torch.compile(prepare_blocks(model, fast_blocks=False), dynamic=False)
+    return torch.compile(prepare_blocks(model, fast_blocks=False), dynamic=False, options={"freezing": True})
 
 
 def load_model_for_inference(checkpoint: str | Path, device: torch.device, prepare: bool = True,
