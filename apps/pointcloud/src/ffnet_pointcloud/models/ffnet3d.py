@@ -60,16 +60,21 @@ class FFNet3DConfig:
                 f"model: with {n} encoder stages, dec_depths/dec_channels/stride need {n - 1} entries each, got "
                 f"{len(self.dec_depths)}/{len(self.dec_channels)}/{len(self.stride)}"
             )
-        bad = [o for o in self.order if o not in ORDERS]
-        if bad:
-            raise FFNetError(f"model.options.order: unknown serialization orders {bad}; expected from {list(ORDERS)}")
-        if self.act not in ("gelu", "relu"):
-            raise FFNetError(f"model.options.act must be 'gelu' or 'relu', got {self.act!r}")
-        if self.in_channels < 1:
-            raise FFNetError(f"model: in_channels must be >= 1 (data.feat_keys gives the input channels), got "
-                             f"{self.in_channels}")
-        if self.num_classes < 2:
-            raise FFNetError(f"model: num_classes must be >= 2 (data.num_classes), got {self.num_classes}")
+        check_unet_fields(self)
+
+
+def check_unet_fields(cfg) -> None:  # noqa: ANN001 (any SerializedUNet config)
+    """The checks every serialized U-Net config shares: known serialization orders, activation, channel counts."""
+    bad = [o for o in cfg.order if o not in ORDERS]
+    if bad or not cfg.order:
+        raise FFNetError(f"model.options.order: unknown serialization orders {bad}; expected from {list(ORDERS)}")
+    if cfg.act not in ("gelu", "relu"):
+        raise FFNetError(f"model.options.act must be 'gelu' or 'relu', got {cfg.act!r}")
+    if cfg.in_channels < 1:
+        raise FFNetError(f"model: in_channels must be >= 1 (data.feat_keys gives the input channels), got "
+                         f"{cfg.in_channels}")
+    if cfg.num_classes < 2:
+        raise FFNetError(f"model: num_classes must be >= 2 (data.num_classes), got {cfg.num_classes}")
 
 
 def _ramp(total: int, rate: float) -> list[float]:

@@ -52,9 +52,8 @@ from torch import nn
 from metamixer.nn.layers import DropPath
 from metamixer.train.errors import FFNetError
 
-from ..serialization import ORDERS
 from ..structure import Point
-from .ffnet3d import Segmentor, SerializedUNet
+from .ffnet3d import Segmentor, SerializedUNet, check_unet_fields
 from .pooling import make_act
 
 __all__ = [
@@ -108,16 +107,7 @@ class PTv3StyleConfig:
                     raise FFNetError(f"model: {where}_channels {c} is not divisible by {where}_heads {h}")
         if self.patch_size < 1:
             raise FFNetError(f"model.options.patch_size must be >= 1, got {self.patch_size}")
-        bad = [o for o in self.order if o not in ORDERS]
-        if bad or not self.order:
-            raise FFNetError(f"model.options.order: unknown serialization orders {bad}; expected from {list(ORDERS)}")
-        if self.act not in ("gelu", "relu"):
-            raise FFNetError(f"model.options.act must be 'gelu' or 'relu', got {self.act!r}")
-        if self.in_channels < 1:
-            raise FFNetError(f"model: in_channels must be >= 1 (data.feat_keys gives the input channels), got "
-                             f"{self.in_channels}")
-        if self.num_classes < 2:
-            raise FFNetError(f"model: num_classes must be >= 2 (data.num_classes), got {self.num_classes}")
+        check_unet_fields(self)
 
 
 def patch_layout(
