@@ -135,6 +135,31 @@ def test_openmp_team_and_thread_pool_give_the_same_results() -> None:
     assert _rel(results[0][2], F.gelu(F.conv2d(x, wd, bd, padding=3, groups=c)) + res) < 1e-5
 
 
+@needs_kernels
+def test_reused_spare_buffer_never_aliases_an_output() -> None:
+    """Fast blocks hand their dead intermediate to the next block (per thread): outputs of repeated and chained
+    calls stay equal to the fused block's, and the kept buffer is never one a caller holds."""
+    import metamixer.nn.inference as inference
+
+    torch.manual_seed(0)
+    block = _sr_block(32).eval()
+    fused = block.fuse() if hasattr(block, "fuse") else block
+    fast = FastFFNetBlock2d.from_block(fused)
+    assert fast is not None
+    x = _cl(1, 32, 13, 11)
+    with torch.no_grad():
+        ref1 = fused(x)
+        ref2 = fused(ref1)
+        y1 = fast(x)
+        y2 = fast(y1)  # y1 is this call's input: the spare buffer must not be it
+        y3 = fast(x)
+    spare = inference._spare.buffer
+    assert spare is not None and spare.shape == x.shape
+    held = {t.untyped_storage().data_ptr() for t in (x, y1, y2, y3)}
+    assert spare.untyped_storage().data_ptr() not in held and len(held) == 4
+    assert _rel(y1, ref1) < 1e-5 and _rel(y2, ref2) < 1e-5 and torch.equal(y1, y3)
+
+
 def test_ops_take_the_pytorch_path_for_other_inputs() -> None:
     """bf16, contiguous NCHW inputs that need grad, and disabled kernels all give PyTorch's result."""
     x = _cl(1, 16, 4, 5).requires_grad_()

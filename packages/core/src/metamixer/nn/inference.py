@@ -14,6 +14,7 @@ rounding. It is for inference: its state_dict is not a checkpoint (save the orig
 from __future__ import annotations
 
 import copy
+import threading
 
 import torch
 from torch import nn
@@ -23,6 +24,9 @@ from .blocks import ConvFFN, FFNetBlock, FFNifiedAttention, Residual
 from .reparam import reparameterize
 
 __all__ = ["FastFFNetBlock2d", "prepare_for_inference", "fast_block_count"]
+
+#: one dead intermediate per thread, reused by the next fast block's first step (see FastFFNetBlock2d.forward)
+_spare = threading.local()
 
 
 def _plain_conv(conv: nn.Module, depthwise_conv: bool) -> bool:
@@ -140,13 +144,19 @@ class FastFFNetBlock2d(nn.Module):
         # Two buffers beside the input: each step writes into the buffer of an intermediate that is dead by then
         # (u -> t, v -> w -> the output), so a block holds three activations at its peak where the plain module
         # sequence holds the FFN's 2x wide hidden tensor twice.
-        u = pointwise(x, self._conv("fc"))
+        # The buffer of the last block's dead t (kept per thread) is this block's u where the shapes agree: a
+        # fresh multi-MiB tensor costs first-touch page faults on every call (~1.3 ms for a 96 x 90 x 160 map).
+        u = pointwise(x, self._conv("fc"), out=getattr(_spare, "buffer", None))
+        _spare.buffer = None
         v = self._dw("dw1", u, act="gelu")
         t = self._dw("dw2", v, residual=x, out=u)
         del u
         w = self._dw("dw3", t, out=v)
         del v
-        return mlp(w, self._conv("fc1"), self._conv("fc2"), residual=t, out=w)
+        out = mlp(w, self._conv("fc1"), self._conv("fc2"), residual=t, out=w)
+        if t.device.type == "cpu" and not t.requires_grad:
+            _spare.buffer = t
+        return out
 
     @property
     def receptive_radius(self) -> int:
