@@ -28,7 +28,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from metamixer.bench import PeakRSS, peak_memory_mib, summary_entry
+from metamixer.bench import peak_memory_mib, summary_entry
 from metamixer.nn.flops import count_macs, count_params
 from metamixer.train.amp import autocast
 from metamixer.train.device import resolve_device
@@ -39,31 +39,26 @@ from .imresize import imresize
 from .inference import forward_tiled, prepare_for_inference
 from .models import create_model
 
-__all__ = ["PeakRSS", "measure", "model_macs", "run_benchmark", "compare_with_authors", "main"]
+__all__ = ["measure", "model_macs", "run_benchmark", "compare_with_authors", "main"]
 
 OUT_H, OUT_W = 720, 1280
 
 
 def measure(fn: Callable[[], Any], device: torch.device, warmup: int, repeats: int) -> dict[str, float]:
-    """Median/min latency (ms) and peak memory (MiB) of ``fn``."""
+    """Median/min latency (ms) and peak memory (MiB, core's :func:`~metamixer.bench.peak_memory_mib`) of ``fn``."""
     for _ in range(warmup):
         fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-        base = torch.cuda.memory_allocated()
     times = []
-    with PeakRSS() as rss:
+
+    def timed() -> None:
         for _ in range(repeats):
             start = time.perf_counter()
             fn()
             if device.type == "cuda":
-                torch.cuda.synchronize()
+                torch.cuda.synchronize(device)
             times.append((time.perf_counter() - start) * 1000.0)
-    if device.type == "cuda":
-        peak = (torch.cuda.max_memory_allocated() - base) / 2**20
-    else:
-        peak = rss.peak_delta / 2**20
+
+    _, peak = peak_memory_mib(timed, device)
     return {"median_ms": statistics.median(times), "min_ms": min(times), "peak_mem_mib": peak}
 
 

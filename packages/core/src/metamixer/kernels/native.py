@@ -221,13 +221,15 @@ class _TeamSplit:
         self._pid = os.getpid()
         self._pool = _ThreadSplit(min_per_thread)
 
-    def __call__(self, call, parallel, n: int) -> None:  # noqa: ANN001
-        """``call(begin, end)`` over ``range(n)``, or ``parallel(threads)`` (the whole range on the team)."""
+    def __call__(self, serial, team, args: tuple, n: int) -> list:  # noqa: ANN001
+        """``serial(*args, begin, end)`` over ``range(n)`` in the pool, or ``team(*args, n, threads)`` (a library's
+        ``*_parallel`` entry, or None where the build has none) on PyTorch's team; the calls' return values."""
         threads = min(torch.get_num_threads(), n // max(1, self.min_per_thread))
-        if self.shared and parallel is not None and threads > 1 and os.getpid() == self._pid:
-            parallel(threads)
-        else:
-            self._pool(call, n)
+        if self.shared and team is not None and threads > 1 and os.getpid() == self._pid:
+            return [team(*args, n, threads)]
+        results: list = []
+        self._pool(lambda begin, end: results.append(serial(*args, begin, end)), n)
+        return results
 
 
 def _parallel_entry(library: ctypes.CDLL, name: str, argtypes: list) -> object | None:  # noqa: ANN401
@@ -279,10 +281,8 @@ class FFNGeluKernels:
         """``a = regroup(keep * GELU(h))`` for ``h = [G1, P*Q, s]``; returns ``a``."""
         keep_ptr = self._check(keep, h, a)
         g1, _, s = h.shape
-        args, rows, team = (h.data_ptr(), keep_ptr, a.data_ptr(), g1, p, q, s), h.shape[0] * h.shape[1], \
-            self._forward_team
-        self._rows(lambda begin, end: self._forward(*args, begin, end),
-                   None if team is None else lambda threads: team(*args, rows, threads), rows)
+        self._rows(self._forward, self._forward_team, (h.data_ptr(), keep_ptr, a.data_ptr(), g1, p, q, s),
+                   h.shape[0] * h.shape[1])
         return a
 
     def backward(self, h: torch.Tensor, keep: torch.Tensor | None, grad_a: torch.Tensor, a: torch.Tensor,
@@ -298,9 +298,7 @@ class FFNGeluKernels:
         g1, _, s = h.shape
         args = (h.data_ptr(), keep_ptr, grad_a.data_ptr(), a.data_ptr(), grad_h.data_ptr(), grad_bias.data_ptr(),
                 g1, p, q, s)
-        team = self._backward_team
-        self._rows(lambda begin, end: self._backward(*args, begin, end),
-                   None if team is None else lambda threads: team(*args, rows, threads), rows)
+        self._rows(self._backward, self._backward_team, args, rows)
 
 
 class SmallBmmKernel:
@@ -355,8 +353,7 @@ class SmallBmmKernel:
         bias_ptr = bias.data_ptr() if bias is not None else None
         args = (x.data_ptr(), t.data_ptr(), bias_ptr, out.data_ptr(), m, k, n, xs_c, xs_m, xs_k, ts_c, ts_k, ys_c, ys_m,
                 bs_c, bs_m, int(accumulate))
-        self._channels(lambda begin, end: self._call(*args, begin, end),
-                       self._parallel and (lambda threads: self._parallel(*args, channels, threads)), channels)
+        self._channels(self._call, self._parallel, args, channels)
         return out
 
 
@@ -405,9 +402,7 @@ class DwConvKernels:
         out = x.new_empty(channels, batch, length)
         bias_ptr = bias.data_ptr() if bias is not None else None
         args = (x.data_ptr(), weight.data_ptr(), bias_ptr, out.data_ptr(), batch, length, k, x.stride(0), x.stride(1))
-        self._channels(lambda begin, end: self._forward(*args, begin, end),
-                       self._forward_parallel and (lambda threads: self._forward_parallel(*args, channels, threads)),
-                       channels)
+        self._channels(self._forward, self._forward_parallel, args, channels)
         return out
 
     def grad_weight(self, x: torch.Tensor, grad: torch.Tensor, k: int, with_bias: bool) -> tuple[torch.Tensor, ...]:
@@ -421,8 +416,7 @@ class DwConvKernels:
         args = (x.data_ptr(), grad.data_ptr(), grad_w.data_ptr(), grad_b.data_ptr() if grad_b is not None else None,
                 batch, length, k, x.stride(0), x.stride(1))
         parallel = self._grad_weight_parallel
-        self._channels(lambda begin, end: self._grad_weight(*args, begin, end),
-                       parallel and (lambda threads: parallel(*args, channels, threads)), channels)
+        self._channels(self._grad_weight, parallel, args, channels)
         return grad_w, grad_b
 
 

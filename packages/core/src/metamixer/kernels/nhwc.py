@@ -68,35 +68,24 @@ class NhwcKernels:
     def pointwise(self, x: torch.Tensor, packed: torch.Tensor, bias: torch.Tensor, n: int, act: int,
                   residual: torch.Tensor | None, out: torch.Tensor) -> None:
         k = x.shape[1]
-        pixels = x.numel() // k
-        status: list[int] = []
         res = residual.data_ptr() if residual is not None else None
         args = (x.data_ptr(), packed.data_ptr(), bias.data_ptr(), res, out.data_ptr(), k, n, act)
-        team = self._pointwise_team
-        self._pixels(lambda b, e: status.append(self._pointwise(*args, b, e)),
-                     None if team is None else lambda threads: status.append(team(*args, pixels, threads)), pixels)
-        self._checked(status)
+        self._checked(self._pixels(self._pointwise, self._pointwise_team, args, x.numel() // k))
 
     def mlp(self, x: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor, w2: torch.Tensor, b2: torch.Tensor,
             hidden: int, residual: torch.Tensor | None, out: torch.Tensor) -> None:
         c = x.shape[1]
-        status: list[int] = []
         res = residual.data_ptr() if residual is not None else None
         args = (x.data_ptr(), w1.data_ptr(), b1.data_ptr(), w2.data_ptr(), b2.data_ptr(), res, out.data_ptr(), c,
                 hidden)
-        pixels, team = x.numel() // c, self._mlp_team
-        self._pixels(lambda b, e: status.append(self._mlp(*args, b, e)),
-                     None if team is None else lambda threads: status.append(team(*args, pixels, threads)), pixels)
-        self._checked(status)
+        self._checked(self._pixels(self._mlp, self._mlp_team, args, x.numel() // c))
 
     def depthwise(self, x: torch.Tensor, taps: torch.Tensor, bias: torch.Tensor, kh: int, kw: int, act: int,
                   residual: torch.Tensor | None, out: torch.Tensor) -> None:
         b, c, h, w = x.shape
         res = residual.data_ptr() if residual is not None else None
         args = (x.data_ptr(), taps.data_ptr(), bias.data_ptr(), res, out.data_ptr(), h, w, c, kh, kw, act)
-        team = self._depthwise_team
-        self._rows(lambda r0, r1: self._depthwise(*args, r0, r1),
-                   None if team is None else lambda threads: team(*args, b * h, threads), b * h)
+        self._rows(self._depthwise, self._depthwise_team, args, b * h)
 
 
 def _self_check(kernels: NhwcKernels) -> None:
