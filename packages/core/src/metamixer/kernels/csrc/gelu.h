@@ -1,5 +1,5 @@
 /* Exact GELU's pieces for the C kernels: Phi(x) (the normal CDF) and the normal density, branch-free so loops
- * that call them vectorize. Phi comes from erfc by Abramowitz & Stegun's formula 7.1.26 (|error| < 1.5e-7); the
+ * that call them vectorize; and gelu_rational, the inference kernels' cheaper exact GELU. Phi comes from erfc by Abramowitz & Stegun's formula 7.1.26 (|error| < 1.5e-7); the
  * lower tail is used directly, so there is no cancellation in 1 + erf for x < 0. exp is a range-reduced degree-7
  * polynomial (relative error < 1e-7). Included by ffn_gelu.c and nhwc.c (native.py hashes this header into every
  * library's cache key).
@@ -47,5 +47,31 @@ static inline float normal_cdf(float x, float *density) {
 static inline float gelu_exact(float x) {
     float density;
     return x * normal_cdf(x, &density);
+}
+
+/* GELU(x) = x/2 * (1 + erf(x / sqrt 2)) with erf(z) = z * P(z^2) / Q(z^2) on |z| <= 3.925 (beyond it erf rounds to
+ * +-1 in float): a (6, 4) rational minimax fit to erf in double precision (|error| 5e-8 in exact arithmetic; in
+ * float |erf error| < 4e-7, |GELU error| < 1e-6). Why: no exp and one division, about 40 % fewer operations than
+ * gelu_exact, which made GELU a sixth of FFNetSR's CPU time; it has no density, so training kernels (which need
+ * one for the backward) keep normal_cdf. Written as scalar code that GCC/Clang vectorize inside the calling loop. */
+static inline float gelu_rational(float x) {
+    float z = x * RSQRT2;
+    z = z > 3.925f ? 3.925f : z;
+    z = z < -3.925f ? -3.925f : z;
+    float s = z * z;
+    float p = 1.985479999855322e-08f;
+    p = p * s - 1.993903981631351e-06f;
+    p = p * s + 1.4960245172429684e-04f;
+    p = p * s + 4.003340491228165e-03f;
+    p = p * s + 5.149781772715784e-02f;
+    p = p * s + 2.0685243169359757e-01f;
+    p = p * s + 1.1283787982535711f;
+    float q = 1.0311033394834815e-03f;
+    q = q * s + 1.4952978033828222e-02f;
+    q = q * s + 1.178716699442543e-01f;
+    q = q * s + 5.166470774633038e-01f;
+    q = q * s + 1.0f;
+    float half = 0.5f * x;
+    return half + half * (z * p / q);
 }
 #endif

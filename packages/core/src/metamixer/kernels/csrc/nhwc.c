@@ -93,10 +93,10 @@ static void chunk_product(const float *a, int64_t lda, const float *w, const flo
         for (int64_t r = 0; r < rows; r += MR) rows_panel(a + r * lda, lda, w, bias, c + r * ldc, ldc, k_dim, n_dim, n0);
 }
 
-/* act (0: none, 1: exact GELU) then + residual (NULL: none), over `count` values. */
+/* act (0: none, 1: exact GELU, gelu_rational) then + residual (NULL: none), over `count` values. */
 static void epilogue(float *restrict y, const float *restrict residual, int64_t count, int act) {
     if (act == 1)
-        for (int64_t j = 0; j < count; ++j) y[j] = gelu_exact(y[j]);
+        for (int64_t j = 0; j < count; ++j) y[j] = gelu_rational(y[j]);
     if (residual)
         for (int64_t j = 0; j < count; ++j) y[j] += residual[j];
 }
