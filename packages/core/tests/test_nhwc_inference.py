@@ -9,7 +9,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from metamixer.kernels import native
-from metamixer.kernels.nhwc import PackedPointwise, depthwise, mlp, nhwc_kernels, pointwise
+from metamixer.kernels.nhwc import (Depthwise, PackedPointwise, depthwise, depthwise_gelu_depthwise, depthwise_mlp,
+                                    mlp, nhwc_kernels, pointwise)
 from metamixer.nn.blocks import ConvFFN, FFNetBlock, FFNifiedAttention, Residual
 from metamixer.nn.inference import FastFFNetBlock2d, fast_block_count, prepare_for_inference
 
@@ -74,6 +75,69 @@ def test_depthwise_equals_conv(kernel: tuple[int, int], channels: int) -> None:
         assert _rel(depthwise(x, weight, bias, residual=res), ref + res) < 1e-5
 
 
+# Ragged shapes for the fused row kernels: one row, one or two columns (the border-only paths), widths below and
+# above the 32-pixel chunk and not a multiple of it, batches > 1 (rows of one image never see another's).
+FUSED_SHAPES = [(1, 1, 1), (2, 1, 5), (1, 4, 2), (3, 5, 3), (2, 7, 33), (1, 9, 70)]
+
+
+def _dw3(c: int, seed: int) -> Depthwise:
+    g = torch.Generator().manual_seed(seed)
+    return Depthwise.from_conv(torch.randn(c, 1, 3, 3, generator=g) * 0.5, torch.randn(c, generator=g))
+
+
+@needs_kernels
+@pytest.mark.parametrize("batch,h,w", FUSED_SHAPES)
+@pytest.mark.parametrize("with_residual", [True, False])
+def test_fused_depthwise_pair_equals_two_convs_with_gelu(batch: int, h: int, w: int, with_residual: bool) -> None:
+    for c in (KERNELS.vector_width, 3 * KERNELS.vector_width):
+        u, res = _cl(batch, c, h, w, seed=20), _cl(batch, c, h, w, seed=21)
+        first, second = _dw3(c, 22), _dw3(c, 23)
+        residual = res if with_residual else None
+        ref = F.conv2d(F.gelu(F.conv2d(u, first.weight, first.bias, padding=1, groups=c)),
+                       second.weight, second.bias, padding=1, groups=c)
+        ref = ref + res if with_residual else ref
+        got = depthwise_gelu_depthwise(u, first, second, residual)
+        assert got.is_contiguous(memory_format=torch.channels_last)
+        assert _rel(got, ref) < 1e-5
+
+
+@needs_kernels
+@pytest.mark.parametrize("batch,h,w", FUSED_SHAPES)
+def test_fused_depthwise_ffn_equals_conv_then_ffn_with_residual(batch: int, h: int, w: int) -> None:
+    vw = KERNELS.vector_width
+    for c, hidden in ((vw, 2 * vw), (3 * vw, 6 * vw)):
+        t = _cl(batch, c, h, w, seed=24)
+        dw = _dw3(c, 25)
+        fc1 = PackedPointwise.from_conv(_cl(hidden, c, 1, 1, seed=26) * 0.3, torch.randn(hidden))
+        fc2 = PackedPointwise.from_conv(_cl(c, hidden, 1, 1, seed=27) * 0.3, torch.randn(c))
+        ref = t + F.conv2d(F.gelu(F.conv2d(F.conv2d(t, dw.weight, dw.bias, padding=1, groups=c),
+                                           fc1.weight, fc1.bias)), fc2.weight, fc2.bias)
+        got = depthwise_mlp(t, dw, fc1, fc2)
+        assert got.is_contiguous(memory_format=torch.channels_last)
+        assert _rel(got, ref) < 1e-5
+
+
+@needs_kernels
+def test_fused_kernels_never_write_a_tensor_they_read() -> None:
+    """The depthwise pair reads u and the residual after writing rows of its output, the ConvFFN reads t's
+    neighbouring rows: an ``out`` that overlaps any of them is replaced by a fresh buffer; a free one is used."""
+    c, hidden = 2 * KERNELS.vector_width, 4 * KERNELS.vector_width
+    u, res = _cl(1, c, 6, 10, seed=28), _cl(1, c, 6, 10, seed=29)
+    first, second, dw = _dw3(c, 30), _dw3(c, 31), _dw3(c, 32)
+    fc1 = PackedPointwise.from_conv(_cl(hidden, c, 1, 1, seed=33) * 0.3, torch.randn(hidden))
+    fc2 = PackedPointwise.from_conv(_cl(c, hidden, 1, 1, seed=34) * 0.3, torch.randn(c))
+    pair_ref, ffn_ref = depthwise_gelu_depthwise(u, first, second, res), depthwise_mlp(u, dw, fc1, fc2)
+    for taken in (u, res):
+        before = taken.clone()
+        got = depthwise_gelu_depthwise(u, first, second, res, out=taken)
+        assert got.data_ptr() != taken.data_ptr() and torch.equal(got, pair_ref) and torch.equal(taken, before)
+    got = depthwise_mlp(u, dw, fc1, fc2, out=u)
+    assert got.data_ptr() != u.data_ptr() and torch.equal(got, ffn_ref)
+    free = torch.empty_like(u)
+    assert depthwise_gelu_depthwise(u, first, second, res, out=free).data_ptr() == free.data_ptr()
+    assert depthwise_mlp(u, dw, fc1, fc2, out=free).data_ptr() == free.data_ptr()
+
+
 @needs_kernels
 def test_out_buffers_are_reused_only_where_that_is_safe() -> None:
     """``out=``: the FFN may overwrite its own input (a chunk is read whole first); a depthwise conv or a 1x1 conv
@@ -118,6 +182,7 @@ def test_openmp_team_and_thread_pool_give_the_same_results() -> None:
     fc1 = PackedPointwise.from_conv(_cl(hidden, c, 1, 1, seed=13) * 0.3, torch.randn(hidden))
     fc2 = PackedPointwise.from_conv(_cl(c, hidden, 1, 1, seed=14) * 0.3, torch.randn(c))
     wd, bd = torch.randn(c, 1, 7, 7), torch.randn(c)
+    dw_a, dw_b = _dw3(c, 35), _dw3(c, 36)
     threads = torch.get_num_threads()
     torch.set_num_threads(2)
     shared = KERNELS._pixels.shared, KERNELS._rows.shared
@@ -126,7 +191,8 @@ def test_openmp_team_and_thread_pool_give_the_same_results() -> None:
         for team in (True, False):
             KERNELS._pixels.shared = KERNELS._rows.shared = team and shared[0]
             results.append((pointwise(x, conv, "gelu", res), mlp(x, fc1, fc2, res),
-                            depthwise(x, wd, bd, act="gelu", residual=res)))
+                            depthwise(x, wd, bd, act="gelu", residual=res),
+                            depthwise_gelu_depthwise(x, dw_a, dw_b, res), depthwise_mlp(x, dw_a, fc1, fc2)))
     finally:
         KERNELS._pixels.shared, KERNELS._rows.shared = shared
         torch.set_num_threads(threads)
@@ -179,6 +245,34 @@ def test_ops_take_the_pytorch_path_for_other_inputs() -> None:
     xb = x.detach().bfloat16()
     got = pointwise(xb, PackedPointwise(weight.bfloat16(), bias.bfloat16(), conv.packed))
     assert got.dtype == torch.bfloat16
+
+
+@pytest.mark.parametrize("case", ["disabled", "5x5", "odd_channels", "grad"])
+def test_fused_ops_fall_back_to_the_plain_ops(case: str) -> None:
+    """Where the row kernels cannot run (kernels off, a kernel size other than 3x3, channels that are not a
+    multiple of the vector width, autograd) the fused ops compute the same thing with the unfused ops."""
+    c = 21 if case == "odd_channels" else 16
+    size = 5 if case == "5x5" else 3
+    g = torch.Generator().manual_seed(40)
+    first, second, dw = (Depthwise.from_conv(torch.randn(c, 1, size, size, generator=g) * 0.3,
+                                             torch.randn(c, generator=g)) for _ in range(3))
+    fc1 = PackedPointwise.from_conv(torch.randn(2 * c, c, 1, 1, generator=g) * 0.3, torch.randn(2 * c, generator=g))
+    fc2 = PackedPointwise.from_conv(torch.randn(c, 2 * c, 1, 1, generator=g) * 0.3, torch.randn(c, generator=g))
+    u, res = _cl(2, c, 6, 7, seed=41), _cl(2, c, 6, 7, seed=42)
+    p = size // 2
+    pair_ref = F.conv2d(F.gelu(F.conv2d(u, first.weight, first.bias, padding=p, groups=c)),
+                        second.weight, second.bias, padding=p, groups=c) + res
+    ffn_ref = u + F.conv2d(F.gelu(F.conv2d(F.conv2d(u, dw.weight, dw.bias, padding=p, groups=c),
+                                           fc1.weight, fc1.bias)), fc2.weight, fc2.bias)
+    if case == "grad":
+        u.requires_grad_()
+        pair, ffn = depthwise_gelu_depthwise(u, first, second, res), depthwise_mlp(u, dw, fc1, fc2)
+        (pair.sum() + ffn.sum()).backward()
+        assert u.grad is not None and u.grad.abs().sum() > 0
+    else:
+        with torch.no_grad(), native.disabled() if case == "disabled" else torch.no_grad():
+            pair, ffn = depthwise_gelu_depthwise(u, first, second, res), depthwise_mlp(u, dw, fc1, fc2)
+    assert _rel(pair.detach(), pair_ref) < 1e-5 and _rel(ffn.detach(), ffn_ref) < 1e-5
 
 
 def _sr_block(dim: int = 32) -> FFNetBlock:

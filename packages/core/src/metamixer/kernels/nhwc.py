@@ -1,5 +1,6 @@
 """Channels-last inference kernels for 2-D FFNet blocks (``csrc/nhwc.c``): 1x1 convs with fused bias / GELU /
-residual, the whole ConvFFN FFN with its hidden block kept in cache, and depthwise convs with the same epilogues.
+residual, the whole ConvFFN FFN with its hidden block kept in cache, depthwise convs with the same epilogues, and
+the two fusions a block runs on: FFNified attention's depthwise pair and the ConvFFN with its depthwise conv.
 
 Why: at inference an FFNet block is two depthwise convs, GELU and three 1x1 convs. PyTorch runs each as its own
 pass over memory (the 2x wide FFN hidden tensor four times), and its exact GELU alone was a quarter of FFNetSR's
@@ -22,7 +23,8 @@ import torch.nn.functional as F
 
 from . import native
 
-__all__ = ["NhwcKernels", "nhwc_kernels", "PackedPointwise", "pointwise", "mlp", "depthwise", "to_channels_last"]
+__all__ = ["NhwcKernels", "nhwc_kernels", "PackedPointwise", "Depthwise", "pointwise", "mlp", "depthwise",
+           "depthwise_gelu_depthwise", "depthwise_mlp", "to_channels_last"]
 
 _ACTS = {None: 0, "gelu": 1}
 
@@ -38,7 +40,10 @@ class NhwcKernels:
         self._pointwise.argtypes = [ptr] * 5 + [i64, i64, c_int, i64, i64]
         self._mlp.argtypes = [ptr] * 7 + [i64] * 4
         self._depthwise.argtypes = [ptr] * 5 + [i64] * 3 + [c_int] * 3 + [i64] * 2
-        self._pointwise.restype = self._mlp.restype = c_int
+        self._dw_gelu_dw, self._dw_mlp = library.nhwc_dw_gelu_dw, library.nhwc_dw_mlp
+        self._dw_gelu_dw.argtypes = [ptr] * 7 + [i64] * 5
+        self._dw_mlp.argtypes = [ptr] * 8 + [i64] * 6
+        self._pointwise.restype = self._mlp.restype = self._dw_gelu_dw.restype = self._dw_mlp.restype = c_int
         self._depthwise.restype = None
         library.nhwc_vector_width.restype = c_int
         self.vector_width = int(library.nhwc_vector_width())
@@ -49,7 +54,9 @@ class NhwcKernels:
         self._mlp_team = native._parallel_entry(library, "nhwc_mlp_parallel", [ptr] * 7 + [i64, i64])
         self._depthwise_team = native._parallel_entry(library, "nhwc_depthwise_parallel",
                                                       [ptr] * 5 + [i64] * 3 + [c_int] * 3)
-        for entry in (self._pointwise_team, self._mlp_team):
+        self._dw_gelu_dw_team = native._parallel_entry(library, "nhwc_dw_gelu_dw_parallel", [ptr] * 7 + [i64] * 3)
+        self._dw_mlp_team = native._parallel_entry(library, "nhwc_dw_mlp_parallel", [ptr] * 8 + [i64] * 4)
+        for entry in (self._pointwise_team, self._mlp_team, self._dw_gelu_dw_team, self._dw_mlp_team):
             if entry is not None:
                 entry.restype = c_int
 
@@ -87,6 +94,21 @@ class NhwcKernels:
         args = (x.data_ptr(), taps.data_ptr(), bias.data_ptr(), res, out.data_ptr(), h, w, c, kh, kw, act)
         self._rows(self._depthwise, self._depthwise_team, args, b * h)
 
+    def dw_gelu_dw(self, u: torch.Tensor, taps1: torch.Tensor, b1: torch.Tensor, taps2: torch.Tensor,
+                   b2: torch.Tensor, residual: torch.Tensor | None, out: torch.Tensor) -> None:
+        b, c, h, w = u.shape
+        res = residual.data_ptr() if residual is not None else None
+        args = (u.data_ptr(), taps1.data_ptr(), b1.data_ptr(), taps2.data_ptr(), b2.data_ptr(), res, out.data_ptr(),
+                h, w, c)
+        self._checked(self._rows(self._dw_gelu_dw, self._dw_gelu_dw_team, args, b * h))
+
+    def dw_mlp(self, t: torch.Tensor, taps: torch.Tensor, bd: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor,
+               w2: torch.Tensor, b2: torch.Tensor, hidden: int, out: torch.Tensor) -> None:
+        b, c, h, w = t.shape
+        args = (t.data_ptr(), taps.data_ptr(), bd.data_ptr(), w1.data_ptr(), b1.data_ptr(), w2.data_ptr(),
+                b2.data_ptr(), out.data_ptr(), h, w, c, hidden)
+        self._checked(self._rows(self._dw_mlp, self._dw_mlp_team, args, b * h))
+
 
 def _self_check(kernels: NhwcKernels) -> None:
     """Each kernel against PyTorch on a ragged shape (pixels not a multiple of the row block, odd sides)."""
@@ -106,6 +128,14 @@ def _self_check(kernels: NhwcKernels) -> None:
     taps = wd.reshape(c, 15).t().contiguous()
     kernels.depthwise(x, taps, bd, 3, 5, 0, res, out)
     worst = max(worst, float((out - (F.conv2d(x, wd, bd, padding=(1, 2), groups=c) + res)).abs().max()))
+    w3a, w3b = torch.randn(c, 1, 3, 3, generator=g), torch.randn(c, 1, 3, 3, generator=g)
+    taps_a, taps_b = w3a.reshape(c, 9).t().contiguous(), w3b.reshape(c, 9).t().contiguous()
+    kernels.dw_gelu_dw(x, taps_a, bd, taps_b, b2, res, out)
+    ref = F.conv2d(F.gelu(F.conv2d(x, w3a, bd, padding=1, groups=c)), w3b, b2, padding=1, groups=c) + res
+    worst = max(worst, float((out - ref).abs().max()))
+    kernels.dw_mlp(res, taps_a, bd, kernels.pack(w1), b1, kernels.pack(w2), b2, hidden, out)
+    ref = res + F.conv2d(F.gelu(F.conv2d(F.conv2d(res, w3a, bd, padding=1, groups=c), w1, b1)), w2, b2)
+    worst = max(worst, float((out - ref).abs().max()))
     if not worst < 1e-3:
         raise native.NativeBuildError(f"nhwc kernels disagree with PyTorch by {worst:.3g} (expected < 1e-3)")
 
@@ -210,4 +240,58 @@ def depthwise(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, taps: t
     taps = taps if taps is not None else weight.detach().reshape(c, kh * kw).t().contiguous()
     out = _new_like(x, c, out, (x, residual))
     kernels.depthwise(x, taps, bias, kh, kw, _ACTS[act], residual, out)
+    return out
+
+
+@dataclass
+class Depthwise:
+    """A depthwise conv (``weight [C, 1, KH, KW]``, ``bias [C]``) with its weight also laid out as the C kernels'
+    taps ``[KH*KW, C]``."""
+
+    weight: torch.Tensor
+    bias: torch.Tensor
+    taps: torch.Tensor
+
+    @classmethod
+    def from_conv(cls, weight: torch.Tensor, bias: torch.Tensor | None) -> Depthwise:
+        weight = weight.detach().float().contiguous()
+        bias = bias.detach().float().contiguous() if bias is not None else weight.new_zeros(weight.shape[0])
+        return cls(weight, bias, weight.reshape(weight.shape[0], -1).t().contiguous())
+
+    @property
+    def is_3x3(self) -> bool:
+        return tuple(self.weight.shape[-2:]) == (3, 3)
+
+
+def depthwise_gelu_depthwise(u: torch.Tensor, first: Depthwise, second: Depthwise,
+                             residual: torch.Tensor | None = None, out: torch.Tensor | None = None) -> torch.Tensor:
+    """``second(GELU(first(u))) (+ residual)``: FFNified attention's depthwise pair. For 3x3 convs the kernels keep
+    the GELU'd intermediate in a ring of three image rows (it never goes to memory); other kernel sizes run as two
+    :func:`depthwise` calls. ``out`` may overlap neither ``u`` nor ``residual``."""
+    c = u.shape[1]
+    kernels = _usable(u, c) if u.dim() == 4 and first.is_3x3 and second.is_3x3 else None
+    if kernels is None:
+        v = depthwise(u, first.weight, first.bias, first.taps, act="gelu")
+        return depthwise(v, second.weight, second.bias, second.taps, residual=residual, out=out)
+    u = to_channels_last(u)
+    residual = to_channels_last(residual) if residual is not None else None
+    out = _new_like(u, c, out, (u, residual))
+    kernels.dw_gelu_dw(u, first.taps, first.bias, second.taps, second.bias, residual, out)
+    return out
+
+
+def depthwise_mlp(t: torch.Tensor, dw: Depthwise, fc1: PackedPointwise, fc2: PackedPointwise,
+                  out: torch.Tensor | None = None) -> torch.Tensor:
+    """``t + fc2(GELU(fc1(dw(t))))``: the whole ConvFFN with its residual. For a 3x3 ``dw`` the kernels feed each
+    chunk of a row's depthwise results straight into the FFN's product (the depthwise result never goes to
+    memory); otherwise :func:`depthwise` then :func:`mlp`. ``out`` must not overlap ``t``."""
+    hidden, c = fc1.weight.shape[:2]
+    usable = t.dim() == 4 and dw.is_3x3 and fc1.packed is not None and fc2.packed is not None
+    kernels = _usable(t, c, hidden) if usable else None
+    if kernels is None:
+        w = depthwise(t, dw.weight, dw.bias, dw.taps)
+        return mlp(w, fc1, fc2, residual=t, out=w if out is None else out)
+    t = to_channels_last(t)
+    out = _new_like(t, c, out, (t,))
+    kernels.dw_mlp(t, dw.taps, dw.bias, fc1.packed, fc1.bias, fc2.packed, fc2.bias, hidden, out)
     return out

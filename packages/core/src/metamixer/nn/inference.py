@@ -19,7 +19,8 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
-from ..kernels.nhwc import PackedPointwise, depthwise, mlp, nhwc_kernels, pointwise, to_channels_last
+from ..kernels.nhwc import (Depthwise, PackedPointwise, depthwise_gelu_depthwise, depthwise_mlp, nhwc_kernels,
+                            pointwise, to_channels_last)
 from .blocks import ConvFFN, FFNetBlock, FFNifiedAttention, Residual
 from .reparam import reparameterize
 
@@ -108,10 +109,8 @@ class FastFFNetBlock2d(nn.Module):
         return PackedPointwise(getattr(self, f"{name}_weight"), getattr(self, f"{name}_bias"),
                                packed if on_cpu else None)
 
-    def _dw(self, name: str, x: torch.Tensor, act: str | None = None, residual: torch.Tensor | None = None,
-            out: torch.Tensor | None = None) -> torch.Tensor:
-        return depthwise(x, getattr(self, f"{name}_weight"), getattr(self, f"{name}_bias"),
-                         getattr(self, f"{name}_taps"), act, residual, out)
+    def _dw(self, name: str) -> Depthwise:
+        return Depthwise(getattr(self, f"{name}_weight"), getattr(self, f"{name}_bias"), getattr(self, f"{name}_taps"))
 
     @classmethod
     def from_block(cls, block: nn.Module) -> FastFFNetBlock2d | None:
@@ -142,16 +141,13 @@ class FastFFNetBlock2d(nn.Module):
         """The block on ``x``; ``out`` / ``scratch``: buffers shaped like ``x`` to write the result / the block's
         intermediates into (:class:`FastFFNetChain` passes them; either must not overlap ``x``, else a new buffer
         is taken)."""
-        # Two buffers beside the input: each step writes into the buffer of an intermediate that is dead by then
-        # (u -> t, v -> w -> the output), so a block holds three activations at its peak where the plain module
-        # sequence holds the FFN's 2x wide hidden tensor twice.
-        u = pointwise(x, self._conv("fc"), out=scratch)
-        v = self._dw("dw1", u, act="gelu", out=out)
-        t = self._dw("dw2", v, residual=x, out=u)
-        del u
-        w = self._dw("dw3", t, out=v)
-        del v
-        return mlp(w, self._conv("fc1"), self._conv("fc2"), residual=t, out=w)
+        # Three kernels, two buffers beside the input: FC writes u into ``out``; the depthwise pair reads u and x
+        # and writes t into ``scratch`` (its GELU'd middle lives in a ring of three rows, never in memory); the
+        # ConvFFN reads t and writes the result over the dead u. A block thus holds three activations at its
+        # peak, where the plain module sequence holds the FFN's 2x wide hidden tensor twice.
+        u = pointwise(x, self._conv("fc"), out=out)
+        t = depthwise_gelu_depthwise(u, self._dw("dw1"), self._dw("dw2"), residual=x, out=scratch)
+        return depthwise_mlp(t, self._dw("dw3"), self._conv("fc1"), self._conv("fc2"), out=u)
 
     @property
     def receptive_radius(self) -> int:

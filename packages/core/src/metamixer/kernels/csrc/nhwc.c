@@ -1,7 +1,8 @@
 /* Inference kernels for 2-D FFNet blocks on channels-last (NHWC) float32 tensors: the 1x1 convolutions as
  * register-blocked matrix products with bias / GELU / residual in the same pass, the whole ConvFFN
- * (1x1 -> GELU -> 1x1 + residual) with its hidden activations kept in cache, and depthwise k x k convolutions with
- * the same epilogues.
+ * (1x1 -> GELU -> 1x1 + residual) with its hidden activations kept in cache, depthwise k x k convolutions with
+ * the same epilogues, and two row-streaming fusions of 3x3 depthwise convs (nhwc_dw_gelu_dw, nhwc_dw_mlp) that
+ * bring a whole FFNet block down to three passes over memory.
  *
  * Why: in an FFNet block at inference the two FFN 1x1 convs are ~95 % of the arithmetic, yet PyTorch runs them as
  * oneDNN convolutions at about a third of the core's peak on CPU and then streams the 2x wide hidden tensor
@@ -198,60 +199,72 @@ ALWAYS_INLINE void pixel3x3(const float *const rows[3], const vf wt[9], const fl
     *(vf *)(yrow + col * c_dim + c0) = acc;
 }
 
-/* One output row of a 3x3 depthwise conv over the channels [0, c_vec) (a multiple of VW). Four output pixels per
- * step with every input vector loaded once per step (18 loads for 36 multiply-adds where a pixel-by-pixel loop
- * needs 36), and the channels innermost, so each input cache line is used whole while it is in L1. A row above
- * or below the image is replaced by row h with zero taps (row h is in every window, so that changes nothing), so
- * the interior has no branches. */
+/* Output pixels [col_begin, col_end) of one row of a 3x3 depthwise conv over the channels [0, c_vec) (a multiple
+ * of VW), from the three input rows `rows` (`inside[dy]` == 0: a row outside the image, whose taps count as zero;
+ * its pointer must still be a readable row); pixel `col` goes to ybase + col * c_dim. Four output pixels per step
+ * with every input vector loaded once per step (18 loads for 36 multiply-adds where a pixel-by-pixel loop needs
+ * 36), and the channels innermost, so each input cache line is used whole while it is in L1; the interior has no
+ * branches. */
+static void dw3x3_span(const float *const rows[3], const int inside[3], const float *w, const float *bias,
+                       float *ybase, int64_t col_begin, int64_t col_end, int64_t img_w, int64_t c_dim, int64_t c_vec) {
+    vf wt[9];
+    int64_t col = col_begin;
+    for (; col < col_end && col < 1; ++col) /* column 0: its left neighbour is outside */
+        for (int64_t c0 = 0; c0 < c_vec; c0 += VW) {
+            taps3x3(w, c_dim, c0, inside, wt);
+            pixel3x3(rows, wt, bias, ybase, img_w, c_dim, c0, col);
+        }
+    for (; col + 4 <= col_end && col + 4 <= img_w - 1; col += 4) /* blocks whose neighbours are all inside */
+        for (int64_t c0 = 0; c0 < c_vec; c0 += VW) {
+            taps3x3(w, c_dim, c0, inside, wt);
+            vf b = *(const vf *)(bias + c0), a0 = b, a1 = b, a2 = b, a3 = b;
+#pragma GCC unroll 3
+            for (int dy = 0; dy < 3; ++dy) {
+                const float *r = rows[dy] + (col - 1) * c_dim + c0;
+                const vf w0 = wt[dy * 3], w1 = wt[dy * 3 + 1], w2 = wt[dy * 3 + 2];
+                vf v = *(const vf *)r;
+                a0 += w0 * v;
+                v = *(const vf *)(r + c_dim);
+                a0 += w1 * v; a1 += w0 * v;
+                v = *(const vf *)(r + 2 * c_dim);
+                a0 += w2 * v; a1 += w1 * v; a2 += w0 * v;
+                v = *(const vf *)(r + 3 * c_dim);
+                a1 += w2 * v; a2 += w1 * v; a3 += w0 * v;
+                v = *(const vf *)(r + 4 * c_dim);
+                a2 += w2 * v; a3 += w1 * v;
+                v = *(const vf *)(r + 5 * c_dim);
+                a3 += w2 * v;
+            }
+            float *out = ybase + col * c_dim + c0;
+            *(vf *)out = a0;
+            *(vf *)(out + c_dim) = a1;
+            *(vf *)(out + 2 * c_dim) = a2;
+            *(vf *)(out + 3 * c_dim) = a3;
+        }
+    for (; col < col_end; ++col) /* the last columns (every column of a narrow image) */
+        for (int64_t c0 = 0; c0 < c_vec; c0 += VW) {
+            taps3x3(w, c_dim, c0, inside, wt);
+            pixel3x3(rows, wt, bias, ybase, img_w, c_dim, c0, col);
+        }
+}
+
+/* The input rows of output row h of a 3x3 conv on an image (rows of img_w * c_dim values): a row above or below
+ * the image is replaced by row h with zero taps (row h is in every window, so that changes nothing). */
+static void rows3x3(const float *image, int64_t h, int64_t img_h, int64_t row_values, const float *rows[3],
+                    int inside[3]) {
+    for (int dy = 0; dy < 3; ++dy) {
+        int64_t ih = h + dy - 1;
+        inside[dy] = ih >= 0 && ih < img_h;
+        rows[dy] = image + (inside[dy] ? ih : h) * row_values;
+    }
+}
+
 static void dw3x3_row(const float *x, const float *w, const float *bias, float *yrow, int64_t h, int64_t img_h,
                       int64_t img_w, int64_t c_dim, int64_t c_vec) {
     const float *rows[3];
     int inside[3];
-    for (int dy = 0; dy < 3; ++dy) {
-        int64_t ih = h + dy - 1;
-        inside[dy] = ih >= 0 && ih < img_h;
-        rows[dy] = x + (inside[dy] ? ih : h) * img_w * c_dim;
-    }
-    vf wt[9];
-    int64_t col = 0;
-    if (img_w >= 6) { /* column 0 alone, then blocks of four whose neighbours col-1 .. col+4 are all inside */
-        for (int64_t c0 = 0; c0 < c_vec; c0 += VW) {
-            taps3x3(w, c_dim, c0, inside, wt);
-            pixel3x3(rows, wt, bias, yrow, img_w, c_dim, c0, 0);
-        }
-        for (col = 1; col + 4 <= img_w - 1; col += 4)
-            for (int64_t c0 = 0; c0 < c_vec; c0 += VW) {
-                taps3x3(w, c_dim, c0, inside, wt);
-                vf b = *(const vf *)(bias + c0), a0 = b, a1 = b, a2 = b, a3 = b;
-#pragma GCC unroll 3
-                for (int dy = 0; dy < 3; ++dy) {
-                    const float *r = rows[dy] + (col - 1) * c_dim + c0;
-                    const vf w0 = wt[dy * 3], w1 = wt[dy * 3 + 1], w2 = wt[dy * 3 + 2];
-                    vf v = *(const vf *)r;
-                    a0 += w0 * v;
-                    v = *(const vf *)(r + c_dim);
-                    a0 += w1 * v; a1 += w0 * v;
-                    v = *(const vf *)(r + 2 * c_dim);
-                    a0 += w2 * v; a1 += w1 * v; a2 += w0 * v;
-                    v = *(const vf *)(r + 3 * c_dim);
-                    a1 += w2 * v; a2 += w1 * v; a3 += w0 * v;
-                    v = *(const vf *)(r + 4 * c_dim);
-                    a2 += w2 * v; a3 += w1 * v;
-                    v = *(const vf *)(r + 5 * c_dim);
-                    a3 += w2 * v;
-                }
-                float *out = yrow + col * c_dim + c0;
-                *(vf *)out = a0;
-                *(vf *)(out + c_dim) = a1;
-                *(vf *)(out + 2 * c_dim) = a2;
-                *(vf *)(out + 3 * c_dim) = a3;
-            }
-    }
-    for (; col < img_w; ++col) /* the last columns (every column of a narrow image) */
-        for (int64_t c0 = 0; c0 < c_vec; c0 += VW) {
-            taps3x3(w, c_dim, c0, inside, wt);
-            pixel3x3(rows, wt, bias, yrow, img_w, c_dim, c0, col);
-        }
+    rows3x3(x, h, img_h, img_w * c_dim, rows, inside);
+    dw3x3_span(rows, inside, w, bias, yrow, 0, img_w, img_w, c_dim, c_vec);
 }
 
 static void dw_row(const float *x, const float *w, const float *bias, float *yrow, int64_t h, int64_t img_h,
@@ -295,6 +308,79 @@ void nhwc_depthwise(const float *x, const float *w, const float *bias, const flo
     }
 }
 
+/* The token mixer's depthwise pair, t = residual + dw2(GELU(dw1(u))) (3x3 convs, 'same' zero padding, biases),
+ * for image rows [row_begin, row_end) of the B*H rows of [B, H, W, C] tensors (C a multiple of VW). The GELU'd
+ * dw1 rows live in a ring of three rows in scratch memory, so the intermediate never goes to RAM; a band's first
+ * row recomputes up to two dw1 rows its neighbour band also computes. t must overlap neither u (rows of u are
+ * read after rows of t are written) nor residual. Returns 0, -1 (no scratch memory) or -2 (C not a multiple). */
+int nhwc_dw_gelu_dw(const float *u, const float *w1, const float *b1, const float *w2, const float *b2,
+                    const float *residual, float *t, int64_t img_h, int64_t img_w, int64_t c_dim, int64_t row_begin,
+                    int64_t row_end) {
+    if (c_dim % VW) return -2;
+    int64_t row_values = img_w * c_dim;
+    float *ring = malloc(sizeof(float) * 3 * row_values);
+    if (!ring) return -1;
+    int64_t held[3] = {-1, -1, -1}; /* which global row (b * H + h) each ring slot holds */
+    for (int64_t row = row_begin; row < row_end; ++row) {
+        int64_t b = row / img_h, h = row - b * img_h;
+        const float *image = u + b * img_h * row_values;
+        const float *rows[3];
+        int inside[3];
+        for (int dy = 0; dy < 3; ++dy) {
+            int64_t ih = h + dy - 1;
+            inside[dy] = ih >= 0 && ih < img_h;
+            int64_t src = inside[dy] ? ih : h, slot = src % 3;
+            if (held[slot] != b * img_h + src) {
+                const float *in_rows[3];
+                int in_inside[3];
+                rows3x3(image, src, img_h, row_values, in_rows, in_inside);
+                dw3x3_span(in_rows, in_inside, w1, b1, ring + slot * row_values, 0, img_w, img_w, c_dim, c_dim);
+                epilogue(ring + slot * row_values, 0, row_values, 1);
+                held[slot] = b * img_h + src;
+            }
+            rows[dy] = ring + slot * row_values;
+        }
+        float *trow = t + row * row_values;
+        dw3x3_span(rows, inside, w2, b2, trow, 0, img_w, img_w, c_dim, c_dim);
+        epilogue(trow, residual ? residual + row * row_values : 0, row_values, 0);
+    }
+    free(ring);
+    return 0;
+}
+
+/* The ConvFFN, y = t + FFN(dw(t)) with FFN(w) = GELU(w @ w1 + b1) @ w2 + b2 (dw: 3x3 depthwise, 'same' zero
+ * padding), for image rows [row_begin, row_end) of [B, H, W, C] tensors (C and the hidden width H a multiple of
+ * VW; weights packed as in nhwc_pointwise). The depthwise result of a chunk of a row's pixels goes straight into
+ * the product's input block, so it never goes to RAM either. y must not overlap t. Returns 0, -1 or -2. */
+int nhwc_dw_mlp(const float *t, const float *wd, const float *bd, const float *w1, const float *b1,
+                const float *w2, const float *b2, float *y, int64_t img_h, int64_t img_w, int64_t c_dim,
+                int64_t h_dim, int64_t row_begin, int64_t row_end) {
+    if (c_dim % VW || h_dim % VW) return -2;
+    float *scratch = malloc(sizeof(float) * CHUNK * (h_dim + 2 * c_dim));
+    if (!scratch) return -1;
+    float *hidden = scratch, *sa = scratch + CHUNK * h_dim, *sc = sa + CHUNK * c_dim;
+    int64_t row_values = img_w * c_dim;
+    for (int64_t row = row_begin; row < row_end; ++row) {
+        int64_t b = row / img_h, h = row - b * img_h;
+        const float *rows[3];
+        int inside[3];
+        rows3x3(t + b * img_h * row_values, h, img_h, row_values, rows, inside);
+        for (int64_t col = 0; col < img_w; col += CHUNK) {
+            int64_t n = img_w - col < CHUNK ? img_w - col : CHUNK, padded = (n + MR - 1) / MR * MR;
+            dw3x3_span(rows, inside, wd, bd, sa - col * c_dim, col, col + n, img_w, c_dim, c_dim);
+            if (padded > n) memset(sa + n * c_dim, 0, sizeof(float) * (padded - n) * c_dim);
+            float *out = y + row * row_values + col * c_dim, *c = padded == n ? out : sc;
+            chunk_product(sa, c_dim, w1, b1, hidden, h_dim, padded, c_dim, h_dim);
+            epilogue(hidden, 0, padded * h_dim, 1);
+            chunk_product(hidden, h_dim, w2, b2, c, c_dim, padded, h_dim, c_dim);
+            epilogue(c, t + row * row_values + col * c_dim, n * c_dim, 0);
+            if (c != out) memcpy(out, c, sizeof(float) * n * c_dim);
+        }
+    }
+    free(scratch);
+    return 0;
+}
+
 #ifdef _OPENMP
 #include <omp.h>
 
@@ -322,6 +408,32 @@ int nhwc_mlp_parallel(const float *x, const float *w1, const float *b1, const fl
     {
         int64_t n = omp_get_num_threads(), i = omp_get_thread_num();
         status = nhwc_mlp(x, w1, b1, w2, b2, residual, y, c_dim, h_dim, pixels * i / n, pixels * (i + 1) / n);
+    }
+    return status;
+}
+
+int nhwc_dw_gelu_dw_parallel(const float *u, const float *w1, const float *b1, const float *w2, const float *b2,
+                             const float *residual, float *t, int64_t img_h, int64_t img_w, int64_t c_dim,
+                             int64_t rows, int threads) {
+    int status = 0;
+#pragma omp parallel num_threads(threads) reduction(min : status)
+    {
+        int64_t n = omp_get_num_threads(), i = omp_get_thread_num();
+        status = nhwc_dw_gelu_dw(u, w1, b1, w2, b2, residual, t, img_h, img_w, c_dim, rows * i / n,
+                                 rows * (i + 1) / n);
+    }
+    return status;
+}
+
+int nhwc_dw_mlp_parallel(const float *t, const float *wd, const float *bd, const float *w1, const float *b1,
+                         const float *w2, const float *b2, float *y, int64_t img_h, int64_t img_w, int64_t c_dim,
+                         int64_t h_dim, int64_t rows, int threads) {
+    int status = 0;
+#pragma omp parallel num_threads(threads) reduction(min : status)
+    {
+        int64_t n = omp_get_num_threads(), i = omp_get_thread_num();
+        status = nhwc_dw_mlp(t, wd, bd, w1, b1, w2, b2, y, img_h, img_w, c_dim, h_dim, rows * i / n,
+                             rows * (i + 1) / n);
     }
     return status;
 }
