@@ -19,6 +19,11 @@
    ``ours`` with one of core's C kernels off for the whole step (``ours_without_product_kernel``: ``small_bmm.c``,
    ``ours_without_dwconv_kernel``: ``dwconv_small.c``; ``ours_ffn_gelu_only``: both, which is what an AVX2 CPU ran
    before those two had AVX2 code). The output names the CPU and the code path (ISA) each kernel was built with.
+3. The arithmetic floor of that step: its multiply-adds with no algorithmic waste (``ts_floor.forward_macs`` /
+   ``train_macs``: the count ``benchmarks/ts_floor.py`` cross-checks against ``torch.utils.flop_counter``) at this
+   machine's float32 GEMM rate with the same threads (best of 2048^3 ``mm``), measured in this run; ``ours`` and
+   ``authors`` are reported as a percentage of it (floor time / step time: 100 % would be a step that does only
+   its products, each at GEMM speed).
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ from metamixer.kernels import native
 from metamixer.kernels.fastconv import toeplitz_depthwise_conv1d
 from metamixer.kernels.native import ffn_gelu_kernels
 from metamixer.train.allocator import keep_freed_memory
+from ts_floor import forward_macs, train_macs
 
 
 def _time(fn, repeats: int) -> float:
@@ -47,6 +53,19 @@ def _time(fn, repeats: int) -> float:
     for _ in range(repeats):
         fn()
     return (time.perf_counter() - start) / repeats
+
+
+def gemm_gflops(threads: int, size: int = 2048, repeats: int = 3) -> float:
+    """This process's float32 GEMM rate at ``threads`` threads (best of ``repeats`` ``size``^3 products)."""
+    torch.set_num_threads(threads)
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    a @ b
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - start)
+    return 2 * size**3 / best / 1e9
 
 
 def main() -> None:
@@ -126,6 +145,12 @@ def main() -> None:
     for name in variants:
         if name != "ours":
             results[f"speedup_vs_{name}"] = results[f"train_step_{name}_s"] / results["train_step_ours_s"]
+    step_gflop = 2 * train_macs(forward_macs(model)) * args.batch / 1e9
+    peak = gemm_gflops(args.threads)
+    floor_s = step_gflop / peak
+    results.update(step_gflop=step_gflop, gemm_gflops=peak, floor_s=floor_s,
+                   floor_pct_ours=100 * floor_s / results["train_step_ours_s"],
+                   floor_pct_authors=100 * floor_s / results["train_step_authors_s"])
     built = {source: native._loaded.get(source) for source in ("ffn_gelu.c", "small_bmm.c", "dwconv_small.c")}
     results.update(threads=args.threads, batch=args.batch, ffn_ratio=args.ffn_ratio, n_vars=args.n_vars,
                    malloc_tuned=malloc_tuned, c_kernels=ffn_gelu_kernels() is not None, cpu=cpu_model(),
@@ -146,7 +171,10 @@ def main() -> None:
                 "timeseries", f"{what}: core's C kernels ({native.cpu_isa()} build) vs none", ours,
                 ("ours without C kernels (pure PyTorch, as without a compiler)",
                  results["train_step_ours_without_c_kernels_s"]), "s", higher_is_better=False))
-        write_summary(args.summary, rows)
+        notes = [f"arithmetic floor: {step_gflop:.1f} GFLOP per step at {peak:.0f} GFLOP/s (float32 GEMM, "
+                 f"{args.threads} threads, this run) = {floor_s:.3f} s; ours runs at {results['floor_pct_ours']:.0f} % "
+                 f"of it, the authors' formulation at {results['floor_pct_authors']:.0f} %"]
+        write_summary(args.summary, rows, notes=notes)
 
 
 def _saved_mib(forward, batch: torch.Tensor) -> float:  # noqa: ANN001

@@ -248,3 +248,31 @@ def test_peak_memory_and_notes_reach_the_page(tmp_path: Path) -> None:
         read_summary(path)
     path.write_text(json.dumps({"speed_summary": [entry], "notes": ["a note"]}))
     assert read_summary(path)["notes"] == ["a note"]
+
+
+def test_isa_page_keeps_one_instruction_set_and_the_main_page_links_it() -> None:
+    record = _record()  # every app measured on MACHINE (avx2)
+    page = st.render_page(record, isa="avx2")
+    assert page.startswith("# Speed on AVX2 CPUs") and "--isa-page avx2" in page
+    assert "| timeseries | one Adam step, batch 512 | ours: 1.25 s | authors: 5.00 s | **4.00×** |" in page
+    main = st.render_page(record, isa_pages=["avx2"])
+    assert "[AVX2](speed_avx2.md)" in main and "[AVX2]" not in st.render_page(record, isa_pages=[])
+
+
+def test_every_per_isa_page_is_rendered_from_its_record() -> None:
+    for isa in st.isa_pages_present():
+        record_path, page = st.isa_paths(isa)
+        record = st.load(record_path)
+        assert page.read_text() == st.render_page(record, isa=isa), f"{page}: run --isa-page {isa} --render"
+        for app, rec in record["apps"].items():
+            if rec.get("status") == "measured":
+                assert rec["machine"]["isa"] == isa, f"{record_path}: {app} measured on {rec['machine']['isa']}"
+
+
+def test_isa_page_of_another_isa_is_refused_before_measuring_in_a_fresh_process() -> None:
+    other = "plain" if machine(1)["isa"] != "plain" else "avx2"
+    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "speed_table.py"), "--isa-page", other,
+                           "--apps", "timeseries"], capture_output=True, text=True, timeout=120)
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert done.returncode == 2 and len(lines) == 1 and f"--isa-page {other}: this CPU's best ISA is" in lines[0], \
+        done.stderr
