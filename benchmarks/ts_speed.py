@@ -55,7 +55,7 @@ def _time(fn, repeats: int) -> float:
     return (time.perf_counter() - start) / repeats
 
 
-def gemm_gflops(threads: int, size: int = 2048, repeats: int = 3) -> float:
+def gemm_gflops(threads: int, size: int = 2048, repeats: int = 5) -> float:
     """This process's float32 GEMM rate at ``threads`` threads (best of ``repeats`` ``size``^3 products)."""
     torch.set_num_threads(threads)
     a, b = torch.randn(size, size), torch.randn(size, size)

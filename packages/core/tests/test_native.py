@@ -217,7 +217,7 @@ def test_thread_split_works_in_a_forked_child(wait_for_child) -> None:  # noqa: 
 
 
 def test_disabled_turns_every_kernel_getter_off_and_back_on() -> None:
-    getters = (native.ffn_gelu_kernels, native.small_bmm_kernel, native.dwconv_kernels)
+    getters = (native.ffn_gelu_kernels, native.small_bmm_kernel, native.dwconv_kernels, native.batch_norm_kernels)
     before = [getter() for getter in getters]
     with native.disabled():
         with native.disabled():  # nestable
@@ -237,7 +237,8 @@ def test_first_use_in_a_fresh_process_under_no_grad_or_inference_mode(mode: str)
     code = (
         "import json, torch\n"
         "from metamixer.kernels import native\n"
-        "getters = (native.ffn_gelu_kernels, native.small_bmm_kernel, native.dwconv_kernels)\n"
+        "getters = (native.ffn_gelu_kernels, native.small_bmm_kernel, native.dwconv_kernels,\n"
+        "           native.batch_norm_kernels)\n"
         f"with {mode}:\n"
         "    under = [g() is not None for g in getters]\n"
         "    mode = [torch.is_grad_enabled(), torch.is_inference_mode_enabled()]\n"

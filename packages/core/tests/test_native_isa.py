@@ -1,4 +1,4 @@
-"""The SIMD code paths of small_bmm.c and dwconv_small.c: the one a -march=native build compiles agrees with the
+"""The SIMD code paths of small_bmm.c, dwconv_small.c and batchnorm.c: the one a -march=native build compiles agrees with the
 CPU's /proc/cpuinfo flags (detected at run time), and every path this CPU can run (AVX-512, AVX2 + FMA, plain C,
 each built here with narrower -mno-* flags) equals torch on forward products in both layouts, ragged row and
 column tails, bias/accumulate, strided slices and the packed long-K case, and on depthwise convs (forward, weight
@@ -29,7 +29,8 @@ pytestmark = [pytest.mark.skipif(native._compiler() is None, reason="no C compil
 
 
 def _build(source: str, isa: str, tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN202
-    wrapper = {"small_bmm.c": native.SmallBmmKernel, "dwconv_small.c": native.DwConvKernels}[source]
+    wrapper = {"small_bmm.c": native.SmallBmmKernel, "dwconv_small.c": native.DwConvKernels,
+               "batchnorm.c": native.BatchNormKernels}[source]
     directory = tmp_path_factory.getbasetemp() / "isa-builds"
     return wrapper(ctypes.CDLL(str(native.build_library(CSRC / source, directory=directory,
                                                         extra_flags=NARROWER[isa]))))
@@ -49,6 +50,33 @@ def dw(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory)
     return kernels
 
 
+@pytest.fixture(scope="module", params=RUNNABLE)
+def bn(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> native.BatchNormKernels:
+    kernels = _build("batchnorm.c", request.param, tmp_path_factory)
+    assert kernels.isa == request.param, f"built with {NARROWER[request.param]} but compiled {kernels.isa}"
+    return kernels
+
+
+def test_batch_norm_every_path_equals_torch(bn: native.BatchNormKernels) -> None:
+    """Each ISA build's forward (output, biased variance) and backward (input, weight, bias gradients) against
+    ``F.batch_norm`` for row lengths across the vector widths' tails, a channel-strided input and G = 1."""
+    g = torch.Generator().manual_seed(1)
+    for groups, channels, length in ((3, 5, 1), (2, 4, 7), (1, 3, 17), (4, 6, 33), (2, 3, 100)):
+        x = (torch.randn(groups, channels + 2, length, generator=g) * 2 + 1)[:, 1:-1]
+        w, b = torch.randn(channels, generator=g), torch.randn(channels, generator=g)
+        grad = torch.randn(groups, channels, length, generator=g)
+        ref_x, ref_w, ref_b = (t.clone().double().requires_grad_() for t in (x, w, b))
+        ref = F.batch_norm(ref_x, None, None, ref_w, ref_b, training=True, eps=1e-5)
+        ref.backward(grad.double())
+        y, mean, var, invstd = bn.forward(x, w, b, 1e-5)
+        grad_x, grad_w, grad_b = bn.backward(grad, x, w, mean, invstd)
+        tol = {"rtol": 1e-4, "atol": 1e-4}
+        torch.testing.assert_close(y.double(), ref.detach(), **tol)
+        torch.testing.assert_close(var.double(), x.double().var((0, 2), unbiased=False), **tol)
+        for got, want in ((grad_x, ref_x.grad), (grad_w, ref_w.grad), (grad_b, ref_b.grad)):
+            torch.testing.assert_close(got.double(), want, **tol, msg=lambda m: f"{bn.isa} {tuple(x.shape)}: {m}")
+
+
 def test_native_build_compiles_the_path_cpuinfo_promises() -> None:
     """-march=native on this CPU: avx512f -> the AVX-512 path, else avx2 + fma -> AVX2, else plain C; and the
     getters offer a kernel exactly where OFFERED_ISAS lists its ISA."""
@@ -59,6 +87,7 @@ def test_native_build_compiles_the_path_cpuinfo_promises() -> None:
     for source, wrapper, check, getter in (
         ("small_bmm.c", native.SmallBmmKernel, native._small_bmm_self_check, native.small_bmm_kernel),
         ("dwconv_small.c", native.DwConvKernels, native._dwconv_self_check, native.dwconv_kernels),
+        ("batchnorm.c", native.BatchNormKernels, native._batch_norm_self_check, native.batch_norm_kernels),
     ):
         built = native._load(source, wrapper, check)
         assert built is not None, f"{source} did not build or self-check"
@@ -73,7 +102,7 @@ def test_native_build_compiles_the_path_cpuinfo_promises() -> None:
                 pass
 
 
-@pytest.mark.parametrize("source", ["small_bmm.c", "dwconv_small.c"])
+@pytest.mark.parametrize("source", ["small_bmm.c", "dwconv_small.c", "batchnorm.c"])
 @pytest.mark.parametrize("isa,flags,register", [
     ("avx512", ("-mavx512f", "-mavx512bw", "-mfma"), "%zmm"), ("avx2", ("-mavx2", "-mfma", "-mno-avx512f"), "%ymm")])
 def test_every_simd_path_compiles_on_any_x86_compiler(source: str, isa: str, flags: tuple[str, ...], register: str,
@@ -82,7 +111,8 @@ def test_every_simd_path_compiles_on_any_x86_compiler(source: str, isa: str, fla
     both explicitly and check the assembly uses that path's registers."""
     compiler = native._compiler()
     out = tmp_path / f"{isa}.s"
-    done = subprocess.run([compiler, "-O3", "-Wall", "-S", *flags, "-o", str(out), str(CSRC / source)],
+    # -fopenmp-simd as in the real build: batchnorm.c's reductions are vectorised through `omp simd` pragmas
+    done = subprocess.run([compiler, "-O3", "-Wall", "-fopenmp-simd", "-S", *flags, "-o", str(out), str(CSRC / source)],
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assembly = out.read_text()
@@ -189,7 +219,8 @@ def test_dwconv_every_length_and_kernel_against_conv1d(dw: native.DwConvKernels)
 
 def _loaded(source: str):  # noqa: ANN202
     wrapper, check = {"small_bmm.c": (native.SmallBmmKernel, native._small_bmm_self_check),
-                      "dwconv_small.c": (native.DwConvKernels, native._dwconv_self_check)}[source]
+                      "dwconv_small.c": (native.DwConvKernels, native._dwconv_self_check),
+                      "batchnorm.c": (native.BatchNormKernels, native._batch_norm_self_check)}[source]
     built = native._load(source, wrapper, check)
     assert built is not None, f"{source} did not build or self-check"
     return built
@@ -201,7 +232,7 @@ def _torch_uses_gnu_openmp() -> bool:
     return "OpenMP" in torch.__config__.parallel_info() and f"{torch_lib}/libgomp" in maps
 
 
-@pytest.mark.parametrize("source", ["small_bmm.c", "dwconv_small.c"])
+@pytest.mark.parametrize("source", ["small_bmm.c", "dwconv_small.c", "batchnorm.c"])
 def test_threads_run_on_torchs_openmp_team_and_equal_the_thread_pool(source: str) -> None:
     """Where PyTorch runs on GNU OpenMP (its Linux wheels) and gcc builds with -fopenmp, the kernels split their
     channels on PyTorch's own team; either split gives bit-identical results (channels are independent)."""
@@ -216,6 +247,16 @@ def test_threads_run_on_torchs_openmp_team_and_equal_the_thread_pool(source: str
         run = lambda: (built(x, t), built(few_x, few_t, bias))  # noqa: E731
         reference = torch.bmm(x, t)
         few_reference = torch.baddbmm(bias.unsqueeze(-1), few_x, few_t)
+    elif source == "batchnorm.c":
+        x, w, b = torch.randn(3, 40, 70, generator=g), torch.randn(40, generator=g), torch.randn(40, generator=g)
+        grad = torch.randn(3, 40, 70, generator=g)
+
+        def run():  # noqa: ANN202
+            y, mean, var, invstd = built.forward(x, w, b, 1e-5)
+            return (y, var, *built.backward(grad, x, w, mean, invstd))
+
+        reference = F.batch_norm(x, None, None, w, b, training=True, eps=1e-5)
+        few_reference = None
     else:
         x, w = torch.randn(40, 6, 48, generator=g), torch.randn(40, 5, generator=g)
         grad = torch.randn(40, 6, 48, generator=g)

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from ffnet_timeseries.models.revin import RevIN
+from metamixer.kernels.batchnorm import batch_norm
 from metamixer.kernels.dropout import FastDropout
 from metamixer.kernels.fastconv import DepthwiseConv1dToeplitz, depthwise_conv1d_cbl, swap_depthwise_convs
 from metamixer.kernels.fused_ffn import grouped_ffn
@@ -56,8 +57,11 @@ def _ffn(x: torch.Tensor, conv1: nn.Conv1d, drop: nn.Dropout, act: nn.Module, co
 
 
 def _batch_norm_cm(norm: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """A BatchNorm over the channels of ``x`` = ``[G, C, S]`` (statistics over G and S), or a folded no-op."""
-    return x if isinstance(norm, nn.Identity) else norm(x)
+    """A BatchNorm over the channels of ``x`` = ``[G, C, S]`` (statistics over G and S; core's C kernel in
+    training on CPU), or a folded no-op."""
+    if isinstance(norm, nn.Identity):
+        return x
+    return batch_norm(norm, x) if isinstance(norm, nn.BatchNorm1d) else norm(x)
 
 
 def _depthwise_cm(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -72,7 +76,7 @@ def _depthwise_cm(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
     if isinstance(module, ConvBN):
         y = depthwise_conv1d_cbl(x, module.conv_module)
         channels, batch, length = y.shape
-        return module.bn_module(y.reshape(1, channels, batch * length)).view(channels, batch, length)
+        return _batch_norm_cm(module.bn_module, y.reshape(1, channels, batch * length)).view(channels, batch, length)
     return depthwise_conv1d_cbl(x, module)
 
 
@@ -109,7 +113,7 @@ def _stem_cm(stem: nn.Sequential, x: torch.Tensor) -> torch.Tensor | None:
     weight = conv.weight.view(1, d, p).expand(m, d, p)
     y = torch.bmm(weight, patches) if conv.bias is None else torch.baddbmm(conv.bias.view(1, d, 1), weight, patches)
     for norm in stem[1:]:
-        y = norm(y)  # [M, D, B*N]: BatchNorm1d's channels are D, its statistics over M and B*N
+        y = _batch_norm_cm(norm, y)  # [M, D, B*N]: BatchNorm1d's channels are D, its statistics over M and B*N
     return y.view(m, d, batch, n)
 
 

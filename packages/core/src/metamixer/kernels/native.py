@@ -7,7 +7,8 @@ are products with a 48 x 48 right factor, where the BLAS behind ``torch.bmm`` is
 :func:`small_bmm_kernel` keeps a register block of the output through the whole K loop (on AVX-512 8 x 48 in 24
 zmm registers, 60-90 GFLOP/s against ``torch.bmm``'s ~22 on one core; on AVX2 4 x 24 in 12 ymm registers, 33-38
 against 18-20 on an AVX2 EPYC), and :func:`dwconv_kernels` runs short depthwise kernels (k=5) directly instead of
-as a dense 48 x 48 product. The kernels are plain C with no PyTorch headers, so a build takes about a second; they
+as a dense 48 x 48 product. (3) PyTorch's CPU BatchNorm in training runs ~4x above its memory-traffic floor at
+FFNet-TS's ``[G, C, S]`` shapes; :func:`batch_norm_kernels` does a channel per cache visit. The kernels are plain C with no PyTorch headers, so a build takes about a second; they
 are called through ctypes, which releases the GIL, so one call can be split across threads.
 
 Instruction set, detected at run time: every library is built with ``-march=native`` on the machine that loads it,
@@ -58,7 +59,7 @@ import torch
 __all__ = [
     "NativeBuildError", "build_library", "cache_dir", "dwconv_kernels", "DwConvKernels", "ffn_gelu_kernels",
     "FFNGeluKernels", "small_bmm_kernel", "SmallBmmKernel", "select", "disabled", "plain_builds", "cpu_isa",
-    "OFFERED_ISAS", "ISAS",
+    "OFFERED_ISAS", "ISAS", "batch_norm_kernels", "BatchNormKernels",
 ]
 
 _LOG = logging.getLogger(__name__)
@@ -70,8 +71,9 @@ _MIN_ROWS_PER_THREAD = 64
 # The value of small_bmm_vectorized() / dwconv_vectorized() -> the code path the preprocessor compiled.
 ISAS = {0: "plain", 1: "avx512", 2: "avx2"}
 # Where each SIMD kernel is offered (see the module docstring for the measurements behind each entry).
-OFFERED_ISAS = {"small_bmm.c": frozenset({"avx512", "avx2"}), "dwconv_small.c": frozenset({"avx512", "avx2"})}
-_OPENMP_SOURCES = frozenset({"small_bmm.c", "dwconv_small.c", "nhwc.c", "ffn_gelu.c"})  # built with -fopenmp (see _TeamSplit)
+OFFERED_ISAS = {"small_bmm.c": frozenset({"avx512", "avx2"}), "dwconv_small.c": frozenset({"avx512", "avx2"}),
+                "batchnorm.c": frozenset({"avx512", "avx2"})}
+_OPENMP_SOURCES = frozenset({"small_bmm.c", "dwconv_small.c", "nhwc.c", "ffn_gelu.c", "batchnorm.c"})  # built with -fopenmp (see _TeamSplit)
 
 
 class NativeBuildError(RuntimeError):
@@ -420,6 +422,86 @@ class DwConvKernels:
         return grad_w, grad_b
 
 
+class BatchNormKernels:
+    """Tensor-level wrappers of ``csrc/batchnorm.c``: training-mode BatchNorm over ``x = [G, C, S]`` (statistics
+    per channel over G and S; any G/C strides, S contiguous), float32 on CPU, forward and backward, channels split
+    across threads. ``isa``/``vectorized``: the code path the build targets (see the module docstring)."""
+
+    def __init__(self, library: ctypes.CDLL) -> None:
+        i64, ptr = ctypes.c_int64, ctypes.c_void_p
+        self._forward, self._backward = library.bn_forward, library.bn_backward
+        self._forward.argtypes = [ptr] * 3 + [ctypes.c_float] + [ptr] * 4 + [i64] * 7
+        self._backward.argtypes = [ptr] * 8 + [i64] * 7
+        self._forward.restype = self._backward.restype = None
+        library.bn_vectorized.restype = ctypes.c_int
+        self.isa = ISAS[library.bn_vectorized()]
+        self.vectorized = self.isa != "plain"
+        self._forward_parallel = _parallel_entry(library, "bn_forward_parallel", self._forward.argtypes[:-2])
+        self._backward_parallel = _parallel_entry(library, "bn_backward_parallel", self._backward.argtypes[:-2])
+        self._channels = _TeamSplit(library, "bn_openmp_runtime", 1)
+
+    @staticmethod
+    def _check(x: torch.Tensor, *vectors: torch.Tensor | None) -> tuple[int, int, int]:
+        if x.dim() != 3 or x.dtype != torch.float32 or x.device.type != "cpu" or (x.stride(2) != 1 and x.shape[2] > 1):
+            raise ValueError(f"batch_norm: x must be a float32 CPU [G, C, S] tensor with contiguous rows, got "
+                             f"{x.dtype} {tuple(x.shape)} strides {x.stride()} on {x.device}")
+        channels = x.shape[1]
+        for vector in vectors:
+            if vector is not None:
+                _check_float32(vector)
+                if vector.numel() != channels:
+                    raise ValueError(f"batch_norm: per-channel vectors must hold {channels} values, got "
+                                     f"{tuple(vector.shape)}")
+        return x.shape[0], channels, x.shape[2]
+
+    @staticmethod
+    def _ptr(tensor: torch.Tensor | None) -> int | None:
+        return tensor.data_ptr() if tensor is not None else None
+
+    def forward(self, x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None,
+                eps: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(y, mean, var, invstd)``: y contiguous ``[G, C, S]``, the batch statistics ``[C]`` (var biased)."""
+        g, c, s = self._check(x, weight, bias)
+        y, mean, var, invstd = x.new_empty(g, c, s), x.new_empty(c), x.new_empty(c), x.new_empty(c)
+        args = (x.data_ptr(), self._ptr(weight), self._ptr(bias), eps, y.data_ptr(), mean.data_ptr(),
+                var.data_ptr(), invstd.data_ptr(), g, c, s, x.stride(0), x.stride(1))
+        self._channels(self._forward, self._forward_parallel, args, c)
+        return y, mean, var, invstd
+
+    def backward(self, grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor | None, mean: torch.Tensor,
+                 invstd: torch.Tensor, need_x: bool = True, need_params: bool = True
+                 ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+        """``(grad_x, grad_weight, grad_bias)`` for output gradient ``grad`` (None where not asked for)."""
+        g, c, s = self._check(x, weight, mean, invstd)
+        _check_float32(grad)
+        if grad.shape != x.shape:
+            raise ValueError(f"batch_norm: grad must be {tuple(x.shape)}, got {tuple(grad.shape)}")
+        grad_x = x.new_empty(g, c, s) if need_x else None
+        grad_w, grad_b = (x.new_empty(c), x.new_empty(c)) if need_params else (None, None)
+        args = (x.data_ptr(), grad.data_ptr(), self._ptr(weight), mean.data_ptr(), invstd.data_ptr(),
+                self._ptr(grad_x), self._ptr(grad_w), self._ptr(grad_b), g, c, s, x.stride(0), x.stride(1))
+        self._channels(self._backward, self._backward_parallel, args, c)
+        return grad_x, grad_w, grad_b
+
+
+def _batch_norm_self_check(kernels: BatchNormKernels) -> None:
+    """Forward statistics and output, input/weight/bias gradients against ``F.batch_norm`` on a channel-strided
+    ``[G, C, S]`` input with a ragged row length."""
+    g = torch.Generator().manual_seed(0)
+    x = (torch.randn(3, 7, 37, generator=g) * 3 + 5)[:, 1:6]  # [3, 5, 37], channel stride 37, group stride 259
+    w, b, grad = torch.randn(5, generator=g), torch.randn(5, generator=g), torch.randn(3, 5, 37, generator=g)
+    ref_x, ref_w, ref_b = x.clone().requires_grad_(), w.clone().requires_grad_(), b.clone().requires_grad_()
+    reference = torch.nn.functional.batch_norm(ref_x, None, None, ref_w, ref_b, training=True, eps=1e-5)
+    reference.backward(grad)
+    y, mean, var, invstd = kernels.forward(x, w, b, 1e-5)
+    grad_x, grad_w, grad_b = kernels.backward(grad, x, w, mean, invstd)
+    worst = max(float((y - reference.detach()).abs().max()), float((grad_x - ref_x.grad).abs().max()),
+                float((grad_w - ref_w.grad).abs().max()), float((grad_b - ref_b.grad).abs().max()),
+                float((var - x.var((0, 2), unbiased=False)).abs().max()) / 9)
+    if not worst < 1e-4:
+        raise NativeBuildError(f"batchnorm kernels disagree with F.batch_norm by {worst:.3g} (expected < 1e-4)")
+
+
 def _dwconv_self_check(kernels: DwConvKernels) -> None:
     """Forward, input gradient (reversed kernel) and weight/bias gradients against conv1d, with a row-strided x
     and rows shorter than the kernel."""
@@ -496,7 +578,7 @@ def disabled(*sources: str) -> Iterator[None]:
     compiler): for A/B benchmarks and tests. ``sources`` (e.g. ``"small_bmm.c"``) limits it to those libraries; none
     means all. Process-wide, nestable; autograd Functions already created keep the kernels they were given."""
     global _disabled
-    known = {"ffn_gelu.c", "small_bmm.c", "dwconv_small.c", "nhwc.c"}
+    known = {"ffn_gelu.c", "small_bmm.c", "dwconv_small.c", "nhwc.c", "batchnorm.c"}
     if set(sources) - known:
         raise ValueError(f"disabled(): unknown kernel sources {sorted(set(sources) - known)}; known: {sorted(known)}")
     if not sources:
@@ -597,6 +679,12 @@ def dwconv_kernels() -> DwConvKernels | None:
     return _offered("dwconv_small.c", _load("dwconv_small.c", DwConvKernels, _dwconv_self_check))
 
 
+def batch_norm_kernels() -> BatchNormKernels | None:
+    """The training-mode BatchNorm kernels, built on first call; None where they are not available or their ISA is
+    not one they are offered for (see the module docstring)."""
+    return _offered("batchnorm.c", _load("batchnorm.c", BatchNormKernels, _batch_norm_self_check))
+
+
 # Availability as constants for torch.compile: evaluated once while tracing, so a compiled graph neither traces
 # the build/self-check nor breaks on it (a graph keeps the choice it was compiled with, even inside disabled()).
 @torch.compiler.assume_constant_result
@@ -614,5 +702,10 @@ def _dwconv_available() -> bool:
     return dwconv_kernels() is not None
 
 
+@torch.compiler.assume_constant_result
+def _batch_norm_available() -> bool:
+    return batch_norm_kernels() is not None
+
+
 _AVAILABLE = {"ffn_gelu_kernels": _ffn_gelu_available, "small_bmm_kernel": _small_bmm_available,
-              "dwconv_kernels": _dwconv_available}
+              "dwconv_kernels": _dwconv_available, "batch_norm_kernels": _batch_norm_available}
